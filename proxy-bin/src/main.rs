@@ -1,0 +1,5 @@
+//! `galion-edge`: see `galion-edge --help`.
+
+fn main() -> std::process::ExitCode {
+    galion_edge::main()
+}

@@ -1,0 +1,219 @@
+//! Sample origins: small HTTP/1.1 servers that stand in for the GALION services.
+//!
+//! Every origin answers with a JSON description of the request it received (so you can see
+//! what the proxy forwarded), records it for tests, and understands a few paths anywhere in the
+//! URL: `/health` (200 "ok"), `slow?ms=N` (answer after N ms), `bytes?n=N` (N bytes of body),
+//! `status?code=N`. A WebSocket upgrade on any path becomes an echo server.
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+/// A request as an origin saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// Method.
+    pub method: String,
+    /// Request target as received.
+    pub uri: String,
+    /// Headers, names lower-case, in order.
+    pub headers: Vec<(String, String)>,
+    /// Body length received.
+    pub body_len: usize,
+}
+
+impl Recorded {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A running origin.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// Its service name, echoed in every answer.
+    pub name: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Requests received, oldest first.
+    pub seen: Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl Origin {
+    /// Requests received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.seen.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+/// Binds `addr` (port 0 for any) and serves until the runtime stops.
+pub async fn spawn_origin(name: &str, addr: SocketAddr) -> std::io::Result<Origin> {
+    let listener = TcpListener::bind(addr).await?;
+    let origin = Origin {
+        name: name.to_string(),
+        addr: listener.local_addr()?,
+        seen: Arc::new(Mutex::new(Vec::new())),
+    };
+    let o = origin.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let o = o.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| handle(o.clone(), req));
+                let _ = http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    Ok(origin)
+}
+
+fn query_num(req: &Request<Incoming>, key: &str) -> Option<u64> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| v.parse().ok()).flatten()
+    })
+}
+
+async fn handle(
+    o: Origin,
+    mut req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let path = req.uri().path().to_string();
+    let is_ws = req
+        .headers()
+        .get("upgrade")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+
+    if is_ws {
+        record(&o, &method, &uri, &headers, 0);
+        return Ok(websocket(&mut req));
+    }
+    let ms = query_num(&req, "ms");
+    let n = query_num(&req, "n");
+    let code = query_num(&req, "code");
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    record(&o, &method, &uri, &headers, body.len());
+
+    if path.ends_with("/health") {
+        return Ok(text(200, "ok\n"));
+    }
+    if path.ends_with("/slow") {
+        tokio::time::sleep(Duration::from_millis(ms.unwrap_or(1000).min(60_000))).await;
+    }
+    if path.ends_with("/bytes") {
+        let len = n.unwrap_or(1024).min(64 << 20) as usize;
+        let mut r = Response::new(Full::new(Bytes::from(vec![b'x'; len])));
+        r.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/octet-stream"),
+        );
+        return Ok(r);
+    }
+    let status = code.and_then(|c| u16::try_from(c).ok()).unwrap_or(200);
+    let json = serde_json::json!({
+        "service": o.name,
+        "method": method,
+        "uri": uri,
+        "headers": headers.iter().map(|(k, v)| serde_json::json!([k, v])).collect::<Vec<_>>(),
+        "body_len": body.len(),
+    });
+    let mut r = Response::new(Full::new(Bytes::from(json.to_string())));
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    // What an origin framework leaks; the proxy must not pass it on.
+    r.headers_mut().insert(
+        "x-powered-by",
+        http::HeaderValue::from_static("Express 4.18.2"),
+    );
+    r.headers_mut()
+        .insert("server", http::HeaderValue::from_static("uvicorn/0.30.1"));
+    Ok(r)
+}
+
+fn record(o: &Origin, method: &str, uri: &str, headers: &[(String, String)], body_len: usize) {
+    if let Ok(mut v) = o.seen.lock() {
+        v.push(Recorded {
+            method: method.to_string(),
+            uri: uri.to_string(),
+            headers: headers.to_vec(),
+            body_len,
+        });
+    }
+}
+
+fn text(status: u16, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+    r
+}
+
+fn websocket(req: &mut Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        return text(400, "missing sec-websocket-key\n");
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_close() {
+                break;
+            }
+            if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert("connection", http::HeaderValue::from_static("upgrade"));
+    h.insert("upgrade", http::HeaderValue::from_static("websocket"));
+    if let Ok(v) = http::HeaderValue::from_str(&accept) {
+        h.insert("sec-websocket-accept", v);
+    }
+    r
+}

@@ -1,0 +1,1119 @@
+//! The configuration: one TOML file, decoded with field paths, validated in full.
+//!
+//! [`Config::from_toml_str`] and [`Config::load`] never panic: a file either becomes a
+//! [`Config`] or a [`ConfigErrors`] listing every problem with its field path
+//! (`sites[1].routes[0].upstream`), the bad value and what would be accepted.
+
+pub mod raw;
+pub mod units;
+
+use crate::tls::check_cert_pair;
+use http::{HeaderName, HeaderValue};
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use raw::*;
+pub use units::*;
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where: a field path such as `upstreams.app_api.backends[0]`, or `file` for I/O and syntax.
+    pub path: String,
+    /// The bad value as written (empty when the field is missing).
+    pub value: String,
+    /// What is wrong and what would be accepted.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "{}: {}", self.path, self.message)
+        } else {
+            write!(f, "{} = {}: {}", self.path, self.value, self.message)
+        }
+    }
+}
+
+/// Every problem found in a config file, in file order. Never empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Pingora's server settings, from `[server]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    /// Worker threads per service. Default: the number of cores (Pingora's own default is 1).
+    pub threads: usize,
+    /// Graceful shutdown: time to keep serving after SIGTERM-style signals. Default 5s.
+    pub grace_period: Duration,
+    /// Time runtimes get to exit after the grace period. Default 5s.
+    pub graceful_shutdown_timeout: Duration,
+    /// Default `/tmp/galion-edge.pid`.
+    pub pid_file: String,
+    /// Default `/tmp/galion-edge-upgrade.sock`.
+    pub upgrade_sock: String,
+    /// User to run as after binding. Default: unchanged.
+    pub user: Option<String>,
+    /// Group to run as after binding. Default: unchanged.
+    pub group: Option<String>,
+    /// Idle upstream connections kept. Default 128.
+    pub upstream_keepalive_pool_size: usize,
+}
+
+/// Listening addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSettings {
+    /// TLS listeners.
+    pub https: Vec<SocketAddr>,
+    /// Plain HTTP: redirect to https and ACME challenges.
+    pub http: Vec<SocketAddr>,
+    /// Plain HTTP that proxies (local development, load tests behind a TLS terminator).
+    pub http_proxy: Vec<SocketAddr>,
+}
+
+/// Limits on clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownstreamSettings {
+    /// Default 10s (nginx: 60s). A client slower than this gets 408 and is disconnected.
+    pub client_header_timeout: Duration,
+    /// Default 60s.
+    pub keepalive_timeout: Duration,
+    /// Default 1000 (nginx's `keepalive_requests`).
+    pub keepalive_requests: u32,
+    /// Default 32 KiB (nginx: 4 x 8k). Larger header blocks get 431.
+    pub max_header_bytes: usize,
+    /// Default 100 header lines. More get 431.
+    pub max_header_count: usize,
+    /// Default 10 MiB. Routes may override.
+    pub max_body_size: u64,
+    /// Default 128.
+    pub h2_max_concurrent_streams: u32,
+}
+
+/// Access log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// nginx's `combined` plus host, request time, upstream and request id.
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// Standard output.
+    Stdout,
+    /// Appended to a file.
+    File(PathBuf),
+    /// Not written.
+    Off,
+}
+
+/// The access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogSettings {
+    /// Default combined.
+    pub format: AccessLogFormat,
+    /// Default stdout.
+    pub target: AccessLogTarget,
+}
+
+/// How backends are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    /// A TCP connect succeeds.
+    Tcp,
+    /// `GET path` answers 2xx or 3xx.
+    Http {
+        /// Request path.
+        path: String,
+    },
+    /// No active checks; backends are always in rotation.
+    None,
+}
+
+/// Active health checks for one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckSettings {
+    /// Default tcp.
+    pub kind: HealthCheckKind,
+    /// Default 2s.
+    pub interval: Duration,
+    /// Default 1s.
+    pub timeout: Duration,
+    /// Default 1 (a dead backend leaves rotation at the first failed check).
+    pub fall: usize,
+    /// Default 1.
+    pub rise: usize,
+}
+
+/// Timeouts toward one group. Pingora sets none by default; these are ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// Default 2s.
+    pub connect: Duration,
+    /// Default 60s (nginx `proxy_read_timeout`).
+    pub read: Duration,
+    /// Default 60s.
+    pub write: Duration,
+    /// Idle keepalive connections are closed after this. Default 60s.
+    pub idle: Duration,
+}
+
+/// One upstream group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    /// The group's name.
+    pub name: String,
+    /// Backends, in file order.
+    pub backends: Vec<SocketAddr>,
+    /// Timeouts.
+    pub timeouts: UpstreamTimeouts,
+    /// Health checks.
+    pub health_check: HealthCheckSettings,
+}
+
+/// Security headers, validated into header values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderSettings {
+    /// Headers added to every response, in order.
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    /// `Server` value.
+    pub server: HeaderValue,
+}
+
+/// A certificate pair on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPaths {
+    /// Chain.
+    pub cert: PathBuf,
+    /// Key.
+    pub key: PathBuf,
+}
+
+/// One route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSettings {
+    /// Path prefix.
+    pub prefix: String,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// Body limit in bytes.
+    pub max_body_size: u64,
+    /// Read timeout override.
+    pub read_timeout: Option<Duration>,
+}
+
+/// One site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteSettings {
+    /// Name for logs.
+    pub name: String,
+    /// Lower-case host names.
+    pub hosts: Vec<String>,
+    /// Certificate.
+    pub tls: Option<CertPaths>,
+    /// Response headers.
+    pub headers: HeaderSettings,
+    /// Routes in file order.
+    pub routes: Vec<RouteSettings>,
+}
+
+/// A validated configuration. Build it with [`Config::load`] or [`Config::from_toml_str`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerSettings,
+    /// `[listeners]`
+    pub listeners: ListenerSettings,
+    /// `[downstream]`
+    pub downstream: DownstreamSettings,
+    /// Certificate check interval. Default 60s.
+    pub tls_reload_interval: Duration,
+    /// `[access_log]`
+    pub access_log: AccessLogSettings,
+    /// ACME webroot.
+    pub acme_webroot: Option<PathBuf>,
+    /// Upstream groups, sorted by name.
+    pub upstreams: Vec<UpstreamSettings>,
+    /// Sites in file order.
+    pub sites: Vec<SiteSettings>,
+    /// Headers for answers that belong to no site (an unknown host), from `[headers]`.
+    pub default_headers: HeaderSettings,
+    /// Directory the file was read from (relative paths are resolved against it).
+    pub base_dir: PathBuf,
+}
+
+impl Config {
+    /// Reads and validates a file. Relative paths in it are taken from the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Self::load_with_root(path, None)
+    }
+
+    /// Like [`Config::load`], but absolute paths in the file (certificates, webroot, log) are
+    /// looked up under `root`, as a process chrooted or in a container image rooted there would
+    /// see them. `galion-edge check --root DIR` uses it to validate a config for another tree.
+    pub fn load_with_root(path: &Path, root: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                path: "file".into(),
+                value: path.display().to_string(),
+                message: format!("cannot read the config file: {e}"),
+            }])
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::parse(&text, &base, root)
+    }
+
+    /// Parses and validates TOML text; relative paths are resolved against `base_dir`.
+    pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+        Self::parse(text, base_dir, None)
+    }
+
+    fn parse(text: &str, base_dir: &Path, root: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let de = toml::Deserializer::new(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let message = inner.message().to_string();
+            let location = inner
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            ConfigErrors(vec![ConfigError {
+                path: if path == "." { "file".into() } else { path },
+                value: String::new(),
+                message: format!("{message}{location}"),
+            }])
+        })?;
+        Self::validate(raw, base_dir, root)
+    }
+
+    /// Validates decoded raw config, collecting every error.
+    pub fn from_raw(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigErrors> {
+        Self::validate(raw, base_dir, None)
+    }
+
+    fn validate(raw: RawConfig, base_dir: &Path, root: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let mut v = Validator {
+            errors: Vec::new(),
+            base: base_dir.to_path_buf(),
+            root: root.map(Path::to_path_buf),
+        };
+        let config = v.config(raw);
+        if v.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(v.errors))
+        }
+    }
+
+    /// The group a route sends to.
+    pub fn upstream(&self, index: usize) -> Option<&UpstreamSettings> {
+        self.upstreams.get(index)
+    }
+}
+
+struct Validator {
+    errors: Vec<ConfigError>,
+    base: PathBuf,
+    root: Option<PathBuf>,
+}
+
+impl Validator {
+    fn err(
+        &mut self,
+        path: impl Into<String>,
+        value: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.errors.push(ConfigError {
+            path: path.into(),
+            value: value.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, path: &str, raw: &Option<RawDuration>, default: Duration) -> Duration {
+        let Some(raw) = raw else { return default };
+        match raw.parse() {
+            Ok(d) if d.is_zero() => {
+                self.err(path, raw.shown(), "must be greater than zero");
+                default
+            }
+            Ok(d) if d > Duration::from_secs(7 * 24 * 3600) => {
+                self.err(
+                    path,
+                    raw.shown(),
+                    "is longer than 7 days; use a shorter duration",
+                );
+                default
+            }
+            Ok(d) => d,
+            Err(msg) => {
+                self.err(path, raw.shown(), msg);
+                default
+            }
+        }
+    }
+
+    fn size(&mut self, path: &str, raw: &Option<RawSize>, default: u64, min: u64, max: u64) -> u64 {
+        let Some(raw) = raw else { return default };
+        match raw.parse() {
+            Ok(n) if n < min || n > max => {
+                self.err(
+                    path,
+                    raw.shown(),
+                    format!("must be between {min} and {max} bytes"),
+                );
+                default
+            }
+            Ok(n) => n,
+            Err(msg) => {
+                self.err(path, raw.shown(), msg);
+                default
+            }
+        }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            match (&self.root, p.strip_prefix("/")) {
+                (Some(root), Ok(rel)) => root.join(rel),
+                _ => p.to_path_buf(),
+            }
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn addresses(&mut self, field: &str, list: &[String]) -> Vec<SocketAddr> {
+        let mut out = Vec::new();
+        for (i, a) in list.iter().enumerate() {
+            match a.parse::<SocketAddr>() {
+                Ok(sa) => out.push(sa),
+                Err(_) => self.err(
+                    format!("{field}[{i}]"),
+                    format!("{a:?}"),
+                    "expected an IP address and port such as \"0.0.0.0:443\" or \"[::]:443\"",
+                ),
+            }
+        }
+        out
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let server = self.server(&raw.server);
+        let listeners = ListenerSettings {
+            https: self.addresses("listeners.https", &raw.listeners.https),
+            http: self.addresses("listeners.http", &raw.listeners.http),
+            http_proxy: self.addresses("listeners.http_proxy", &raw.listeners.http_proxy),
+        };
+        let mut seen = HashMap::new();
+        for (field, list) in [
+            ("listeners.https", &listeners.https),
+            ("listeners.http", &listeners.http),
+            ("listeners.http_proxy", &listeners.http_proxy),
+        ] {
+            for (i, a) in list.iter().enumerate() {
+                if let Some(other) = seen.insert(*a, format!("{field}[{i}]")) {
+                    self.err(
+                        format!("{field}[{i}]"),
+                        a.to_string(),
+                        format!("address already used by {other}; each address can be bound once"),
+                    );
+                }
+            }
+        }
+        if listeners.https.is_empty()
+            && listeners.http.is_empty()
+            && listeners.http_proxy.is_empty()
+            && self.errors.is_empty()
+        {
+            self.err(
+                "listeners",
+                "",
+                "no listener: add `https = [\"0.0.0.0:443\"]` (and usually `http = [\"0.0.0.0:80\"]`)",
+            );
+        }
+        let downstream = self.downstream(&raw.downstream);
+        let tls_reload_interval = self.duration(
+            "tls.reload_interval",
+            &raw.tls.reload_interval,
+            Duration::from_secs(60),
+        );
+        let access_log = self.access_log(&raw.access_log);
+        let acme_webroot = raw.acme.webroot.as_ref().map(|w| {
+            let p = self.path(w);
+            if !p.is_dir() {
+                self.err(
+                    "acme.webroot",
+                    format!("{w:?}"),
+                    "is not a readable directory; create it (certbot --webroot -w uses it) or remove the setting",
+                );
+            }
+            p
+        });
+        let upstreams: Vec<UpstreamSettings> = raw
+            .upstreams
+            .iter()
+            .map(|(name, u)| self.upstream(name, u))
+            .collect();
+        let defaults = raw.headers.clone();
+        let default_headers = self.headers("headers", &RawHeaders::default(), &defaults);
+        let mut sites = Vec::new();
+        let mut host_owner: HashMap<String, usize> = HashMap::new();
+        for (i, s) in raw.sites.iter().enumerate() {
+            let site = self.site(i, s, &defaults, &upstreams, &downstream, &listeners);
+            for (j, h) in site.hosts.iter().enumerate() {
+                if let Some(&other) = host_owner.get(h) {
+                    self.err(
+                        format!("sites[{i}].hosts[{j}]"),
+                        format!("{h:?}"),
+                        format!(
+                            "host is already claimed by sites[{other}]; a host belongs to one site"
+                        ),
+                    );
+                } else {
+                    host_owner.insert(h.clone(), i);
+                }
+            }
+            sites.push(site);
+        }
+        if raw.sites.is_empty() && self.errors.is_empty() {
+            self.err(
+                "sites",
+                "",
+                "no site: add a [[sites]] table with hosts and routes",
+            );
+        }
+        Config {
+            server,
+            listeners,
+            downstream,
+            tls_reload_interval,
+            access_log,
+            acme_webroot,
+            upstreams,
+            sites,
+            default_headers,
+            base_dir: self.base.clone(),
+        }
+    }
+
+    fn server(&mut self, raw: &RawServer) -> ServerSettings {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let threads = match raw.threads {
+            None | Some(0) => cores,
+            Some(n) if n > 1024 => {
+                self.err(
+                    "server.threads",
+                    n.to_string(),
+                    "must be 0 (one per core) to 1024",
+                );
+                cores
+            }
+            Some(n) => n,
+        };
+        ServerSettings {
+            threads,
+            grace_period: self.duration(
+                "server.grace_period",
+                &raw.grace_period,
+                Duration::from_secs(5),
+            ),
+            graceful_shutdown_timeout: self.duration(
+                "server.graceful_shutdown_timeout",
+                &raw.graceful_shutdown_timeout,
+                Duration::from_secs(5),
+            ),
+            pid_file: raw
+                .pid_file
+                .clone()
+                .unwrap_or_else(|| "/tmp/galion-edge.pid".into()),
+            upgrade_sock: raw
+                .upgrade_sock
+                .clone()
+                .unwrap_or_else(|| "/tmp/galion-edge-upgrade.sock".into()),
+            user: raw.user.clone(),
+            group: raw.group.clone(),
+            upstream_keepalive_pool_size: raw.upstream_keepalive_pool_size.unwrap_or(128),
+        }
+    }
+
+    fn downstream(&mut self, raw: &RawDownstream) -> DownstreamSettings {
+        let max_header_count = raw.max_header_count.unwrap_or(100);
+        if !(8..=250).contains(&max_header_count) {
+            self.err(
+                "downstream.max_header_count",
+                max_header_count.to_string(),
+                "must be between 8 and 250",
+            );
+        }
+        let keepalive_requests = raw.keepalive_requests.unwrap_or(1000);
+        if keepalive_requests == 0 {
+            self.err(
+                "downstream.keepalive_requests",
+                "0",
+                "must be at least 1 (1 turns keepalive off)",
+            );
+        }
+        DownstreamSettings {
+            client_header_timeout: self.duration(
+                "downstream.client_header_timeout",
+                &raw.client_header_timeout,
+                Duration::from_secs(10),
+            ),
+            keepalive_timeout: self.duration(
+                "downstream.keepalive_timeout",
+                &raw.keepalive_timeout,
+                Duration::from_secs(60),
+            ),
+            keepalive_requests: keepalive_requests.max(1),
+            max_header_bytes: self.size(
+                "downstream.max_header_bytes",
+                &raw.max_header_bytes,
+                32 << 10,
+                1 << 10,
+                1 << 20,
+            ) as usize,
+            max_header_count: max_header_count.clamp(8, 250),
+            max_body_size: self.size(
+                "downstream.max_body_size",
+                &raw.max_body_size,
+                10 << 20,
+                0,
+                1 << 40,
+            ),
+            h2_max_concurrent_streams: raw.h2_max_concurrent_streams.unwrap_or(128).clamp(1, 1000),
+        }
+    }
+
+    fn access_log(&mut self, raw: &RawAccessLog) -> AccessLogSettings {
+        let format = match raw.format.as_deref() {
+            None | Some("combined") => AccessLogFormat::Combined,
+            Some("json") => AccessLogFormat::Json,
+            Some(other) => {
+                self.err(
+                    "access_log.format",
+                    format!("{other:?}"),
+                    "expected \"combined\" or \"json\"",
+                );
+                AccessLogFormat::Combined
+            }
+        };
+        let target = match raw.path.as_deref() {
+            None | Some("stdout") | Some("-") => AccessLogTarget::Stdout,
+            Some("off") => AccessLogTarget::Off,
+            Some("") => {
+                self.err(
+                    "access_log.path",
+                    "\"\"",
+                    "expected \"stdout\", \"off\" or a file path",
+                );
+                AccessLogTarget::Stdout
+            }
+            Some(p) => {
+                let path = self.path(p);
+                match path.parent() {
+                    Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => self.err(
+                        "access_log.path",
+                        format!("{p:?}"),
+                        format!(
+                            "directory {} does not exist; create it first",
+                            dir.display()
+                        ),
+                    ),
+                    _ => {}
+                }
+                AccessLogTarget::File(path)
+            }
+        };
+        AccessLogSettings { format, target }
+    }
+
+    fn upstream(&mut self, name: &str, raw: &RawUpstream) -> UpstreamSettings {
+        let field = format!("upstreams.{name}");
+        if !valid_name(name) {
+            self.err(
+                field.clone(),
+                format!("{name:?}"),
+                "group names use letters, digits, '_' and '-'",
+            );
+        }
+        if raw.backends.is_empty() {
+            self.err(
+                format!("{field}.backends"),
+                "[]",
+                "an upstream group needs at least one backend, such as [\"127.0.0.1:8001\"]",
+            );
+        }
+        let mut backends = Vec::new();
+        for (i, b) in raw.backends.iter().enumerate() {
+            let resolved = b.parse::<SocketAddr>().ok().or_else(|| {
+                // host:port with a name: resolved once, at load (like nginx without `resolve`).
+                if b.rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+                {
+                    b.to_socket_addrs().ok().and_then(|mut a| a.next())
+                } else {
+                    None
+                }
+            });
+            match resolved {
+                Some(a) if a.port() == 0 => self.err(
+                    format!("{field}.backends[{i}]"),
+                    format!("{b:?}"),
+                    "port 0 is not a backend port",
+                ),
+                Some(a) => {
+                    if backends.contains(&a) {
+                        self.err(
+                            format!("{field}.backends[{i}]"),
+                            format!("{b:?}"),
+                            "listed twice in this group",
+                        );
+                    }
+                    backends.push(a)
+                }
+                None => self.err(
+                    format!("{field}.backends[{i}]"),
+                    format!("{b:?}"),
+                    "expected host:port such as \"127.0.0.1:8001\" (a host name must resolve)",
+                ),
+            }
+        }
+        let timeouts = UpstreamTimeouts {
+            connect: self.duration(
+                &format!("{field}.connect_timeout"),
+                &raw.connect_timeout,
+                Duration::from_secs(2),
+            ),
+            read: self.duration(
+                &format!("{field}.read_timeout"),
+                &raw.read_timeout,
+                Duration::from_secs(60),
+            ),
+            write: self.duration(
+                &format!("{field}.write_timeout"),
+                &raw.write_timeout,
+                Duration::from_secs(60),
+            ),
+            idle: self.duration(
+                &format!("{field}.idle_timeout"),
+                &raw.idle_timeout,
+                Duration::from_secs(60),
+            ),
+        };
+        let hc = &raw.health_check;
+        let hfield = format!("{field}.health_check");
+        let kind = match hc.kind.as_deref() {
+            None | Some("tcp") => HealthCheckKind::Tcp,
+            Some("none") => HealthCheckKind::None,
+            Some("http") => {
+                let path = hc.path.clone().unwrap_or_else(|| "/".into());
+                if !path.starts_with('/') || path.chars().any(|c| c.is_control() || c == ' ') {
+                    self.err(
+                        format!("{hfield}.path"),
+                        format!("{path:?}"),
+                        "expected an absolute path such as \"/health\"",
+                    );
+                }
+                HealthCheckKind::Http { path }
+            }
+            Some(other) => {
+                self.err(
+                    format!("{hfield}.kind"),
+                    format!("{other:?}"),
+                    "expected \"tcp\", \"http\" or \"none\"",
+                );
+                HealthCheckKind::Tcp
+            }
+        };
+        if hc.path.is_some() && !matches!(kind, HealthCheckKind::Http { .. }) {
+            self.err(
+                format!("{hfield}.path"),
+                format!("{:?}", hc.path.clone().unwrap_or_default()),
+                "only used with kind = \"http\"; set kind = \"http\" or remove path",
+            );
+        }
+        let mut count = |name: &str, v: Option<usize>| match v {
+            None => 1,
+            Some(n) if (1..=100).contains(&n) => n,
+            Some(n) => {
+                self.err(
+                    format!("{hfield}.{name}"),
+                    n.to_string(),
+                    "must be between 1 and 100",
+                );
+                1
+            }
+        };
+        let fall = count("fall", hc.fall);
+        let rise = count("rise", hc.rise);
+        let health_check = HealthCheckSettings {
+            kind,
+            interval: self.duration(
+                &format!("{hfield}.interval"),
+                &hc.interval,
+                Duration::from_secs(2),
+            ),
+            timeout: self.duration(
+                &format!("{hfield}.timeout"),
+                &hc.timeout,
+                Duration::from_secs(1),
+            ),
+            fall,
+            rise,
+        };
+        UpstreamSettings {
+            name: name.to_string(),
+            backends,
+            timeouts,
+            health_check,
+        }
+    }
+
+    fn headers(&mut self, field: &str, site: &RawHeaders, defaults: &RawHeaders) -> HeaderSettings {
+        let pick = |a: &Option<String>, b: &Option<String>, d: &str| {
+            a.clone()
+                .or_else(|| b.clone())
+                .unwrap_or_else(|| d.to_string())
+        };
+        let fixed = [
+            (
+                "hsts",
+                "strict-transport-security",
+                pick(&site.hsts, &defaults.hsts, "max-age=31536000; includeSubDomains"),
+            ),
+            (
+                "content_security_policy",
+                "content-security-policy",
+                pick(
+                    &site.content_security_policy,
+                    &defaults.content_security_policy,
+                    "default-src 'self'; frame-ancestors 'self'; object-src 'none'; base-uri 'self'",
+                ),
+            ),
+            (
+                "x_frame_options",
+                "x-frame-options",
+                pick(&site.x_frame_options, &defaults.x_frame_options, "SAMEORIGIN"),
+            ),
+            ("", "x-content-type-options", "nosniff".to_string()),
+            (
+                "referrer_policy",
+                "referrer-policy",
+                pick(
+                    &site.referrer_policy,
+                    &defaults.referrer_policy,
+                    "strict-origin-when-cross-origin",
+                ),
+            ),
+            (
+                "permissions_policy",
+                "permissions-policy",
+                pick(
+                    &site.permissions_policy,
+                    &defaults.permissions_policy,
+                    "camera=(), microphone=(), geolocation=(), payment=()",
+                ),
+            ),
+        ];
+        let mut add = Vec::new();
+        for (key, name, value) in fixed {
+            // An empty value switches the header off for this site.
+            if value.is_empty() {
+                continue;
+            }
+            match HeaderValue::from_str(&value) {
+                Ok(v) => add.push((HeaderName::from_static(name), v)),
+                Err(_) => self.err(
+                    format!("{field}.{key}"),
+                    format!("{value:?}"),
+                    "header values must be visible ASCII without line breaks",
+                ),
+            }
+        }
+        let mut extra = defaults.extra.clone();
+        extra.extend(site.extra.clone());
+        for (k, value) in &extra {
+            let name = HeaderName::from_bytes(k.as_bytes());
+            let val = HeaderValue::from_str(value);
+            match (name, val) {
+                (Ok(n), Ok(v)) => {
+                    if crate::headers::is_hop_by_hop(&n) || n == http::header::CONTENT_LENGTH {
+                        self.err(
+                            format!("{field}.extra.{k}"),
+                            format!("{value:?}"),
+                            "this header is managed by the proxy and cannot be set here",
+                        );
+                    } else {
+                        add.retain(|(existing, _)| existing != n);
+                        add.push((n, v));
+                    }
+                }
+                (Err(_), _) => self.err(
+                    format!("{field}.extra"),
+                    format!("{k:?}"),
+                    "not a valid header name (letters, digits and '-')",
+                ),
+                (_, Err(_)) => self.err(
+                    format!("{field}.extra.{k}"),
+                    format!("{value:?}"),
+                    "header values must be visible ASCII without line breaks",
+                ),
+            }
+        }
+        let server_text = pick(&site.server, &defaults.server, "galion-edge");
+        if server_text.chars().any(|c| c.is_ascii_digit()) {
+            self.err(
+                format!("{field}.server"),
+                format!("{server_text:?}"),
+                "the Server header must not carry a version; use a bare name such as \"galion-edge\"",
+            );
+        }
+        let server = HeaderValue::from_str(&server_text).unwrap_or_else(|_| {
+            self.err(
+                format!("{field}.server"),
+                format!("{server_text:?}"),
+                "header values must be visible ASCII without line breaks",
+            );
+            HeaderValue::from_static("galion-edge")
+        });
+        HeaderSettings { add, server }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn site(
+        &mut self,
+        i: usize,
+        raw: &raw::RawSite,
+        default_headers: &RawHeaders,
+        upstreams: &[UpstreamSettings],
+        downstream: &DownstreamSettings,
+        listeners: &ListenerSettings,
+    ) -> SiteSettings {
+        let field = format!("sites[{i}]");
+        let name = raw
+            .name
+            .clone()
+            .or_else(|| raw.hosts.first().cloned())
+            .unwrap_or_else(|| format!("site{i}"));
+        if raw.hosts.is_empty() {
+            self.err(
+                format!("{field}.hosts"),
+                "[]",
+                "a site needs at least one host name, such as [\"galion.app\"]",
+            );
+        }
+        let mut hosts = Vec::new();
+        for (j, h) in raw.hosts.iter().enumerate() {
+            let lower = h.to_ascii_lowercase();
+            if valid_hostname(&lower) {
+                if hosts.contains(&lower) {
+                    self.err(
+                        format!("{field}.hosts[{j}]"),
+                        format!("{h:?}"),
+                        "listed twice in this site",
+                    );
+                }
+                hosts.push(lower);
+            } else {
+                self.err(
+                    format!("{field}.hosts[{j}]"),
+                    format!("{h:?}"),
+                    "expected a host name without port or scheme, such as \"galion.app\"",
+                );
+            }
+        }
+        let tls = match &raw.tls {
+            None => {
+                if !listeners.https.is_empty() {
+                    self.err(
+                        format!("{field}.tls"),
+                        "",
+                        "missing: sites served on https listeners need `tls = { cert = \"…/fullchain.pem\", key = \"…/privkey.pem\" }`",
+                    );
+                }
+                None
+            }
+            Some(c) => match (&c.cert, &c.key) {
+                (Some(cert), Some(key)) => {
+                    let paths = CertPaths {
+                        cert: self.path(cert),
+                        key: self.path(key),
+                    };
+                    if let Err(e) = check_cert_pair(&paths.cert, &paths.key) {
+                        self.err(
+                            format!("{field}.tls.{}", e.field()),
+                            e.value(),
+                            e.to_string(),
+                        );
+                    }
+                    Some(paths)
+                }
+                (None, _) => {
+                    self.err(
+                        format!("{field}.tls.cert"),
+                        "",
+                        "missing: path to the certificate chain (PEM)",
+                    );
+                    None
+                }
+                (_, None) => {
+                    self.err(
+                        format!("{field}.tls.key"),
+                        "",
+                        "missing: path to the private key (PEM)",
+                    );
+                    None
+                }
+            },
+        };
+        let headers = self.headers(&format!("{field}.headers"), &raw.headers, default_headers);
+        let mut routes = Vec::new();
+        let mut prefixes = BTreeSet::new();
+        if raw.routes.is_empty() {
+            self.err(
+                format!("{field}.routes"),
+                "[]",
+                "a site needs at least one route, such as { path = \"/\", upstream = \"frontend\" }",
+            );
+        }
+        for (j, r) in raw.routes.iter().enumerate() {
+            let rfield = format!("{field}.routes[{j}]");
+            let prefix = match &r.path {
+                None => {
+                    self.err(
+                        format!("{rfield}.path"),
+                        "",
+                        "missing: a path prefix such as \"/api/\"",
+                    );
+                    continue;
+                }
+                Some(p)
+                    if !p.starts_with('/')
+                        || p.chars()
+                            .any(|c| c.is_control() || c == ' ' || c == '?' || c == '#') =>
+                {
+                    self.err(
+                        format!("{rfield}.path"),
+                        format!("{p:?}"),
+                        "expected a path prefix starting with '/', without spaces, '?' or '#'",
+                    );
+                    continue;
+                }
+                Some(p) => p.clone(),
+            };
+            if !prefixes.insert(prefix.clone()) {
+                self.err(
+                    format!("{rfield}.path"),
+                    format!("{prefix:?}"),
+                    "another route of this site has the same prefix",
+                );
+            }
+            let upstream = match &r.upstream {
+                None => {
+                    self.err(
+                        format!("{rfield}.upstream"),
+                        "",
+                        "missing: the name of an [upstreams.NAME] group",
+                    );
+                    continue;
+                }
+                Some(u) => match upstreams.iter().position(|g| &g.name == u) {
+                    Some(idx) => idx,
+                    None => {
+                        let known: Vec<&str> = upstreams.iter().map(|g| g.name.as_str()).collect();
+                        self.err(
+                            format!("{rfield}.upstream"),
+                            format!("{u:?}"),
+                            format!(
+                                "no upstream group has this name; defined groups: {}",
+                                known.join(", ")
+                            ),
+                        );
+                        continue;
+                    }
+                },
+            };
+            let max_body_size = self.size(
+                &format!("{rfield}.max_body_size"),
+                &r.max_body_size,
+                downstream.max_body_size,
+                0,
+                1 << 40,
+            );
+            let read_timeout = r.read_timeout.as_ref().map(|_| {
+                self.duration(
+                    &format!("{rfield}.read_timeout"),
+                    &r.read_timeout,
+                    Duration::from_secs(60),
+                )
+            });
+            routes.push(RouteSettings {
+                prefix,
+                upstream,
+                max_body_size,
+                read_timeout,
+            });
+        }
+        SiteSettings {
+            name,
+            hosts,
+            tls,
+            headers,
+            routes,
+        }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// A DNS host name: labels of letters, digits and '-', at most 253 bytes, or `localhost`.
+pub fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}

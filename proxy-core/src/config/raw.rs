@@ -1,0 +1,226 @@
+//! The config file exactly as written: serde structs with `deny_unknown_fields`.
+//!
+//! Nothing here is trusted. [`super::Config::from_raw`] turns these into runtime types and
+//! collects every semantic error with its field path.
+
+use super::units::{RawDuration, RawSize};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Pingora's own server settings.
+    #[serde(default)]
+    pub server: RawServer,
+    /// Where the proxy listens.
+    #[serde(default)]
+    pub listeners: RawListeners,
+    /// Limits on what clients may send.
+    #[serde(default)]
+    pub downstream: RawDownstream,
+    /// Certificate reloading.
+    #[serde(default)]
+    pub tls: RawTls,
+    /// The access log.
+    #[serde(default)]
+    pub access_log: RawAccessLog,
+    /// ACME http-01 challenge serving on the plain-HTTP listener.
+    #[serde(default)]
+    pub acme: RawAcme,
+    /// Security headers every site gets unless it overrides them.
+    #[serde(default)]
+    pub headers: RawHeaders,
+    /// Upstream groups by name.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, RawUpstream>,
+    /// The sites, matched by `Host`.
+    #[serde(default)]
+    pub sites: Vec<RawSite>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Worker threads per service; 0 or absent means one per core.
+    pub threads: Option<usize>,
+    /// How long a graceful shutdown keeps serving before closing listeners' connections.
+    pub grace_period: Option<RawDuration>,
+    /// How long runtimes get to finish after the grace period.
+    pub graceful_shutdown_timeout: Option<RawDuration>,
+    /// Pid file path.
+    pub pid_file: Option<String>,
+    /// Unix socket used to hand listening sockets to a new binary on upgrade.
+    pub upgrade_sock: Option<String>,
+    /// Drop privileges to this user after binding.
+    pub user: Option<String>,
+    /// Drop privileges to this group after binding.
+    pub group: Option<String>,
+    /// Idle upstream connections kept per process.
+    pub upstream_keepalive_pool_size: Option<usize>,
+}
+
+/// `[listeners]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawListeners {
+    /// TLS listeners (h2 and http/1.1).
+    #[serde(default)]
+    pub https: Vec<String>,
+    /// Plain-HTTP listeners: redirect to https, and ACME challenges.
+    #[serde(default)]
+    pub http: Vec<String>,
+    /// Plain-HTTP listeners that proxy like the TLS ones (for local use and tests).
+    #[serde(default)]
+    pub http_proxy: Vec<String>,
+}
+
+/// `[downstream]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDownstream {
+    /// Time allowed to send a whole request header once its first byte arrived.
+    pub client_header_timeout: Option<RawDuration>,
+    /// Idle time allowed between requests on a keepalive connection.
+    pub keepalive_timeout: Option<RawDuration>,
+    /// Most requests served on one connection.
+    pub keepalive_requests: Option<u32>,
+    /// Largest request header block (request line and all headers).
+    pub max_header_bytes: Option<RawSize>,
+    /// Most header lines in one request.
+    pub max_header_count: Option<usize>,
+    /// Default request body limit for routes that set none.
+    pub max_body_size: Option<RawSize>,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub h2_max_concurrent_streams: Option<u32>,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// How often certificate files are checked for renewal.
+    pub reload_interval: Option<RawDuration>,
+}
+
+/// `[access_log]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    /// `"combined"` or `"json"`.
+    pub format: Option<String>,
+    /// `"stdout"`, `"off"`, or a file path.
+    pub path: Option<String>,
+}
+
+/// `[acme]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    /// Directory that holds `.well-known/acme-challenge/` (certbot `--webroot -w`).
+    pub webroot: Option<String>,
+}
+
+/// `[headers]` and `[sites.headers]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaders {
+    /// `Strict-Transport-Security`.
+    pub hsts: Option<String>,
+    /// `Content-Security-Policy`.
+    pub content_security_policy: Option<String>,
+    /// `X-Frame-Options`.
+    pub x_frame_options: Option<String>,
+    /// `Referrer-Policy`.
+    pub referrer_policy: Option<String>,
+    /// `Permissions-Policy`.
+    pub permissions_policy: Option<String>,
+    /// `Server` (never a version).
+    pub server: Option<String>,
+    /// More headers, by name.
+    #[serde(default)]
+    pub extra: BTreeMap<String, String>,
+}
+
+/// `[upstreams.NAME]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// `host:port` of each backend.
+    #[serde(default)]
+    pub backends: Vec<String>,
+    /// TCP connect timeout.
+    pub connect_timeout: Option<RawDuration>,
+    /// Time allowed between reads from the upstream.
+    pub read_timeout: Option<RawDuration>,
+    /// Time allowed for each write to the upstream.
+    pub write_timeout: Option<RawDuration>,
+    /// How long an idle keepalive connection is kept in the pool.
+    pub idle_timeout: Option<RawDuration>,
+    /// Active health checks.
+    #[serde(default)]
+    pub health_check: RawHealthCheck,
+}
+
+/// `[upstreams.NAME.health_check]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// `"tcp"` (connect only), `"http"` (GET `path`, expect 2xx) or `"none"`.
+    pub kind: Option<String>,
+    /// Path for `http` checks.
+    pub path: Option<String>,
+    /// Time between checks.
+    pub interval: Option<RawDuration>,
+    /// Time allowed for one check.
+    pub timeout: Option<RawDuration>,
+    /// Consecutive failures before a backend leaves rotation.
+    pub fall: Option<usize>,
+    /// Consecutive successes before it comes back.
+    pub rise: Option<usize>,
+}
+
+/// `[[sites]]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSite {
+    /// A name for logs and metrics.
+    pub name: Option<String>,
+    /// Host names this site answers for.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Certificate and key (PEM).
+    pub tls: Option<RawCert>,
+    /// Header overrides for this site.
+    #[serde(default)]
+    pub headers: RawHeaders,
+    /// Routes, matched by longest path prefix.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+/// `[sites.tls]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCert {
+    /// Certificate chain (Let's Encrypt `fullchain.pem`).
+    pub cert: Option<String>,
+    /// Private key (Let's Encrypt `privkey.pem`).
+    pub key: Option<String>,
+}
+
+/// `[[sites.routes]]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Path prefix, starting with `/`.
+    pub path: Option<String>,
+    /// Name of an `[upstreams.NAME]` group.
+    pub upstream: Option<String>,
+    /// Request body limit for this route.
+    pub max_body_size: Option<RawSize>,
+    /// Overrides the upstream's read timeout (e.g. long-lived WebSockets).
+    pub read_timeout: Option<RawDuration>,
+}

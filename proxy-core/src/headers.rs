@@ -1,0 +1,226 @@
+//! Header policy: security headers on every response, forwarded headers toward upstreams,
+//! hop-by-hop stripping and request ids.
+
+use crate::config::HeaderSettings;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::net::IpAddr;
+
+/// `X-Request-Id`.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `X-Forwarded-For`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Real-IP`.
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1). `Transfer-Encoding`
+/// is left to Pingora, which frames bodies itself; `Upgrade` and `Connection` are kept on
+/// WebSocket upgrades.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+/// Whether `name` is a hop-by-hop header the proxy manages.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == header::TRANSFER_ENCODING
+}
+
+/// Removes hop-by-hop headers and any header the `Connection` header names, through `remove`
+/// (so Pingora's header-case map stays in step). On an upgrade (`keep_upgrade`),
+/// `Connection` and `Upgrade` stay so the other side sees the handshake.
+pub fn strip_hop_by_hop(
+    headers: &HeaderMap,
+    keep_upgrade: bool,
+    mut remove: impl FnMut(&HeaderName),
+) {
+    if let Some(conn) = headers.get(header::CONNECTION) {
+        if !keep_upgrade || conn.as_bytes().contains(&b',') {
+            let named: Vec<HeaderName> = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                .filter(|n| {
+                    !(keep_upgrade && n == header::UPGRADE)
+                        && n != header::TRANSFER_ENCODING
+                        && n != header::HOST
+                        && n != header::CONTENT_LENGTH
+                        && headers.contains_key(n)
+                })
+                .collect();
+            for n in &named {
+                remove(n);
+            }
+        }
+    }
+    for n in HOP_BY_HOP.iter() {
+        if keep_upgrade && (n == header::CONNECTION || n == header::UPGRADE) {
+            continue;
+        }
+        if headers.contains_key(n) {
+            remove(n);
+        }
+    }
+}
+
+/// The security-header policy of one site, ready to apply.
+#[derive(Debug, Clone)]
+pub struct HeaderPolicy {
+    add: Vec<(HeaderName, HeaderValue)>,
+    server: HeaderValue,
+}
+
+impl HeaderPolicy {
+    /// Builds the policy from validated settings.
+    pub fn new(settings: &HeaderSettings) -> HeaderPolicy {
+        HeaderPolicy {
+            add: settings.add.clone(),
+            server: settings.server.clone(),
+        }
+    }
+
+    /// Sets the security headers and `Server` on a response, replacing what the upstream sent
+    /// for those names, and removes `X-Powered-By` (it names frameworks and versions).
+    pub fn apply(&self, resp: &mut ResponseHeader) {
+        for (name, value) in &self.add {
+            // insert_header only fails on invalid names or values; these were checked at load.
+            let _ = resp.insert_header(name.clone(), value.clone());
+        }
+        let _ = resp.insert_header(header::SERVER, self.server.clone());
+        let _ = resp.remove_header(&X_POWERED_BY);
+    }
+
+    /// The `Server` value.
+    pub fn server(&self) -> &HeaderValue {
+        &self.server
+    }
+
+    /// The headers this policy adds, for inspection.
+    pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.add
+    }
+}
+
+/// Whether a client-supplied request id is kept: 1 to 128 of `A-Z a-z 0-9 - _ . :`.
+pub fn valid_request_id(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.len() <= 128
+        && v.iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// A new request id: 32 lower-case hex digits from a random 128-bit number.
+pub fn new_request_id() -> HeaderValue {
+    let n: u128 = rand::random();
+    let mut buf = [0u8; 32];
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    // Hex digits are always a valid header value.
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// The request id to use: the client's when valid, a new one otherwise.
+pub fn request_id(req: &RequestHeader) -> HeaderValue {
+    match req.headers.get(&X_REQUEST_ID) {
+        Some(v) if valid_request_id(v.as_bytes()) => v.clone(),
+        _ => new_request_id(),
+    }
+}
+
+/// Sets the forwarded headers on an upstream request: `X-Forwarded-For` gets the client
+/// appended, `X-Real-IP` and `X-Forwarded-Proto` are replaced (a client cannot forge them),
+/// `X-Forwarded-Host` carries the host the client asked for, and `X-Request-Id` is set.
+pub fn set_forwarded(
+    req: &mut RequestHeader,
+    client: Option<IpAddr>,
+    https: bool,
+    host: &str,
+    request_id: &HeaderValue,
+) {
+    if let Some(ip) = client {
+        let ip_text = ip.to_string();
+        let xff = match req
+            .headers
+            .get(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip_text}"),
+            _ => ip_text.clone(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            let _ = req.insert_header(X_FORWARDED_FOR, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&ip_text) {
+            let _ = req.insert_header(X_REAL_IP, v);
+        }
+    } else {
+        let _ = req.remove_header(&X_REAL_IP);
+    }
+    let proto = if https { "https" } else { "http" };
+    let _ = req.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    if let Ok(v) = HeaderValue::from_str(host) {
+        let _ = req.insert_header(X_FORWARDED_HOST, v);
+    }
+    let _ = req.insert_header(X_REQUEST_ID, request_id.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids() {
+        let id = new_request_id();
+        assert_eq!(id.len(), 32);
+        assert!(valid_request_id(id.as_bytes()));
+        assert_ne!(new_request_id(), id);
+        assert!(!valid_request_id(b""));
+        assert!(!valid_request_id(b"a b"));
+        assert!(!valid_request_id(&[b'a'; 129]));
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_tokens_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        let mut gone = Vec::new();
+        strip_hop_by_hop(&h, false, |n| gone.push(n.clone()));
+        for n in &gone {
+            h.remove(n);
+        }
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn upgrade_kept_for_websocket() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let mut gone = Vec::new();
+        strip_hop_by_hop(&h, true, |n| gone.push(n.clone()));
+        assert!(gone.is_empty(), "{gone:?}");
+    }
+}

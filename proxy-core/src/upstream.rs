@@ -1,0 +1,171 @@
+//! Upstream groups: round-robin over healthy backends, active health checks, timeouts.
+//!
+//! Each group is a Pingora [`LoadBalancer`] with a TCP or HTTP health check. [`HealthChecker`]
+//! is one background service that runs every group's checks at that group's interval.
+//! [`UpstreamGroup::peer`] builds the [`HttpPeer`] with our timeouts: Pingora sets none.
+
+use crate::config::{HealthCheckKind, UpstreamSettings};
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_load_balancing::health_check::{HttpHealthCheck, TcpHealthCheck};
+use pingora_load_balancing::selection::RoundRobin;
+use pingora_load_balancing::{Backend, LoadBalancer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One upstream group and its load balancer.
+pub struct UpstreamGroup {
+    settings: UpstreamSettings,
+    lb: Arc<LoadBalancer<RoundRobin>>,
+}
+
+impl std::fmt::Debug for UpstreamGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamGroup")
+            .field("name", &self.settings.name)
+            .field("backends", &self.settings.backends)
+            .finish()
+    }
+}
+
+impl UpstreamGroup {
+    /// Builds the group and its health check from validated settings.
+    pub fn new(settings: &UpstreamSettings) -> std::io::Result<UpstreamGroup> {
+        let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(settings.backends.iter().copied())?;
+        let hc = &settings.health_check;
+        match &hc.kind {
+            HealthCheckKind::None => {}
+            HealthCheckKind::Tcp => {
+                let mut check = TcpHealthCheck::new();
+                check.consecutive_failure = hc.fall;
+                check.consecutive_success = hc.rise;
+                check.peer_template.options.connection_timeout = Some(hc.timeout);
+                check.peer_template.options.total_connection_timeout = Some(hc.timeout);
+                lb.set_health_check(check);
+                lb.health_check_frequency = Some(hc.interval);
+            }
+            HealthCheckKind::Http { path } => {
+                let mut check = HttpHealthCheck::new("localhost", false);
+                check.consecutive_failure = hc.fall;
+                check.consecutive_success = hc.rise;
+                check.peer_template.options.connection_timeout = Some(hc.timeout);
+                check.peer_template.options.total_connection_timeout = Some(hc.timeout);
+                check.peer_template.options.read_timeout = Some(hc.timeout);
+                let mut req = RequestHeader::build("GET", path.as_bytes(), None)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                let _ = req.insert_header("Host", "localhost");
+                let _ = req.insert_header("User-Agent", "galion-edge-health-check");
+                check.req = req;
+                check.validator = Some(Box::new(|resp: &ResponseHeader| {
+                    if resp.status.as_u16() < 400 {
+                        Ok(())
+                    } else {
+                        pingora_error::Error::e_explain(
+                            pingora_error::ErrorType::InternalError,
+                            format!("health check answered {}", resp.status),
+                        )
+                    }
+                }));
+                lb.set_health_check(Box::new(check));
+                lb.health_check_frequency = Some(hc.interval);
+            }
+        }
+        lb.parallel_health_check = true;
+        Ok(UpstreamGroup {
+            settings: settings.clone(),
+            lb: Arc::new(lb),
+        })
+    }
+
+    /// The group's settings.
+    pub fn settings(&self) -> &UpstreamSettings {
+        &self.settings
+    }
+
+    /// The group's name.
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// The next healthy backend in round-robin order that is not in `exclude`. When every
+    /// backend is down it falls back to any backend not yet tried (as nginx does), so a health
+    /// check that lags never turns into a hard outage by itself.
+    pub fn select(&self, exclude: &[SocketAddr]) -> Option<SocketAddr> {
+        let not_tried = |b: &Backend| b.addr.as_inet().is_some_and(|a| !exclude.contains(a));
+        let n = self.settings.backends.len().max(1) * 2;
+        self.lb
+            .select_with(b"", n, |b, healthy| healthy && not_tried(b))
+            .or_else(|| self.lb.select_with(b"", n, |b, _| not_tried(b)))
+            .and_then(|b| b.addr.as_inet().copied())
+    }
+
+    /// Whether a backend is currently in rotation.
+    pub fn is_healthy(&self, addr: SocketAddr) -> bool {
+        self.lb
+            .backends()
+            .get_backend()
+            .iter()
+            .find(|b| b.addr.as_inet() == Some(&addr))
+            .is_some_and(|b| self.lb.backends().ready(b))
+    }
+
+    /// The peer for one attempt, with connect, read, write and idle timeouts set.
+    pub fn peer(&self, addr: SocketAddr, read_timeout: Option<Duration>) -> HttpPeer {
+        let t = &self.settings.timeouts;
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(t.connect);
+        peer.options.total_connection_timeout = Some(t.connect);
+        peer.options.read_timeout = Some(read_timeout.unwrap_or(t.read));
+        peer.options.write_timeout = Some(t.write);
+        peer.options.idle_timeout = Some(t.idle);
+        peer
+    }
+
+    /// Runs one round of health checks now.
+    pub async fn check_now(&self) {
+        self.lb.backends().run_health_check(true).await;
+    }
+}
+
+/// Runs every group's health checks at its interval, until shutdown.
+pub struct HealthChecker {
+    groups: Vec<Arc<UpstreamGroup>>,
+}
+
+impl HealthChecker {
+    /// A checker for these groups. Groups with `kind = "none"` are skipped.
+    pub fn new(groups: Vec<Arc<UpstreamGroup>>) -> Self {
+        HealthChecker { groups }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for HealthChecker {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let mut tasks = Vec::new();
+        for g in &self.groups {
+            if g.settings.health_check.kind == HealthCheckKind::None {
+                continue;
+            }
+            let g = g.clone();
+            let mut shutdown = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(g.settings.health_check.interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        _ = tick.tick() => g.check_now().await,
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}

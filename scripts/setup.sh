@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what building Galion Edge needs beyond the Rust toolchain, on Debian/Ubuntu:
+# cmake (Pingora's zlib-ng build) and a C compiler. Safe to run repeatedly.
+set -euo pipefail
+
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y --no-install-recommends "${need[@]}" >/dev/null 2>&1 || {
+    $sudo apt-get update >/dev/null
+    $sudo apt-get install -y --no-install-recommends "${need[@]}" >/dev/null
+  }
+fi

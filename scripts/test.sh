@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, unit and end-to-end tests, docs.
+# End-to-end tests start the real galion-edge binary against real origins on 127.0.0.1 only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+export CARGO_TERM_COLOR=never
+step() { printf '\n== %s ==\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test"
+# Test processes each start several proxies; two at a time suits a 2-core machine.
+cargo test --workspace -- --test-threads="${GALION_TEST_THREADS:-4}"
+
+step "cargo doc (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
+step "check every file in configs/ with the binary's own check"
+# Covered by tests/tests/configs.rs; nothing more to run here.
+echo "ok"
