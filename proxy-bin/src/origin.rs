@@ -15,6 +15,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -53,6 +54,10 @@ pub struct Origin {
     pub addr: SocketAddr,
     /// Requests received, oldest first.
     pub seen: Arc<Mutex<Vec<Recorded>>>,
+    /// What `/health` answers: 200 while true, 503 while false. Other paths are unaffected,
+    /// so a test can tell a health check's verdict from a dead backend.
+    pub healthy: Arc<AtomicBool>,
+    accept: Arc<tokio::task::JoinHandle<()>>,
 }
 
 impl Origin {
@@ -60,18 +65,32 @@ impl Origin {
     pub fn requests(&self) -> Vec<Recorded> {
         self.seen.lock().map(|v| v.clone()).unwrap_or_default()
     }
+
+    /// Stops accepting connections and closes the listening socket (open connections stay).
+    pub fn stop(&self) {
+        self.accept.abort();
+    }
+
+    /// Sets what `/health` answers.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::SeqCst);
+    }
 }
 
 /// Binds `addr` (port 0 for any) and serves until the runtime stops.
 pub async fn spawn_origin(name: &str, addr: SocketAddr) -> std::io::Result<Origin> {
     let listener = TcpListener::bind(addr).await?;
-    let origin = Origin {
+    let addr = listener.local_addr()?;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let healthy = Arc::new(AtomicBool::new(true));
+    let o = Origin {
         name: name.to_string(),
-        addr: listener.local_addr()?,
-        seen: Arc::new(Mutex::new(Vec::new())),
+        addr,
+        seen: seen.clone(),
+        healthy: healthy.clone(),
+        accept: Arc::new(tokio::spawn(async {})),
     };
-    let o = origin.clone();
-    tokio::spawn(async move {
+    let accept = tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
@@ -87,7 +106,13 @@ pub async fn spawn_origin(name: &str, addr: SocketAddr) -> std::io::Result<Origi
             });
         }
     });
-    Ok(origin)
+    Ok(Origin {
+        name: name.to_string(),
+        addr,
+        seen,
+        healthy,
+        accept: Arc::new(accept),
+    })
 }
 
 fn query_num(req: &Request<Incoming>, key: &str) -> Option<u64> {
@@ -133,7 +158,11 @@ async fn handle(
     record(&o, &method, &uri, &headers, body.len());
 
     if path.ends_with("/health") {
-        return Ok(text(200, "ok\n"));
+        return Ok(if o.healthy.load(Ordering::SeqCst) {
+            text(200, "ok\n")
+        } else {
+            text(503, "unhealthy\n")
+        });
     }
     if path.ends_with("/slow") {
         tokio::time::sleep(Duration::from_millis(ms.unwrap_or(1000).min(60_000))).await;

@@ -317,7 +317,11 @@ impl Config {
         Self::validate(raw, base_dir, None)
     }
 
-    fn validate(raw: RawConfig, base_dir: &Path, root: Option<&Path>) -> Result<Config, ConfigErrors> {
+    fn validate(
+        raw: RawConfig,
+        base_dir: &Path,
+        root: Option<&Path>,
+    ) -> Result<Config, ConfigErrors> {
         let mut v = Validator {
             errors: Vec::new(),
             base: base_dir.to_path_buf(),

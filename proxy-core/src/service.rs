@@ -332,7 +332,8 @@ impl ProxyHttp for GalionProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let host = request_host(up).unwrap_or("").to_string();
-        if up.uri.authority().is_some() || up.uri.scheme().is_some() {
+        // Absolute-form targets (`GET http://host/path`) go upstream in origin-form.
+        if up.uri.authority().is_some() || up.raw_path().first() != Some(&b'/') {
             let pq = up
                 .uri
                 .path_and_query()

@@ -1,1 +1,338 @@
+//! Test support for the end-to-end tests: ports, certificates, origins and the real proxy.
+//!
+//! [`Proxy::start`] writes a config into a temp dir and starts the `galion-edge-under-test`
+//! binary (which is `galion_edge::main`, as shipped) as a child process; it returns once every
+//! listener accepts connections, and kills the process on drop. Everything listens on 127.0.0.1.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub use galion_edge::origin::{spawn_origin, Origin, Recorded};
+
+/// The path of the binary under test. A macro, because Cargo sets `CARGO_BIN_EXE_*` only
+/// while compiling the integration tests themselves.
+#[macro_export]
+macro_rules! bin {
+    () => {
+        env!("CARGO_BIN_EXE_galion-edge-under-test")
+    };
+}
+
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A loopback port the OS reports free, never handed out twice in this process.
+pub fn free_port() -> u16 {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let mut g = HANDED_OUT.lock().unwrap();
+        if g.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+}
+
+/// Starts an origin on an OS-picked loopback port.
+pub async fn origin(name: &str) -> Origin {
+    spawn_origin(name, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("origin")
+}
+
+/// A self-signed certificate for some host names, as PEM, with its DER for comparisons.
+#[derive(Clone)]
+pub struct TestCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: Vec<u8>,
+}
+
+/// Generates a self-signed certificate (P-256) for `hosts`.
+pub fn gen_cert(hosts: &[&str]) -> TestCert {
+    let names: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+    let ck = rcgen::generate_simple_self_signed(names).expect("rcgen");
+    TestCert {
+        cert_pem: ck.cert.pem(),
+        key_pem: ck.key_pair.serialize_pem(),
+        der: ck.cert.der().to_vec(),
+    }
+}
+
+impl TestCert {
+    /// Writes `NAME.crt` and `NAME.key` into `dir`; returns their paths.
+    pub fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let c = dir.join(format!("{name}.crt"));
+        let k = dir.join(format!("{name}.key"));
+        std::fs::write(&c, &self.cert_pem).unwrap();
+        std::fs::write(&k, &self.key_pem).unwrap();
+        (c, k)
+    }
+}
+
+/// Ports of a started proxy's listeners (0 when the config has no such listener).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ports {
+    pub https: u16,
+    pub http: u16,
+    pub plain: u16,
+}
+
+/// The running proxy. Killed on drop.
+pub struct Proxy {
+    child: Child,
+    pub ports: Ports,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+}
+
+impl Proxy {
+    /// Starts the proxy with `template`, a config where `{https}`, `{http}` and `{plain}` stand
+    /// for listener ports picked here and `{dir}` for the config's directory. Retries with new
+    /// ports if a port was taken meanwhile. Panics if the proxy does not come up in 20s.
+    pub fn start(bin: &str, dir: &Path, template: &str) -> Proxy {
+        let mut last_err = String::new();
+        for _ in 0..3 {
+            let ports = Ports {
+                https: if template.contains("{https}") {
+                    free_port()
+                } else {
+                    0
+                },
+                http: if template.contains("{http}") {
+                    free_port()
+                } else {
+                    0
+                },
+                plain: if template.contains("{plain}") {
+                    free_port()
+                } else {
+                    0
+                },
+            };
+            let text = template
+                .replace("{https}", &ports.https.to_string())
+                .replace("{http}", &ports.http.to_string())
+                .replace("{plain}", &ports.plain.to_string())
+                .replace("{dir}", &dir.display().to_string());
+            let config_path = dir.join("galion.toml");
+            std::fs::write(&config_path, text).unwrap();
+            let stdout = std::fs::File::create(dir.join("stdout.log")).unwrap();
+            let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
+            let child = Command::new(bin)
+                .args(["run", "-c"])
+                .arg(&config_path)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::from(stdout))
+                .stderr(Stdio::from(stderr))
+                .spawn()
+                .expect("spawn galion-edge");
+            let mut proxy = Proxy {
+                child,
+                ports,
+                dir: dir.to_path_buf(),
+                config_path,
+            };
+            match proxy.wait_ready(Duration::from_secs(20)) {
+                Ok(()) => return proxy,
+                Err(e) => last_err = e,
+            }
+        }
+        panic!("proxy did not start: {last_err}");
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        let ports: Vec<u16> = [self.ports.https, self.ports.http, self.ports.plain]
+            .into_iter()
+            .filter(|p| *p != 0)
+            .collect();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("exited with {status}: {}", self.stderr()));
+            }
+            if ports.iter().all(|p| {
+                TcpStream::connect_timeout(
+                    &SocketAddr::from(([127, 0, 0, 1], *p)),
+                    Duration::from_millis(200),
+                )
+                .is_ok()
+            }) {
+                // The ports answer; make sure it is our process that holds them.
+                std::thread::sleep(Duration::from_millis(50));
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    return Err(format!("exited with {status}: {}", self.stderr()));
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not listening after {limit:?}: {}", self.stderr()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What the proxy wrote to stderr (its log).
+    pub fn stderr(&self) -> String {
+        read(&self.dir.join("stderr.log"))
+    }
+
+    /// What the proxy wrote to stdout (the access log when `path = "stdout"`).
+    pub fn stdout(&self) -> String {
+        read(&self.dir.join("stdout.log"))
+    }
+
+    /// `127.0.0.1:PORT` of the plain proxy listener.
+    pub fn plain_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports.plain))
+    }
+
+    /// `127.0.0.1:PORT` of the https listener.
+    pub fn https_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports.https))
+    }
+
+    /// `127.0.0.1:PORT` of the port-80-role listener.
+    pub fn http_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports.http))
+    }
+
+    /// Waits until `pred` holds for the access log (stdout), up to `limit`.
+    pub fn wait_for_log(&self, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let s = self.stdout();
+            if pred(&s) || Instant::now() > deadline {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read(p: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = std::fs::File::open(p) {
+        let _ = f.read_to_string(&mut s);
+    }
+    s
+}
+
+/// A config with the usual test defaults and `upstreams`/`sites` supplied by the test.
+/// Listeners: `{plain}` proxy, plus `{https}` and `{http}` when `tls` is true.
+pub fn base_config(tls: bool, body: &str) -> String {
+    let listeners = if tls {
+        "https = [\"127.0.0.1:{https}\"]\nhttp = [\"127.0.0.1:{http}\"]\nhttp_proxy = [\"127.0.0.1:{plain}\"]"
+    } else {
+        "http_proxy = [\"127.0.0.1:{plain}\"]"
+    };
+    format!(
+        r#"
+[server]
+threads = 2
+grace_period = "1s"
+graceful_shutdown_timeout = "1s"
+pid_file = "{{dir}}/galion-edge.pid"
+upgrade_sock = "{{dir}}/upgrade.sock"
+
+[listeners]
+{listeners}
+
+[downstream]
+client_header_timeout = "2s"
+max_header_bytes = "16k"
+max_header_count = 50
+max_body_size = "1MB"
+
+[tls]
+reload_interval = "300ms"
+
+[access_log]
+path = "stdout"
+
+{body}
+"#
+    )
+}
+
+/// A reqwest client that trusts `certs` and resolves the given hosts to `addr`.
+pub fn tls_client(certs: &[&TestCert], hosts: &[&str], addr: SocketAddr) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .timeout(Duration::from_secs(10));
+    for c in certs {
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(c.cert_pem.as_bytes()).unwrap());
+    }
+    for h in hosts {
+        b = b.resolve(h, addr);
+    }
+    b.build().unwrap()
+}
+
+/// A plain-HTTP reqwest client with a timeout and no automatic redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Sends raw bytes on a new connection and returns what came back until close or `limit`.
+pub fn raw_exchange(addr: SocketAddr, request: &[u8], limit: Duration) -> String {
+    use std::io::Write;
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of a raw HTTP/1 response, 0 if none.
+pub fn status_of(raw: &str) -> u16 {
+    raw.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Polls `f` until it returns true or `limit` passes; returns the last result.
+pub async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if f().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
