@@ -295,7 +295,7 @@ impl Config {
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            let message = inner.message().to_string();
+            let message = inner.message().trim().replace('\n', "; ");
             let location = inner
                 .span()
                 .map(|s| {
@@ -340,6 +340,15 @@ impl Config {
         self.upstreams.get(index)
     }
 }
+
+/// A fixed security header: config key, header name, the site's value, the default, the built-in.
+type HeaderField<'a> = (
+    &'static str,
+    &'static str,
+    &'a Option<String>,
+    &'a Option<String>,
+    &'static str,
+);
 
 struct Validator {
     errors: Vec<ConfigError>,
@@ -453,10 +462,9 @@ impl Validator {
                 }
             }
         }
-        if listeners.https.is_empty()
-            && listeners.http.is_empty()
-            && listeners.http_proxy.is_empty()
-            && self.errors.is_empty()
+        if raw.listeners.https.is_empty()
+            && raw.listeners.http.is_empty()
+            && raw.listeners.http_proxy.is_empty()
         {
             self.err(
                 "listeners",
@@ -508,7 +516,7 @@ impl Validator {
             }
             sites.push(site);
         }
-        if raw.sites.is_empty() && self.errors.is_empty() {
+        if raw.sites.is_empty() {
             self.err(
                 "sites",
                 "",
@@ -804,114 +812,135 @@ impl Validator {
         }
     }
 
+    /// Builds a header policy from a site's values over the `[headers]` defaults. Errors in a
+    /// default are reported once, by the `[headers]` pass itself (`field == "headers"`), not
+    /// again for every site that inherits it.
     fn headers(&mut self, field: &str, site: &RawHeaders, defaults: &RawHeaders) -> HeaderSettings {
-        let pick = |a: &Option<String>, b: &Option<String>, d: &str| {
-            a.clone()
-                .or_else(|| b.clone())
-                .unwrap_or_else(|| d.to_string())
-        };
-        let fixed = [
+        let is_default_pass = field == "headers";
+        let fixed: [HeaderField<'_>; 5] = [
             (
                 "hsts",
                 "strict-transport-security",
-                pick(&site.hsts, &defaults.hsts, "max-age=31536000; includeSubDomains"),
+                &site.hsts,
+                &defaults.hsts,
+                "max-age=31536000; includeSubDomains",
             ),
             (
                 "content_security_policy",
                 "content-security-policy",
-                pick(
-                    &site.content_security_policy,
-                    &defaults.content_security_policy,
-                    "default-src 'self'; frame-ancestors 'self'; object-src 'none'; base-uri 'self'",
-                ),
+                &site.content_security_policy,
+                &defaults.content_security_policy,
+                "default-src 'self'; frame-ancestors 'self'; object-src 'none'; base-uri 'self'",
             ),
             (
                 "x_frame_options",
                 "x-frame-options",
-                pick(&site.x_frame_options, &defaults.x_frame_options, "SAMEORIGIN"),
+                &site.x_frame_options,
+                &defaults.x_frame_options,
+                "SAMEORIGIN",
             ),
-            ("", "x-content-type-options", "nosniff".to_string()),
             (
                 "referrer_policy",
                 "referrer-policy",
-                pick(
-                    &site.referrer_policy,
-                    &defaults.referrer_policy,
-                    "strict-origin-when-cross-origin",
-                ),
+                &site.referrer_policy,
+                &defaults.referrer_policy,
+                "strict-origin-when-cross-origin",
             ),
             (
                 "permissions_policy",
                 "permissions-policy",
-                pick(
-                    &site.permissions_policy,
-                    &defaults.permissions_policy,
-                    "camera=(), microphone=(), geolocation=(), payment=()",
-                ),
+                &site.permissions_policy,
+                &defaults.permissions_policy,
+                "camera=(), microphone=(), geolocation=(), payment=()",
             ),
         ];
-        let mut add = Vec::new();
-        for (key, name, value) in fixed {
-            // An empty value switches the header off for this site.
-            if value.is_empty() {
+        let mut add = vec![(
+            HeaderName::from_static("x-content-type-options"),
+            HeaderValue::from_static("nosniff"),
+        )];
+        for (key, name, own, inherited, builtin) in fixed {
+            let (text, report) = match (own, inherited) {
+                (Some(v), _) => (v.as_str(), true),
+                (None, Some(v)) => (v.as_str(), is_default_pass),
+                (None, None) => (builtin, false),
+            };
+            // An empty value switches the header off.
+            if text.is_empty() {
                 continue;
             }
-            match HeaderValue::from_str(&value) {
-                Ok(v) => add.push((HeaderName::from_static(name), v)),
-                Err(_) => self.err(
+            match header_value(text) {
+                Some(v) => add.push((HeaderName::from_static(name), v)),
+                None if report => self.err(
                     format!("{field}.{key}"),
-                    format!("{value:?}"),
+                    format!("{text:?}"),
                     "header values must be visible ASCII without line breaks",
                 ),
+                None => {}
             }
         }
-        let mut extra = defaults.extra.clone();
-        extra.extend(site.extra.clone());
-        for (k, value) in &extra {
+        let mut extra: Vec<(&String, &String, bool)> = defaults
+            .extra
+            .iter()
+            .filter(|(k, _)| !site.extra.contains_key(*k))
+            .map(|(k, v)| (k, v, is_default_pass))
+            .collect();
+        extra.extend(site.extra.iter().map(|(k, v)| (k, v, true)));
+        for (k, value, report) in extra {
             let name = HeaderName::from_bytes(k.as_bytes());
-            let val = HeaderValue::from_str(value);
-            match (name, val) {
-                (Ok(n), Ok(v)) => {
+            match (name, header_value(value)) {
+                (Ok(n), Some(v)) => {
                     if crate::headers::is_hop_by_hop(&n) || n == http::header::CONTENT_LENGTH {
-                        self.err(
-                            format!("{field}.extra.{k}"),
-                            format!("{value:?}"),
-                            "this header is managed by the proxy and cannot be set here",
-                        );
+                        if report {
+                            self.err(
+                                format!("{field}.extra.{k}"),
+                                format!("{value:?}"),
+                                "this header is managed by the proxy and cannot be set here",
+                            );
+                        }
                     } else {
                         add.retain(|(existing, _)| existing != n);
                         add.push((n, v));
                     }
                 }
-                (Err(_), _) => self.err(
+                (Err(_), _) if report => self.err(
                     format!("{field}.extra"),
                     format!("{k:?}"),
                     "not a valid header name (letters, digits and '-')",
                 ),
-                (_, Err(_)) => self.err(
+                (_, None) if report => self.err(
                     format!("{field}.extra.{k}"),
                     format!("{value:?}"),
                     "header values must be visible ASCII without line breaks",
                 ),
+                _ => {}
             }
         }
-        let server_text = pick(&site.server, &defaults.server, "galion-edge");
+        let (server_text, report) = match (&site.server, &defaults.server) {
+            (Some(v), _) => (v.as_str(), true),
+            (None, Some(v)) => (v.as_str(), is_default_pass),
+            (None, None) => ("galion-edge", false),
+        };
+        let mut server = header_value(server_text);
         if server_text.chars().any(|c| c.is_ascii_digit()) {
-            self.err(
-                format!("{field}.server"),
-                format!("{server_text:?}"),
-                "the Server header must not carry a version; use a bare name such as \"galion-edge\"",
-            );
-        }
-        let server = HeaderValue::from_str(&server_text).unwrap_or_else(|_| {
+            if report {
+                self.err(
+                    format!("{field}.server"),
+                    format!("{server_text:?}"),
+                    "the Server header must not carry a version; use a bare name such as \"galion-edge\"",
+                );
+            }
+            server = None;
+        } else if server.is_none() && report {
             self.err(
                 format!("{field}.server"),
                 format!("{server_text:?}"),
                 "header values must be visible ASCII without line breaks",
             );
-            HeaderValue::from_static("galion-edge")
-        });
-        HeaderSettings { add, server }
+        }
+        HeaderSettings {
+            add,
+            server: server.unwrap_or_else(|| HeaderValue::from_static("galion-edge")),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -947,8 +976,9 @@ impl Validator {
                         format!("{h:?}"),
                         "listed twice in this site",
                     );
+                } else {
+                    hosts.push(lower);
                 }
-                hosts.push(lower);
             } else {
                 self.err(
                     format!("{field}.hosts[{j}]"),
@@ -1013,6 +1043,7 @@ impl Validator {
         }
         for (j, r) in raw.routes.iter().enumerate() {
             let rfield = format!("{field}.routes[{j}]");
+            // Every field of a route is checked even when an earlier one is bad.
             let prefix = match &r.path {
                 None => {
                     self.err(
@@ -1020,7 +1051,7 @@ impl Validator {
                         "",
                         "missing: a path prefix such as \"/api/\"",
                     );
-                    continue;
+                    None
                 }
                 Some(p)
                     if !p.starts_with('/')
@@ -1032,17 +1063,19 @@ impl Validator {
                         format!("{p:?}"),
                         "expected a path prefix starting with '/', without spaces, '?' or '#'",
                     );
-                    continue;
+                    None
                 }
-                Some(p) => p.clone(),
+                Some(p) => {
+                    if !prefixes.insert(p.clone()) {
+                        self.err(
+                            format!("{rfield}.path"),
+                            format!("{p:?}"),
+                            "another route of this site has the same prefix",
+                        );
+                    }
+                    Some(p.clone())
+                }
             };
-            if !prefixes.insert(prefix.clone()) {
-                self.err(
-                    format!("{rfield}.path"),
-                    format!("{prefix:?}"),
-                    "another route of this site has the same prefix",
-                );
-            }
             let upstream = match &r.upstream {
                 None => {
                     self.err(
@@ -1050,11 +1083,11 @@ impl Validator {
                         "",
                         "missing: the name of an [upstreams.NAME] group",
                     );
-                    continue;
+                    None
                 }
-                Some(u) => match upstreams.iter().position(|g| &g.name == u) {
-                    Some(idx) => idx,
-                    None => {
+                Some(u) => {
+                    let found = upstreams.iter().position(|g| &g.name == u);
+                    if found.is_none() {
                         let known: Vec<&str> = upstreams.iter().map(|g| g.name.as_str()).collect();
                         self.err(
                             format!("{rfield}.upstream"),
@@ -1064,9 +1097,9 @@ impl Validator {
                                 known.join(", ")
                             ),
                         );
-                        continue;
                     }
-                },
+                    found
+                }
             };
             let max_body_size = self.size(
                 &format!("{rfield}.max_body_size"),
@@ -1082,12 +1115,14 @@ impl Validator {
                     Duration::from_secs(60),
                 )
             });
-            routes.push(RouteSettings {
-                prefix,
-                upstream,
-                max_body_size,
-                read_timeout,
-            });
+            if let (Some(prefix), Some(upstream)) = (prefix, upstream) {
+                routes.push(RouteSettings {
+                    prefix,
+                    upstream,
+                    max_body_size,
+                    read_timeout,
+                });
+            }
         }
         SiteSettings {
             name,
@@ -1105,6 +1140,18 @@ fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// A header value of visible ASCII and spaces (what the `http` crate accepts is wider: it lets
+/// bytes over 0x7f through, which clients decode inconsistently).
+fn header_value(text: &str) -> Option<HeaderValue> {
+    if !text
+        .bytes()
+        .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
+    {
+        return None;
+    }
+    HeaderValue::from_str(text).ok()
 }
 
 /// A DNS host name: labels of letters, digits and '-', at most 253 bytes, or `localhost`.

@@ -414,6 +414,8 @@ impl ProxyHttp for GalionProxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let answer = answer_for(e);
+        // The connection is closed after an error: say so, or keepalive clients retry into a reset.
+        session.set_keepalive(None);
         if answer.status > 0 && session.response_written().is_none() {
             let _ = respond(
                 session,

@@ -6,15 +6,22 @@
 use serde::Deserialize;
 use std::time::Duration;
 
+const DURATION_HELP: &str =
+    "expected a duration such as \"500ms\", \"10s\", \"5m\" or \"1h\" (or a whole number of seconds)";
+const SIZE_HELP: &str =
+    "expected a size such as \"512\", \"64k\", \"10MB\" or \"1GB\" (units are powers of 1024)";
+
 /// A duration as written in the config file, parsed during validation so that every bad value
 /// in a file is reported at once rather than only the first.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum RawDuration {
     /// Whole seconds.
     Seconds(u64),
     /// A number with a unit: `ms`, `s`, `m`, `h`, `d` (as `humantime` reads them).
     Text(String),
+    /// Anything else (a fraction, a negative number, a table): always an error.
+    Other(toml::Value),
 }
 
 impl RawDuration {
@@ -22,11 +29,10 @@ impl RawDuration {
     pub fn parse(&self) -> Result<Duration, String> {
         match self {
             RawDuration::Seconds(s) => Ok(Duration::from_secs(*s)),
-            RawDuration::Text(t) => humantime::parse_duration(t.trim()).map_err(|_| {
-                "expected a duration such as \"500ms\", \"10s\", \"5m\" or \"1h\" \
-                 (or a whole number of seconds)"
-                    .to_string()
-            }),
+            RawDuration::Text(t) => {
+                humantime::parse_duration(t.trim()).map_err(|_| DURATION_HELP.to_string())
+            }
+            RawDuration::Other(_) => Err(DURATION_HELP.to_string()),
         }
     }
 
@@ -35,18 +41,21 @@ impl RawDuration {
         match self {
             RawDuration::Seconds(s) => s.to_string(),
             RawDuration::Text(t) => format!("{t:?}"),
+            RawDuration::Other(v) => v.to_string(),
         }
     }
 }
 
 /// A byte size as written in the config file.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum RawSize {
     /// Bytes.
     Bytes(u64),
     /// A number with a unit.
     Text(String),
+    /// Anything else (a fraction, a negative number, a table): always an error.
+    Other(toml::Value),
 }
 
 impl RawSize {
@@ -55,11 +64,8 @@ impl RawSize {
     pub fn parse(&self) -> Result<u64, String> {
         match self {
             RawSize::Bytes(b) => Ok(*b),
-            RawSize::Text(t) => parse_size(t).ok_or_else(|| {
-                "expected a size such as \"512\", \"64k\", \"10MB\" or \"1GB\" \
-                 (units are powers of 1024)"
-                    .to_string()
-            }),
+            RawSize::Text(t) => parse_size(t).ok_or_else(|| SIZE_HELP.to_string()),
+            RawSize::Other(_) => Err(SIZE_HELP.to_string()),
         }
     }
 
@@ -68,6 +74,7 @@ impl RawSize {
         match self {
             RawSize::Bytes(b) => b.to_string(),
             RawSize::Text(t) => format!("{t:?}"),
+            RawSize::Other(v) => v.to_string(),
         }
     }
 }

@@ -1,0 +1,748 @@
+//! Config validation through the real binary: `galion-edge check -c FILE [--root DIR]`.
+//!
+//! Every shipped config in `configs/` passes; each broken config fails with exit status 1, no
+//! panic, and an `error: PATH ...` line naming the field at fault and what is wrong; inputs that
+//! are not configs at all (empty, binary garbage, missing, a directory) fail cleanly too.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use galion_edge_tests::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What one `check` run printed.
+struct Checked {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Checked {
+    fn show(&self) -> String {
+        format!(
+            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+
+    /// Exit 0 with the `is OK` line.
+    fn assert_ok(&self, what: &str) {
+        assert!(
+            self.code == Some(0) && self.stdout.contains("is OK"),
+            "{what}: expected `check` to pass\n{}",
+            self.show()
+        );
+        self.assert_no_panic(what);
+    }
+
+    /// Exit 1 (not a panic's 101), the `test failed` line, and every `expected` substring.
+    fn assert_failed(&self, what: &str, expected: &[&str]) {
+        self.assert_no_panic(what);
+        assert_eq!(
+            self.code,
+            Some(1),
+            "{what}: expected `check` to fail with exit status 1\n{}",
+            self.show()
+        );
+        assert!(
+            self.stdout.contains("test failed"),
+            "{what}: no `test failed` line\n{}",
+            self.show()
+        );
+        for e in expected {
+            assert!(
+                self.stdout.contains(e),
+                "{what}: output does not mention {e:?}\n{}",
+                self.show()
+            );
+        }
+    }
+
+    fn assert_no_panic(&self, what: &str) {
+        assert!(
+            !self.stderr.contains("panicked") && !self.stdout.contains("panicked"),
+            "{what}: the binary panicked\n{}",
+            self.show()
+        );
+    }
+
+    /// The `error: ...` lines.
+    fn error_lines(&self) -> Vec<&str> {
+        self.stdout
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect()
+    }
+}
+
+/// Runs `check -c path [--root root]` on the binary under test.
+fn check(path: &Path, root: Option<&Path>) -> Checked {
+    let mut cmd = Command::new(bin!());
+    cmd.args(["check", "-c"]).arg(path);
+    if let Some(r) = root {
+        cmd.arg("--root").arg(r);
+    }
+    let out = cmd.output().expect("run galion-edge check");
+    Checked {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Writes `text` as `galion.toml` in `dir` and checks it.
+fn check_text(dir: &Path, text: &str) -> Checked {
+    let p = dir.join("galion.toml");
+    std::fs::write(&p, text).unwrap();
+    check(&p, None)
+}
+
+fn configs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs")
+}
+
+/// A small valid config: one upstream, one site with one route, a plain proxy listener
+/// (`check` does not bind, so port 1 is fine). Each bad case breaks one thing in it.
+const VALID: &str = r#"[server]
+threads = 2
+
+[listeners]
+http_proxy = ["127.0.0.1:1"]
+
+[downstream]
+max_body_size = "1MB"
+
+[upstreams.web]
+backends = ["127.0.0.1:3001"]
+
+[[sites]]
+name = "example"
+hosts = ["example.test"]
+
+[[sites.routes]]
+path = "/"
+upstream = "web"
+"#;
+
+/// `VALID` with `from` replaced by `to`; panics if `from` is not in it, so a case can never
+/// silently test the valid config.
+fn edit(from: &str, to: &str) -> String {
+    assert!(VALID.contains(from), "{from:?} is not in VALID");
+    VALID.replacen(from, to, 1)
+}
+
+/// `VALID` with the site given `tls = { cert, key }` (paths relative to the config's directory).
+fn with_tls(cert: &str, key: &str) -> String {
+    edit(
+        "hosts = [\"example.test\"]\n",
+        &format!("hosts = [\"example.test\"]\ntls = {{ cert = {cert:?}, key = {key:?} }}\n"),
+    )
+}
+
+/// Certificate files for the TLS cases, in the config's directory.
+fn write_cert_files(dir: &Path) {
+    let a = gen_cert(&["example.test"]);
+    let b = gen_cert(&["other.test"]);
+    a.write(dir, "good");
+    b.write(dir, "other");
+    std::fs::write(dir.join("hello.crt"), "hello\n").unwrap();
+}
+
+// ---- 1. The shipped configs pass ----
+
+/// The production tree galion.toml expects, under a temp root: certificates for both sites,
+/// the ACME webroot and the access log directory.
+fn production_root() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    for (site, hosts) in [
+        ("galion.app", ["galion.app", "www.galion.app"]),
+        ("galion.studio", ["galion.studio", "www.galion.studio"]),
+    ] {
+        let dir = root.path().join("etc/letsencrypt/live").join(site);
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = gen_cert(&hosts);
+        std::fs::write(dir.join("fullchain.pem"), &c.cert_pem).unwrap();
+        std::fs::write(dir.join("privkey.pem"), &c.key_pem).unwrap();
+    }
+    std::fs::create_dir_all(root.path().join("var/www/certbot")).unwrap();
+    std::fs::create_dir_all(root.path().join("var/log/galion-edge")).unwrap();
+    root
+}
+
+#[test]
+fn every_shipped_config_passes_check() {
+    let mut seen = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(configs_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        // galion.toml names production paths; give it a tree that has them.
+        let root = (name == "galion.toml").then(production_root);
+        let out = check(&path, root.as_ref().map(|r| r.path()));
+        out.assert_ok(&name);
+        seen.push(name);
+    }
+    for must in ["galion.toml", "local.toml"] {
+        assert!(
+            seen.iter().any(|s| s == must),
+            "{must} not found in configs/"
+        );
+    }
+}
+
+#[test]
+fn production_config_passes_with_its_tree_under_root() {
+    let root = production_root();
+    let out = check(&configs_dir().join("galion.toml"), Some(root.path()));
+    out.assert_ok("galion.toml --root");
+    assert!(
+        out.stdout
+            .contains("(2 sites, 6 upstream groups, 6 routes)"),
+        "{}",
+        out.show()
+    );
+}
+
+#[test]
+fn production_config_without_its_files_names_the_certificate() {
+    if Path::new("/etc/letsencrypt/live/galion.app").exists() {
+        eprintln!("skipped: this machine has /etc/letsencrypt/live/galion.app");
+        return;
+    }
+    let out = check(&configs_dir().join("galion.toml"), None);
+    out.assert_failed(
+        "galion.toml without --root",
+        &[
+            "error: sites[0].tls.cert = \"/etc/letsencrypt/live/galion.app/fullchain.pem\"",
+            "cannot read",
+        ],
+    );
+}
+
+#[test]
+fn a_root_without_the_certificates_still_fails() {
+    let root = tempfile::tempdir().unwrap();
+    let out = check(&configs_dir().join("galion.toml"), Some(root.path()));
+    out.assert_failed(
+        "galion.toml --root <empty dir>",
+        &["error: sites[0].tls.cert", "cannot read", "acme.webroot"],
+    );
+}
+
+// ---- 2. Broken configs: one error each, with its field path and its own message ----
+
+/// (name, config text, substrings the output must contain). Each case expects exactly one error.
+fn bad_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
+    vec![
+        (
+            "unknown field",
+            edit("threads = 2", "thread = 4"),
+            vec!["error: server.thread", "unknown field `thread`", "(line 2)"],
+        ),
+        (
+            "wrong type",
+            edit("threads = 2", "threads = \"four\""),
+            vec![
+                "error: server.threads",
+                "invalid type: string \"four\"",
+                "(line 2)",
+            ],
+        ),
+        (
+            "TOML syntax error",
+            edit("[downstream]", "[downstream"),
+            vec!["error: file", "(line 7)"],
+        ),
+        (
+            "listener address without a colon",
+            edit("\"127.0.0.1:1\"", "\"localhost443\""),
+            vec![
+                "error: listeners.http_proxy[0] = \"localhost443\"",
+                "expected an IP address and port",
+            ],
+        ),
+        (
+            "route to an undefined upstream",
+            edit("upstream = \"web\"", "upstream = \"nope\""),
+            vec![
+                "error: sites[0].routes[0].upstream = \"nope\"",
+                "no upstream group has this name",
+                "defined groups: web",
+            ],
+        ),
+        (
+            "host claimed by two sites",
+            format!(
+                "{VALID}\n[[sites]]\nhosts = [\"EXAMPLE.test\"]\nroutes = [{{ path = \"/\", upstream = \"web\" }}]\n"
+            ),
+            vec![
+                "error: sites[1].hosts[0]",
+                "already claimed by sites[0]",
+            ],
+        ),
+        (
+            "missing certificate file",
+            with_tls("missing.crt", "good.key"),
+            vec!["error: sites[0].tls.cert", "missing.crt", "cannot read"],
+        ),
+        (
+            "garbage certificate file",
+            with_tls("hello.crt", "good.key"),
+            vec!["error: sites[0].tls.cert", "hello.crt", "no PEM certificate"],
+        ),
+        (
+            "key of another certificate",
+            with_tls("good.crt", "other.key"),
+            vec!["error: sites[0].tls.key", "other.key", "does not match"],
+        ),
+        (
+            "certificate given as the key",
+            with_tls("good.crt", "good.crt"),
+            vec!["error: sites[0].tls.key", "no usable PEM private key"],
+        ),
+        (
+            "empty upstream group",
+            edit("backends = [\"127.0.0.1:3001\"]", "backends = []"),
+            vec![
+                "error: upstreams.web.backends = []",
+                "at least one backend",
+            ],
+        ),
+        (
+            "nonsense size",
+            edit("max_body_size = \"1MB\"", "max_body_size = \"ten megs\""),
+            vec![
+                "error: downstream.max_body_size = \"ten megs\"",
+                "expected a size",
+            ],
+        ),
+        (
+            "nonsense duration",
+            edit("upstream = \"web\"", "upstream = \"web\"\nread_timeout = \"soon\""),
+            vec![
+                "error: sites[0].routes[0].read_timeout = \"soon\"",
+                "expected a duration",
+            ],
+        ),
+        (
+            "zero duration",
+            edit(
+                "backends = [\"127.0.0.1:3001\"]",
+                "backends = [\"127.0.0.1:3001\"]\nconnect_timeout = \"0s\"",
+            ),
+            vec![
+                "error: upstreams.web.connect_timeout = \"0s\"",
+                "must be greater than zero",
+            ],
+        ),
+        (
+            "duration over a week",
+            edit("threads = 2", "threads = 2\ngrace_period = \"8d\""),
+            vec!["error: server.grace_period = \"8d\"", "longer than 7 days"],
+        ),
+        (
+            "bad health-check kind",
+            edit(
+                "backends = [\"127.0.0.1:3001\"]",
+                "backends = [\"127.0.0.1:3001\"]\nhealth_check = { kind = \"icmp\" }",
+            ),
+            vec![
+                "error: upstreams.web.health_check.kind = \"icmp\"",
+                "expected \"tcp\", \"http\" or \"none\"",
+            ],
+        ),
+        (
+            "health-check path without kind http",
+            edit(
+                "backends = [\"127.0.0.1:3001\"]",
+                "backends = [\"127.0.0.1:3001\"]\nhealth_check = { path = \"/health\" }",
+            ),
+            vec![
+                "error: upstreams.web.health_check.path",
+                "only used with kind = \"http\"",
+            ],
+        ),
+        (
+            "duplicate route prefix",
+            format!("{VALID}\n[[sites.routes]]\npath = \"/\"\nupstream = \"web\"\n"),
+            vec![
+                "error: sites[0].routes[1].path = \"/\"",
+                "same prefix",
+            ],
+        ),
+        (
+            "route path not starting with a slash",
+            edit("path = \"/\"", "path = \"api\""),
+            vec![
+                "error: sites[0].routes[0].path = \"api\"",
+                "starting with '/'",
+            ],
+        ),
+        (
+            "Server header with a version",
+            edit(
+                "name = \"example\"",
+                "name = \"example\"\nheaders.server = \"nginx/1.25\"",
+            ),
+            vec![
+                "error: sites[0].headers.server = \"nginx/1.25\"",
+                "must not carry a version",
+            ],
+        ),
+        (
+            "header value with a control character",
+            edit(
+                "name = \"example\"",
+                "name = \"example\"\nheaders.x_frame_options = \"DENY\\u0001\"",
+            ),
+            vec![
+                "error: sites[0].headers.x_frame_options",
+                "visible ASCII",
+            ],
+        ),
+        (
+            "hop-by-hop header in extra",
+            edit(
+                "name = \"example\"",
+                "name = \"example\"\nheaders.extra = { Connection = \"close\" }",
+            ),
+            vec![
+                "error: sites[0].headers.extra.Connection",
+                "managed by the proxy",
+            ],
+        ),
+        (
+            "host name with a port",
+            edit("hosts = [\"example.test\"]", "hosts = [\"example.test:443\"]"),
+            vec![
+                "error: sites[0].hosts[0] = \"example.test:443\"",
+                "without port or scheme",
+            ],
+        ),
+        (
+            "backend port 0",
+            edit("\"127.0.0.1:3001\"", "\"127.0.0.1:0\""),
+            vec![
+                "error: upstreams.web.backends[0] = \"127.0.0.1:0\"",
+                "port 0",
+            ],
+        ),
+        (
+            "same address on two listeners",
+            edit(
+                "http_proxy = [\"127.0.0.1:1\"]",
+                "http_proxy = [\"127.0.0.1:1\"]\nhttp = [\"127.0.0.1:1\"]",
+            ),
+            vec![
+                "error: listeners.http_proxy[0] = 127.0.0.1:1",
+                "address already used by listeners.http[0]",
+            ],
+        ),
+        (
+            "https listener and a site without tls",
+            edit(
+                "http_proxy = [\"127.0.0.1:1\"]",
+                "http_proxy = [\"127.0.0.1:1\"]\nhttps = [\"127.0.0.1:2\"]",
+            ),
+            vec!["error: sites[0].tls", "missing"],
+        ),
+        (
+            "threads out of range",
+            edit("threads = 2", "threads = 5000"),
+            vec!["error: server.threads = 5000", "0 (one per core) to 1024"],
+        ),
+        (
+            "unknown access log format",
+            format!("[access_log]\nformat = \"xml\"\n\n{VALID}"),
+            vec![
+                "error: access_log.format = \"xml\"",
+                "expected \"combined\" or \"json\"",
+            ],
+        ),
+        (
+            "missing ACME webroot",
+            format!("[acme]\nwebroot = \"no-such-dir\"\n\n{VALID}"),
+            vec![
+                "error: acme.webroot = \"no-such-dir\"",
+                "not a readable directory",
+            ],
+        ),
+    ]
+}
+
+#[test]
+fn the_valid_base_configs_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    write_cert_files(dir.path());
+    check_text(dir.path(), VALID).assert_ok("VALID");
+    check_text(dir.path(), &with_tls("good.crt", "good.key")).assert_ok("VALID with tls");
+}
+
+#[test]
+fn each_broken_config_fails_with_its_own_message() {
+    let dir = tempfile::tempdir().unwrap();
+    write_cert_files(dir.path());
+    let cases = bad_cases();
+    assert!(cases.len() >= 12);
+    let mut names = std::collections::HashSet::new();
+    for (name, text, expected) in &cases {
+        assert!(names.insert(*name), "case {name:?} listed twice");
+        let out = check_text(dir.path(), text);
+        out.assert_failed(name, expected);
+        // Only the intended thing is broken: one error, one `error:` line.
+        assert!(
+            out.stdout.contains("test failed (1 error)") && out.error_lines().len() == 1,
+            "{name}: expected exactly one error\n{}",
+            out.show()
+        );
+    }
+}
+
+#[test]
+fn two_independent_errors_are_both_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = edit("max_body_size = \"1MB\"", "max_body_size = \"ten megs\"").replacen(
+        "upstream = \"web\"",
+        "upstream = \"nope\"",
+        1,
+    );
+    let out = check_text(dir.path(), &text);
+    out.assert_failed(
+        "two errors",
+        &[
+            "error: downstream.max_body_size = \"ten megs\"",
+            "error: sites[0].routes[0].upstream = \"nope\"",
+            "test failed (2 errors)",
+        ],
+    );
+    assert_eq!(out.error_lines().len(), 2, "{}", out.show());
+}
+
+#[test]
+fn errors_in_every_section_are_collected() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}\n[[sites]]\nhosts = [\"example.test\"]\nroutes = [{{ path = \"/x\", upstream = \"web\" }}]\n",
+        edit("threads = 2", "threads = 2\ngrace_period = \"0s\"")
+            .replacen("\"127.0.0.1:1\"", "\"127.0.0.1\"", 1)
+            .replacen("\"127.0.0.1:3001\"", "\"127.0.0.1:3001\", \"127.0.0.1:3001\"", 1)
+    );
+    let out = check_text(dir.path(), &text);
+    out.assert_failed(
+        "four errors",
+        &[
+            "error: server.grace_period = \"0s\"",
+            "error: listeners.http_proxy[0] = \"127.0.0.1\"",
+            "error: upstreams.web.backends[1]",
+            "listed twice in this group",
+            "error: sites[1].hosts[0]",
+            "test failed (4 errors)",
+        ],
+    );
+}
+
+// ---- 3. Inputs that are not configs at all ----
+
+#[test]
+fn an_empty_file_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = check_text(dir.path(), "");
+    out.assert_failed("empty file", &["error: listeners", "no listener"]);
+}
+
+#[test]
+fn binary_garbage_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    // Deterministic pseudo-random bytes (xorshift), with sequences that are never UTF-8.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut bytes: Vec<u8> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    bytes.splice(0..0, [0xff, 0xfe, 0x00, 0xc3, 0x28, 0x80]);
+    let p = dir.path().join("garbage.toml");
+    std::fs::write(&p, &bytes).unwrap();
+    let out = check(&p, None);
+    out.assert_failed(
+        "binary garbage",
+        &[
+            "error: file",
+            "garbage.toml",
+            "cannot read the config file",
+            "UTF-8",
+        ],
+    );
+}
+
+#[test]
+fn text_garbage_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, text) in [
+        "\u{feff}é€😀 = = [[[\n",
+        "[sites]\nhosts = 3\n",
+        "sites = \"all\"\n",
+        "[[upstreams]]\n",
+        "x = \"\\uD800\"\n",
+        "\0\0\0",
+        "[server]\nthreads = 99999999999999999999999\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out = check_text(dir.path(), text);
+        out.assert_failed(&format!("text garbage #{i}: {text:?}"), &["error: "]);
+    }
+}
+
+#[test]
+fn a_missing_config_path_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("no-such-file.toml");
+    let out = check(&p, None);
+    out.assert_failed(
+        "missing file",
+        &[
+            "error: file",
+            "no-such-file.toml",
+            "cannot read the config file",
+            "No such file",
+        ],
+    );
+}
+
+#[test]
+fn a_directory_as_config_path_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = check(dir.path(), None);
+    out.assert_failed(
+        "directory",
+        &["error: file", "cannot read the config file", "directory"],
+    );
+}
+
+// ---- Regressions for validation bugs found while writing these tests ----
+
+#[test]
+fn non_ascii_header_values_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    for (key, value) in [
+        ("server", "gälion"),
+        ("x_frame_options", "SAMEORIGIN\u{a0}"),
+    ] {
+        let text = edit(
+            "name = \"example\"",
+            // A TOML basic string holds the character itself (Rust's {:?} would write \u{a0}).
+            &format!("name = \"example\"\nheaders.{key} = \"{value}\""),
+        );
+        let out = check_text(dir.path(), &text);
+        out.assert_failed(
+            &format!("headers.{key} = {value:?}"),
+            &[&format!("error: sites[0].headers.{key}"), "visible ASCII"],
+        );
+    }
+}
+
+#[test]
+fn fractional_or_negative_units_say_what_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    for (from, to, expect) in [
+        (
+            "upstream = \"web\"",
+            "upstream = \"web\"\nread_timeout = 0.5",
+            "expected a duration",
+        ),
+        (
+            "upstream = \"web\"",
+            "upstream = \"web\"\nread_timeout = -1",
+            "expected a duration",
+        ),
+        (
+            "max_body_size = \"1MB\"",
+            "max_body_size = 1.5",
+            "expected a size",
+        ),
+    ] {
+        let out = check_text(dir.path(), &edit(from, to));
+        out.assert_failed(to, &[expect]);
+        assert!(!out.stdout.contains("untagged enum"), "{}", out.show());
+    }
+}
+
+#[test]
+fn a_bad_default_header_is_reported_once_at_its_own_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[headers]\nserver = \"nginx/1.25\"\n\n{VALID}\n[[sites]]\nhosts = [\"b.test\"]\nroutes = [{{ path = \"/\", upstream = \"web\" }}]\n"
+    );
+    let out = check_text(dir.path(), &text);
+    out.assert_failed(
+        "[headers] server with a version",
+        &["error: headers.server = \"nginx/1.25\"", "(1 error)"],
+    );
+    assert!(
+        !out.stdout.contains("sites[0].headers.server"),
+        "{}",
+        out.show()
+    );
+}
+
+#[test]
+fn a_host_listed_twice_in_one_site_is_reported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = edit(
+        "hosts = [\"example.test\"]",
+        "hosts = [\"example.test\", \"EXAMPLE.test\"]",
+    );
+    let out = check_text(dir.path(), &text);
+    out.assert_failed(
+        "host twice in one site",
+        &[
+            "error: sites[0].hosts[1] = \"EXAMPLE.test\": listed twice in this site",
+            "(1 error)",
+        ],
+    );
+    assert!(!out.stdout.contains("already claimed"), "{}", out.show());
+}
+
+#[test]
+fn every_error_of_one_route_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = edit(
+        "path = \"/\"\nupstream = \"web\"",
+        "path = \"api\"\nupstream = \"nope\"\nmax_body_size = \"lots\"\nread_timeout = \"soon\"",
+    );
+    let out = check_text(dir.path(), &text);
+    out.assert_failed(
+        "route with four errors",
+        &[
+            "error: sites[0].routes[0].path = \"api\"",
+            "error: sites[0].routes[0].upstream = \"nope\"",
+            "error: sites[0].routes[0].max_body_size = \"lots\"",
+            "error: sites[0].routes[0].read_timeout = \"soon\"",
+            "(4 errors)",
+        ],
+    );
+}
+
+#[test]
+fn missing_listeners_and_sites_are_reported_with_other_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = check_text(dir.path(), "[server]\nthreads = 5000\n");
+    out.assert_failed(
+        "no listener, no site, bad threads",
+        &[
+            "error: server.threads = 5000",
+            "error: listeners",
+            "error: sites",
+            "(3 errors)",
+        ],
+    );
+}

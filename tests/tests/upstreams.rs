@@ -1,0 +1,530 @@
+//! Upstream behaviour against the real proxy: 502 on a refused connect, 504 on a slow upstream
+//! (and the per-route read timeout), connect retries on another backend, active HTTP health
+//! checks taking a backend out of rotation and back, WebSocket tunnelling, upstream keepalive.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use futures_util::{SinkExt, StreamExt};
+use galion_edge_tests::*;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+/// One site, `galion.app`, whose `/api/` route goes to upstream `api` described by `upstream`
+/// (the lines after `[upstreams.api]`), plus any extra routes.
+fn one_upstream(upstream: &str, extra_routes: &str) -> String {
+    base_config(
+        false,
+        &format!(
+            r#"
+[upstreams.api]
+{upstream}
+
+[[sites]]
+name = "galion.app"
+hosts = ["galion.app"]
+routes = [
+  {extra_routes}
+  {{ path = "/api/", upstream = "api" }},
+]
+"#
+        ),
+    )
+}
+
+/// GET `path` on the plain listener with `Host: galion.app`, on a new connection (the proxy
+/// closes the connection after an error answer, see
+/// `error_answers_do_not_announce_keepalive_then_close`); the response and the time taken.
+async fn get(proxy: &Proxy, path: &str) -> (reqwest::Response, Duration) {
+    let t = Instant::now();
+    let r = client()
+        .get(format!("http://{}{path}", proxy.plain_addr()))
+        .header("host", "galion.app")
+        .send()
+        .await
+        .unwrap();
+    (r, t.elapsed())
+}
+
+/// Sends `n` requests to `/api/who` and returns which origin served each (the `service` field
+/// of the echo), or `status:N` for a non-200 answer.
+async fn served_by(c: &reqwest::Client, addr: SocketAddr, n: usize) -> Vec<String> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let r = c
+            .get(format!("http://{addr}/api/who"))
+            .header("host", "galion.app")
+            .send()
+            .await
+            .unwrap();
+        if r.status() != 200 {
+            out.push(format!("status:{}", r.status().as_u16()));
+            continue;
+        }
+        let v: serde_json::Value = r.json().await.unwrap();
+        out.push(v["service"].as_str().unwrap_or("?").to_string());
+    }
+    out
+}
+
+fn assert_security_headers(r: &reqwest::Response, what: &str) {
+    let h = r.headers();
+    assert_eq!(h["x-content-type-options"], "nosniff", "{what}");
+    assert!(
+        h.get("strict-transport-security")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("max-age=")),
+        "{what}: {h:?}"
+    );
+    assert!(h.contains_key("x-request-id"), "{what}");
+}
+
+/// Upstream `api` on one refused port, upstream `pair` on two, both with a 5s connect timeout.
+fn dead_backends_config() -> String {
+    let (one, two, three) = (free_port(), free_port(), free_port());
+    one_upstream(
+        &format!(
+            r#"backends = ["127.0.0.1:{one}"]
+connect_timeout = "5s"
+health_check = {{ kind = "none" }}
+
+[upstreams.pair]
+backends = ["127.0.0.1:{two}", "127.0.0.1:{three}"]
+connect_timeout = "5s"
+health_check = {{ kind = "none" }}"#
+        ),
+        r#"{ path = "/pair/", upstream = "pair" },"#,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connect_is_a_quick_502() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(bin!(), dir.path(), &dead_backends_config());
+    // One dead backend, then a group where every backend is dead (each tried once).
+    for path in ["/api/x", "/api/y", "/pair/x", "/pair/y", "/pair/z"] {
+        let (r, took) = get(&proxy, path).await;
+        assert_eq!(r.status(), 502, "{path}");
+        assert!(
+            took < Duration::from_secs(2),
+            "{path}: a refused connect is immediate, not the 5s connect timeout: {took:?}"
+        );
+        assert_security_headers(&r, path);
+        assert!(!r.headers().contains_key("x-powered-by"));
+        let body = r.text().await.unwrap();
+        assert!(
+            body.len() < 100 && body.contains("bad gateway"),
+            "{path}: short body: {body:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_upstream_is_a_504_and_routes_can_override_the_read_timeout() {
+    let o = origin("api").await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(
+        bin!(),
+        dir.path(),
+        &one_upstream(
+            &format!(
+                r#"backends = ["{}"]
+read_timeout = "300ms"
+health_check = {{ kind = "none" }}"#,
+                o.addr
+            ),
+            r#"{ path = "/long/", upstream = "api", read_timeout = "2s" },"#,
+        ),
+    );
+
+    // The group's 300ms read timeout.
+    let (r, took) = get(&proxy, "/api/slow?ms=3000").await;
+    assert_eq!(r.status(), 504, "{took:?}");
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    assert_security_headers(&r, "504");
+    let body = r.text().await.unwrap();
+    assert!(
+        body.len() < 100 && body.contains("gateway timeout"),
+        "{body:?}"
+    );
+    // A fast answer on the same group is unaffected.
+    let (r, _) = get(&proxy, "/api/slow?ms=10").await;
+    assert_eq!(r.status(), 200);
+
+    // The route's 2s override: 800ms is fine there, but still too slow on /api/.
+    let (r, took) = get(&proxy, "/long/slow?ms=800").await;
+    assert_eq!(r.status(), 200, "{took:?}");
+    assert!(took >= Duration::from_millis(800), "{took:?}");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["uri"], "/long/slow?ms=800");
+    let (r, _) = get(&proxy, "/api/slow?ms=800").await;
+    assert_eq!(r.status(), 504);
+    // And the override is a ceiling too.
+    let (r, took) = get(&proxy, "/long/slow?ms=4000").await;
+    assert_eq!(r.status(), 504, "{took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_millis(3500),
+        "{took:?}"
+    );
+
+    // A timed-out request is not replayed: one request per attempt reached the origin.
+    assert_eq!(o.requests().len(), 5, "{:?}", o.requests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_connect_is_retried_on_another_backend() {
+    let dead = free_port();
+    let live = origin("live").await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(
+        bin!(),
+        dir.path(),
+        &one_upstream(
+            &format!(
+                r#"backends = ["127.0.0.1:{dead}", "{}"]
+health_check = {{ kind = "none" }}"#,
+                live.addr
+            ),
+            "",
+        ),
+    );
+    let c = client();
+    let t = Instant::now();
+    // Round robin puts the dead backend first for about half of these.
+    let seen = served_by(&c, proxy.plain_addr(), 10).await;
+    assert!(seen.iter().all(|s| s == "live"), "{seen:?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(
+        live.requests().len(),
+        10,
+        "each request reached the live origin exactly once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_health_check_takes_a_backend_out_and_back() {
+    let a = origin("a").await;
+    let b = origin("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(
+        bin!(),
+        dir.path(),
+        &one_upstream(
+            &format!(
+                r#"backends = ["{}", "{}"]
+health_check = {{ kind = "http", path = "/health", interval = "200ms", timeout = "500ms" }}"#,
+                a.addr, b.addr
+            ),
+            "",
+        ),
+    );
+    let c = client();
+    let addr = proxy.plain_addr();
+
+    // Both in rotation.
+    let seen = served_by(&c, addr, 10).await;
+    let on_a = seen.iter().filter(|s| *s == "a").count();
+    let on_b = seen.iter().filter(|s| *s == "b").count();
+    assert!(on_a >= 3 && on_b >= 3 && on_a + on_b == 10, "{seen:?}");
+
+    // A's health check fails; A still answers every other path.
+    a.set_healthy(false);
+    let ok = eventually(Duration::from_secs(10), || {
+        let c = c.clone();
+        async move { served_by(&c, addr, 10).await.iter().all(|s| s == "b") }
+    })
+    .await;
+    assert!(
+        ok,
+        "A never left rotation: {:?}",
+        served_by(&c, addr, 10).await
+    );
+    // It stays out while unhealthy.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = served_by(&c, addr, 10).await;
+    assert!(seen.iter().all(|s| s == "b"), "{seen:?}");
+    let checks = a.requests().iter().filter(|r| r.uri == "/health").count();
+    assert!(checks >= 2, "the proxy probed A's /health: {checks}");
+    // A itself still serves; only its health check says otherwise.
+    let direct = c
+        .get(format!("http://{}/api/who", a.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 200);
+
+    // Healthy again: back in rotation.
+    a.set_healthy(true);
+    let ok = eventually(Duration::from_secs(10), || {
+        let c = c.clone();
+        async move { served_by(&c, addr, 10).await.iter().any(|s| s == "a") }
+    })
+    .await;
+    assert!(ok, "A never came back: {:?}", served_by(&c, addr, 10).await);
+    let seen = served_by(&c, addr, 10).await;
+    assert!(
+        seen.iter().filter(|s| *s == "a").count() >= 3 && seen.iter().all(|s| s == "a" || s == "b"),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echo_through_the_proxy() {
+    let frontend = origin("studio_frontend").await;
+    let realtime = origin("studio_realtime").await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        r#"
+[upstreams.studio_frontend]
+backends = ["{}"]
+health_check = {{ kind = "none" }}
+[upstreams.studio_realtime]
+backends = ["{}"]
+health_check = {{ kind = "none" }}
+
+[[sites]]
+name = "galion.studio"
+hosts = ["galion.studio"]
+routes = [
+  {{ path = "/socket.io/", upstream = "studio_realtime", read_timeout = "120s" }},
+  {{ path = "/", upstream = "studio_frontend" }},
+]
+"#,
+        frontend.addr, realtime.addr
+    );
+    let proxy = Proxy::start(bin!(), dir.path(), &base_config(false, &body));
+
+    let run = async {
+        let req = "ws://galion.studio/socket.io/?EIO=4&transport=websocket"
+            .into_client_request()
+            .unwrap();
+        let tcp = tokio::net::TcpStream::connect(proxy.plain_addr())
+            .await
+            .unwrap();
+        let (mut ws, resp) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+        assert_eq!(resp.status(), 101);
+        assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+
+        ws.send(Message::text("hello through galion"))
+            .await
+            .unwrap();
+        let m = next_data(&mut ws).await;
+        assert_eq!(m, Message::text("hello through galion"));
+
+        let bin = vec![0u8, 1, 2, 254, 255];
+        ws.send(Message::binary(bin.clone())).await.unwrap();
+        assert_eq!(next_data(&mut ws).await, Message::binary(bin));
+
+        let big = "x".repeat(100_000);
+        ws.send(Message::text(big.clone())).await.unwrap();
+        assert_eq!(next_data(&mut ws).await, Message::text(big));
+
+        ws.close(None).await.unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("websocket exchange took over 10s");
+
+    assert!(frontend.requests().is_empty());
+    let seen = realtime.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let r = &seen[0];
+    assert_eq!(r.uri, "/socket.io/?EIO=4&transport=websocket");
+    assert!(
+        r.header("upgrade")
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket")),
+        "{r:?}"
+    );
+    assert!(
+        r.header("connection")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade")),
+        "{r:?}"
+    );
+    assert_eq!(r.header("x-forwarded-for"), Some("127.0.0.1"), "{r:?}");
+    assert_eq!(r.header("host"), Some("galion.studio"));
+    assert!(r.header("sec-websocket-key").is_some());
+}
+
+/// The next text or binary message (pings and pongs skipped).
+async fn next_data<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Message
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(m)) => return m,
+            other => panic!("websocket ended: {other:?}"),
+        }
+    }
+}
+
+/// A TCP relay in front of `target` that counts the connections it accepts.
+async fn counting_relay(target: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let n = count.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = l.accept().await else {
+                continue;
+            };
+            n.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused() {
+    let o = origin("api").await;
+    let (relay, connections) = counting_relay(o.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(
+        bin!(),
+        dir.path(),
+        &one_upstream(
+            &format!(
+                r#"backends = ["{relay}"]
+health_check = {{ kind = "none" }}"#
+            ),
+            "",
+        ),
+    );
+    // Ten requests on one client connection, then ten each on a new client connection: the
+    // upstream pool is shared, so all twenty ride on (nearly) one upstream connection.
+    let c = client();
+    for i in 0..20 {
+        let c = if i < 10 { c.clone() } else { client() };
+        let r = c
+            .get(format!(
+                "http://{}/api/bytes?n={}",
+                proxy.plain_addr(),
+                1000 + i
+            ))
+            .header("host", "galion.app")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.bytes().await.unwrap().len(), 1000 + i, "request {i}");
+    }
+    assert_eq!(o.requests().len(), 20);
+    let n = connections.load(Ordering::SeqCst);
+    assert!(
+        (1..=3).contains(&n),
+        "20 sequential requests opened {n} upstream connections"
+    );
+}
+
+/// Reads one HTTP/1 response (head and `Content-Length` body) from `s`; "" on EOF or error.
+fn read_response(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return text;
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&buf).into_owned(),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_answers_do_not_announce_keepalive_then_close() {
+    use std::io::Write;
+    let o = origin("api").await;
+    let dead = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(
+        bin!(),
+        dir.path(),
+        &base_config(
+            false,
+            &format!(
+                r#"
+[upstreams.api]
+backends = ["{}"]
+read_timeout = "300ms"
+health_check = {{ kind = "none" }}
+[upstreams.dead]
+backends = ["127.0.0.1:{dead}"]
+health_check = {{ kind = "none" }}
+
+[[sites]]
+name = "galion.app"
+hosts = ["galion.app"]
+routes = [
+  {{ path = "/dead/", upstream = "dead" }},
+  {{ path = "/api/", upstream = "api" }},
+]
+"#,
+                o.addr
+            ),
+        ),
+    );
+    for (path, status) in [("/dead/x", 502), ("/api/slow?ms=2000", 504)] {
+        let mut s = std::net::TcpStream::connect(proxy.plain_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: galion.app\r\n\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        let first = read_response(&mut s);
+        assert_eq!(status_of(&first), status, "{first}");
+        let closes = first
+            .lines()
+            .any(|l| l.to_ascii_lowercase().replace(' ', "") == "connection:close");
+        if closes {
+            continue; // announced: the client will not reuse the connection
+        }
+        // Announced as persistent: the connection must take another request.
+        let again = b"GET /api/ok HTTP/1.1\r\nHost: galion.app\r\n\r\n";
+        let second = match s.write_all(again) {
+            Ok(()) => read_response(&mut s),
+            Err(e) => format!("write failed: {e}"),
+        };
+        assert_eq!(
+            status_of(&second),
+            200,
+            "{path}: the {status} answer kept the connection open ({first:?}) \
+             but the next request on it got {second:?}"
+        );
+    }
+    // The symptom for an ordinary client: its pooled connection fails on the next request.
+    let c = client();
+    for i in 0..3 {
+        let r = c
+            .get(format!("http://{}/dead/{i}", proxy.plain_addr()))
+            .header("host", "galion.app")
+            .send()
+            .await;
+        assert_eq!(
+            r.map(|r| r.status().as_u16()).ok(),
+            Some(502),
+            "request {i}"
+        );
+    }
+}
