@@ -166,7 +166,7 @@ async fn respond(
 }
 
 async fn refuse(session: &mut Session, ctx: &RequestCtx, status: u16) -> Result<bool> {
-    // The request body, if any, is not read: close the connection after answering.
+    // The request body, if any, is not forwarded: close the connection after answering.
     session.set_keepalive(None);
     respond(
         session,
@@ -177,7 +177,32 @@ async fn refuse(session: &mut Session, ctx: &RequestCtx, status: u16) -> Result<
         None,
     )
     .await?;
+    if status == 413 {
+        linger(session).await;
+    }
     Ok(true)
+}
+
+/// Most body bytes read and discarded after a refusal before the connection is closed.
+const LINGER_BYTES: usize = 64 << 20;
+/// Longest time spent doing so.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+
+/// Lingering close (RFC 9112 §9.6, nginx's `lingering_close`): after answering a request whose
+/// body is not wanted, read and discard what the client is still sending, within bounds, so
+/// closing does not reset the connection before the client has read the answer.
+async fn linger(session: &mut Session) {
+    let downstream = session.as_downstream_mut();
+    let drain = async {
+        let mut read = 0usize;
+        while let Ok(Some(chunk)) = downstream.read_request_body().await {
+            read += chunk.len();
+            if read > LINGER_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
 impl GalionProxy {
@@ -426,6 +451,9 @@ impl ProxyHttp for GalionProxy {
                 None,
             )
             .await;
+            if answer.status == 413 {
+                linger(session).await;
+            }
         }
         FailToProxy {
             error_code: answer.status,
