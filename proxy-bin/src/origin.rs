@@ -3,7 +3,9 @@
 //! Every origin answers with a JSON description of the request it received (so you can see
 //! what the proxy forwarded), records it for tests, and understands a few paths anywhere in the
 //! URL: `/health` (200 "ok"), `slow?ms=N` (answer after N ms), `bytes?n=N` (N bytes of body),
-//! `status?code=N`. A WebSocket upgrade on any path becomes an echo server.
+//! `status?code=N`. Any path also takes `cc=` (a `Cache-Control` value), `etag=` (an `ETag`,
+//! answering `If-None-Match` with 304), `vary=`, `cookie=1` (a `Set-Cookie`) and `fail=1` (answer
+//! 503), percent-encoded. A WebSocket upgrade on any path becomes an echo server.
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -57,7 +59,10 @@ pub struct Origin {
     /// What `/health` answers: 200 while true, 503 while false. Other paths are unaffected,
     /// so a test can tell a health check's verdict from a dead backend.
     pub healthy: Arc<AtomicBool>,
+    /// While true, every request but `/health` gets 503.
+    pub failing: Arc<AtomicBool>,
     accept: Arc<tokio::task::JoinHandle<()>>,
+    stopped: tokio::sync::watch::Sender<bool>,
 }
 
 impl Origin {
@@ -66,9 +71,16 @@ impl Origin {
         self.seen.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
-    /// Stops accepting connections and closes the listening socket (open connections stay).
+    /// Stops accepting connections, closes the listening socket and every open connection:
+    /// the origin is down.
     pub fn stop(&self) {
         self.accept.abort();
+        let _ = self.stopped.send(true);
+    }
+
+    /// Sets whether every request but `/health` gets 503.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
     }
 
     /// Sets what `/health` answers.
@@ -83,12 +95,16 @@ pub async fn spawn_origin(name: &str, addr: SocketAddr) -> std::io::Result<Origi
     let addr = listener.local_addr()?;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let healthy = Arc::new(AtomicBool::new(true));
+    let failing = Arc::new(AtomicBool::new(false));
+    let (stopped, stop_rx) = tokio::sync::watch::channel(false);
     let o = Origin {
         name: name.to_string(),
         addr,
         seen: seen.clone(),
         healthy: healthy.clone(),
+        failing: failing.clone(),
         accept: Arc::new(tokio::spawn(async {})),
+        stopped: stopped.clone(),
     };
     let accept = tokio::spawn(async move {
         loop {
@@ -96,13 +112,17 @@ pub async fn spawn_origin(name: &str, addr: SocketAddr) -> std::io::Result<Origi
                 continue;
             };
             let o = o.clone();
+            let mut stop = stop_rx.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| handle(o.clone(), req));
-                let _ = http1::Builder::new()
+                let conn = http1::Builder::new()
                     .keep_alive(true)
                     .serve_connection(TokioIo::new(tcp), svc)
-                    .with_upgrades()
-                    .await;
+                    .with_upgrades();
+                tokio::select! {
+                    _ = conn => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
             });
         }
     });
@@ -111,8 +131,35 @@ pub async fn spawn_origin(name: &str, addr: SocketAddr) -> std::io::Result<Origi
         addr,
         seen,
         healthy,
+        failing,
         accept: Arc::new(accept),
+        stopped,
     })
+}
+
+fn query_str(req: &Request<Incoming>, key: &str) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn query_num(req: &Request<Incoming>, key: &str) -> Option<u64> {
@@ -148,6 +195,15 @@ async fn handle(
         record(&o, &method, &uri, &headers, 0);
         return Ok(websocket(&mut req));
     }
+    let cc = query_str(&req, "cc");
+    let etag = query_str(&req, "etag");
+    let vary = query_str(&req, "vary");
+    let cookie = query_str(&req, "cookie").is_some();
+    let fail = query_str(&req, "fail").is_some();
+    let if_none_match = req
+        .headers()
+        .get("if-none-match")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let ms = query_num(&req, "ms");
     let n = query_num(&req, "n");
     let code = query_num(&req, "code");
@@ -176,6 +232,17 @@ async fn handle(
         );
         return Ok(r);
     }
+    if fail || o.failing.load(Ordering::SeqCst) {
+        return Ok(text(503, "origin failing\n"));
+    }
+    if let (Some(tag), Some(inm)) = (&etag, &if_none_match) {
+        if inm.split(',').any(|t| t.trim() == tag) {
+            let mut r = text(304, "");
+            *r.body_mut() = Full::new(Bytes::new());
+            add_cache_headers(&mut r, &cc, &etag, &vary, cookie);
+            return Ok(r);
+        }
+    }
     let status = code.and_then(|c| u16::try_from(c).ok()).unwrap_or(200);
     let json = serde_json::json!({
         "service": o.name,
@@ -197,7 +264,32 @@ async fn handle(
     );
     r.headers_mut()
         .insert("server", http::HeaderValue::from_static("uvicorn/0.30.1"));
+    add_cache_headers(&mut r, &cc, &etag, &vary, cookie);
     Ok(r)
+}
+
+fn add_cache_headers(
+    r: &mut Response<Full<Bytes>>,
+    cc: &Option<String>,
+    etag: &Option<String>,
+    vary: &Option<String>,
+    cookie: bool,
+) {
+    let h = r.headers_mut();
+    for (name, value) in [("cache-control", cc), ("etag", etag), ("vary", vary)] {
+        if let Some(v) = value
+            .as_ref()
+            .and_then(|v| http::HeaderValue::from_str(v).ok())
+        {
+            h.insert(name, v);
+        }
+    }
+    if cookie {
+        h.insert(
+            "set-cookie",
+            http::HeaderValue::from_static("session=secret; HttpOnly"),
+        );
+    }
 }
 
 fn record(o: &Origin, method: &str, uri: &str, headers: &[(String, String)], body_len: usize) {

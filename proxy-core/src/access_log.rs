@@ -143,7 +143,7 @@ pub fn format_line(format: AccessLogFormat, r: &AccessRecord<'_>, now: SystemTim
             let _ = writeln!(
                 s,
                 "{ip} - - [{time}] \"{method} {uri} {proto}\" {status} {bytes} \"{referer}\" \"{ua}\" host=\"{host}\" rt={rt:.3} upstream={upstream} urt={urt} rid={rid}",
-                time = httpdate::fmt_http_date(now),
+                time = nginx_time(now),
                 method = escape(r.method),
                 uri = escape(r.uri),
                 proto = r.protocol,
@@ -170,7 +170,7 @@ pub fn format_line(format: AccessLogFormat, r: &AccessRecord<'_>, now: SystemTim
                 "referer": r.referer,
                 "user_agent": r.user_agent,
                 "duration_ms": r.duration.as_secs_f64() * 1000.0,
-                "upstream": upstream,
+                "upstream": r.upstream.map(|u| u.to_string()),
                 "upstream_time_ms": r.upstream_time.map(|d| d.as_secs_f64() * 1000.0),
                 "request_id": r.request_id,
             });
@@ -179,6 +179,17 @@ pub fn format_line(format: AccessLogFormat, r: &AccessRecord<'_>, now: SystemTim
         }
     }
     s
+}
+
+/// nginx's `$time_local` in UTC: `25/Nov/2026:20:44:05 +0000`.
+fn nginx_time(t: SystemTime) -> String {
+    // "Wed, 25 Nov 2026 20:44:05 GMT"
+    let http = httpdate::fmt_http_date(t);
+    let p: Vec<&str> = http.split(' ').collect();
+    match p.as_slice() {
+        [_, day, mon, year, hms, _] => format!("{day}/{mon}/{year}:{hms} +0000"),
+        _ => http,
+    }
 }
 
 fn or_dash(s: &str) -> &str {
@@ -230,7 +241,7 @@ mod tests {
         };
         let line = format_line(AccessLogFormat::Combined, &r, SystemTime::UNIX_EPOCH);
         assert!(line.starts_with(
-            "203.0.113.7 - - [Thu, 01 Jan 1970 00:00:00 GMT] \"GET /a\\\"b\\x0ac HTTP/1.1\" 200 12"
+            "203.0.113.7 - - [01/Jan/1970:00:00:00 +0000] \"GET /a\\\"b\\x0ac HTTP/1.1\" 200 12"
         ));
         assert_eq!(line.matches('\n').count(), 1);
     }

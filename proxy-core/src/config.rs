@@ -39,7 +39,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Every problem found in a config file, in file order. Never empty.
+/// Every problem found in a config file, section by section. Never empty.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
@@ -68,10 +68,6 @@ pub struct ServerSettings {
     pub pid_file: String,
     /// Default `/tmp/galion-edge-upgrade.sock`.
     pub upgrade_sock: String,
-    /// User to run as after binding. Default: unchanged.
-    pub user: Option<String>,
-    /// Group to run as after binding. Default: unchanged.
-    pub group: Option<String>,
     /// Idle upstream connections kept. Default 128.
     pub upstream_keepalive_pool_size: usize,
 }
@@ -90,7 +86,8 @@ pub struct ListenerSettings {
 /// Limits on clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DownstreamSettings {
-    /// Default 10s (nginx: 60s). A client slower than this gets 408 and is disconnected.
+    /// Default 10s (nginx: 60s). A client that started a request head and does not finish it in
+    /// this time gets 408 and is disconnected; one that sends nothing is closed silently.
     pub client_header_timeout: Duration,
     /// Default 60s.
     pub keepalive_timeout: Duration,
@@ -109,7 +106,7 @@ pub struct DownstreamSettings {
 /// Access log format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccessLogFormat {
-    /// nginx's `combined` plus host, request time, upstream and request id.
+    /// nginx's `combined` (same time format) plus host, request time, upstream and request id.
     Combined,
     /// One JSON object per line.
     Json,
@@ -208,6 +205,55 @@ pub struct CertPaths {
     pub key: PathBuf,
 }
 
+/// One cache zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneSettings {
+    /// Zone name (`api`, `static`).
+    pub name: String,
+    /// Disk tier directory; created at start if missing.
+    pub path: PathBuf,
+    /// Disk tier bytes. Default 1 GiB.
+    pub size: u64,
+    /// Memory tier bytes. Default 1/8 of `size`, at most 256 MiB.
+    pub memory_size: u64,
+    /// Largest object stored. Default 16 MiB (and at most `size / 16`).
+    pub max_object_size: u64,
+    /// TTL when the origin says nothing. Default 10 minutes (`static`: 7 days).
+    pub default_ttl: Duration,
+    /// Smallest TTL a route may set. Default 1 minute (`static`: 1 minute).
+    pub min_ttl: Duration,
+    /// Largest TTL a route may set. Default 60 minutes (`static`: 7 days).
+    pub max_ttl: Duration,
+    /// Default stale-while-revalidate window. Default 30s.
+    pub stale_while_revalidate: Duration,
+    /// Default stale-if-error window. Default 10 minutes.
+    pub stale_if_error: Duration,
+}
+
+/// The cache.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CacheSettings {
+    /// Zones in name order.
+    pub zones: Vec<ZoneSettings>,
+    /// Lower-case extensions (without dot) that go to the `static` zone.
+    pub static_extensions: Vec<String>,
+    /// Index of the zone named `static`, if any.
+    pub static_zone: Option<usize>,
+    /// How long concurrent misses wait for the first fill. Default 5s.
+    pub lock_timeout: Duration,
+}
+
+/// What a route does with the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RouteCache {
+    /// Zone for this route's responses, if any.
+    pub zone: Option<usize>,
+    /// `cache = "off"`: not even static extensions are cached.
+    pub off: bool,
+    /// TTL when the origin says nothing (default: the zone's).
+    pub ttl: Option<Duration>,
+}
+
 /// One route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSettings {
@@ -219,6 +265,8 @@ pub struct RouteSettings {
     pub max_body_size: u64,
     /// Read timeout override.
     pub read_timeout: Option<Duration>,
+    /// Cache use.
+    pub cache: RouteCache,
 }
 
 /// One site.
@@ -251,6 +299,8 @@ pub struct Config {
     pub access_log: AccessLogSettings,
     /// ACME webroot.
     pub acme_webroot: Option<PathBuf>,
+    /// `[cache]`
+    pub cache: CacheSettings,
     /// Upstream groups, sorted by name.
     pub upstreams: Vec<UpstreamSettings>,
     /// Sites in file order.
@@ -490,6 +540,7 @@ impl Validator {
             }
             p
         });
+        let cache = self.cache(&raw.cache);
         let upstreams: Vec<UpstreamSettings> = raw
             .upstreams
             .iter()
@@ -500,7 +551,7 @@ impl Validator {
         let mut sites = Vec::new();
         let mut host_owner: HashMap<String, usize> = HashMap::new();
         for (i, s) in raw.sites.iter().enumerate() {
-            let site = self.site(i, s, &defaults, &upstreams, &downstream, &listeners);
+            let site = self.site(i, s, &defaults, &upstreams, &downstream, &listeners, &cache);
             for (j, h) in site.hosts.iter().enumerate() {
                 if let Some(&other) = host_owner.get(h) {
                     self.err(
@@ -530,11 +581,229 @@ impl Validator {
             tls_reload_interval,
             access_log,
             acme_webroot,
+            cache,
             upstreams,
             sites,
             default_headers,
             base_dir: self.base.clone(),
         }
+    }
+
+    fn cache(&mut self, raw: &RawCache) -> CacheSettings {
+        let mut zones = Vec::new();
+        for (name, z) in &raw.zones {
+            let field = format!("cache.zones.{name}");
+            if !valid_name(name) {
+                self.err(
+                    field.clone(),
+                    format!("{name:?}"),
+                    "zone names use letters, digits, '_' and '-'",
+                );
+            }
+            let is_static = name == "static";
+            let path = match &z.path {
+                Some(p) => {
+                    let path = self.path(p);
+                    // The directory is created at start: its nearest existing ancestor
+                    // must be a directory.
+                    let usable = path
+                        .ancestors()
+                        .find(|a| a.exists())
+                        .is_some_and(Path::is_dir);
+                    if !usable {
+                        self.err(
+                            format!("{field}.path"),
+                            format!("{p:?}"),
+                            "must be a directory, or a path that can be created as one (it is created at start)",
+                        );
+                    }
+                    path
+                }
+                None => {
+                    self.err(
+                        format!("{field}.path"),
+                        "",
+                        "missing: the directory of this zone's disk tier, such as \"/var/cache/galion-edge/api\"",
+                    );
+                    PathBuf::new()
+                }
+            };
+            let size = self.size(&format!("{field}.size"), &z.size, 1 << 30, 1 << 20, 1 << 42);
+            let memory_size = self.size(
+                &format!("{field}.memory_size"),
+                &z.memory_size,
+                (size / 8).min(256 << 20),
+                0,
+                1 << 40,
+            );
+            let max_object_size = self.size(
+                &format!("{field}.max_object_size"),
+                &z.max_object_size,
+                (16 << 20u64).min(size / 16),
+                1,
+                1 << 34,
+            );
+            if max_object_size > size / 4 {
+                self.err(
+                    format!("{field}.max_object_size"),
+                    max_object_size.to_string(),
+                    format!(
+                        "must be at most a quarter of the zone size ({} bytes)",
+                        size / 4
+                    ),
+                );
+            }
+            let (d_default, d_min, d_max) = if is_static {
+                (7 * 24 * 3600, 60, 7 * 24 * 3600)
+            } else {
+                (600, 60, 3600)
+            };
+            let secs = Duration::from_secs;
+            let min_ttl = self.duration(&format!("{field}.min_ttl"), &z.min_ttl, secs(d_min));
+            let max_ttl = self.duration(&format!("{field}.max_ttl"), &z.max_ttl, secs(d_max));
+            let default_ttl = self.duration(
+                &format!("{field}.default_ttl"),
+                &z.default_ttl,
+                secs(d_default),
+            );
+            if min_ttl > max_ttl {
+                self.err(
+                    format!("{field}.min_ttl"),
+                    humantime::format_duration(min_ttl).to_string(),
+                    format!("is above max_ttl ({})", humantime::format_duration(max_ttl)),
+                );
+            } else if default_ttl < min_ttl || default_ttl > max_ttl {
+                self.err(
+                    format!("{field}.default_ttl"),
+                    humantime::format_duration(default_ttl).to_string(),
+                    format!(
+                        "must be within min_ttl..max_ttl ({} to {})",
+                        humantime::format_duration(min_ttl),
+                        humantime::format_duration(max_ttl)
+                    ),
+                );
+            }
+            zones.push(ZoneSettings {
+                name: name.clone(),
+                path,
+                size,
+                memory_size,
+                max_object_size,
+                default_ttl,
+                min_ttl,
+                max_ttl,
+                stale_while_revalidate: self.duration(
+                    &format!("{field}.stale_while_revalidate"),
+                    &z.stale_while_revalidate,
+                    secs(30),
+                ),
+                stale_if_error: self.duration(
+                    &format!("{field}.stale_if_error"),
+                    &z.stale_if_error,
+                    secs(600),
+                ),
+            });
+        }
+        let mut seen_paths: HashMap<PathBuf, String> = HashMap::new();
+        for z in &zones {
+            if let Some(other) = seen_paths.insert(z.path.clone(), z.name.clone()) {
+                self.err(
+                    format!("cache.zones.{}.path", z.name),
+                    format!("{:?}", z.path.display().to_string()),
+                    format!("zone {other} uses the same directory; each zone needs its own"),
+                );
+            }
+        }
+        let static_zone = zones.iter().position(|z| z.name == "static");
+        let static_extensions: Vec<String> = raw
+            .static_extensions
+            .clone()
+            .unwrap_or_else(|| {
+                [
+                    "js", "mjs", "css", "png", "jpg", "jpeg", "gif", "webp", "avif", "svg", "ico",
+                    "woff", "woff2", "ttf", "otf", "wasm", "map", "mp3", "mp4", "webm",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+            })
+            .into_iter()
+            .map(|e| e.trim_start_matches('.').to_ascii_lowercase())
+            .collect();
+        if raw.static_extensions.is_some() && static_zone.is_none() {
+            self.err(
+                "cache.static_extensions",
+                "",
+                "set, but there is no [cache.zones.static] to put those responses in",
+            );
+        }
+        CacheSettings {
+            zones,
+            static_extensions,
+            static_zone,
+            lock_timeout: self.duration(
+                "cache.lock_timeout",
+                &raw.lock_timeout,
+                Duration::from_secs(5),
+            ),
+        }
+    }
+
+    fn route_cache(
+        &mut self,
+        rfield: &str,
+        r: &raw::RawRoute,
+        cache: &CacheSettings,
+    ) -> RouteCache {
+        let mut rc = RouteCache::default();
+        match r.cache.as_deref() {
+            None => {}
+            Some("off") => rc.off = true,
+            Some(name) => match cache.zones.iter().position(|z| z.name == name) {
+                Some(i) => rc.zone = Some(i),
+                None => {
+                    let known: Vec<&str> = cache.zones.iter().map(|z| z.name.as_str()).collect();
+                    self.err(
+                        format!("{rfield}.cache"),
+                        format!("{name:?}"),
+                        format!(
+                            "no cache zone has this name; use \"off\" or one of: {}",
+                            if known.is_empty() {
+                                "(no [cache.zones] defined)".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    );
+                }
+            },
+        }
+        if r.cache_ttl.is_some() {
+            let ttl = self.duration(
+                &format!("{rfield}.cache_ttl"),
+                &r.cache_ttl,
+                Duration::from_secs(600),
+            );
+            match rc.zone.and_then(|z| cache.zones.get(z)) {
+                None => self.err(
+                    format!("{rfield}.cache_ttl"),
+                    r.cache_ttl.as_ref().map(|d| d.shown()).unwrap_or_default(),
+                    "only meaningful with `cache = \"ZONE\"` on the same route",
+                ),
+                Some(z) if ttl < z.min_ttl || ttl > z.max_ttl => self.err(
+                    format!("{rfield}.cache_ttl"),
+                    r.cache_ttl.as_ref().map(|d| d.shown()).unwrap_or_default(),
+                    format!(
+                        "zone {} allows TTLs from {} to {}",
+                        z.name,
+                        humantime::format_duration(z.min_ttl),
+                        humantime::format_duration(z.max_ttl)
+                    ),
+                ),
+                Some(_) => rc.ttl = Some(ttl),
+            }
+        }
+        rc
     }
 
     fn server(&mut self, raw: &RawServer) -> ServerSettings {
@@ -573,8 +842,6 @@ impl Validator {
                 .upgrade_sock
                 .clone()
                 .unwrap_or_else(|| "/tmp/galion-edge-upgrade.sock".into()),
-            user: raw.user.clone(),
-            group: raw.group.clone(),
             upstream_keepalive_pool_size: raw.upstream_keepalive_pool_size.unwrap_or(128),
         }
     }
@@ -594,6 +861,14 @@ impl Validator {
                 "downstream.keepalive_requests",
                 "0",
                 "must be at least 1 (1 turns keepalive off)",
+            );
+        }
+        let h2_streams = raw.h2_max_concurrent_streams.unwrap_or(128);
+        if !(1..=1000).contains(&h2_streams) {
+            self.err(
+                "downstream.h2_max_concurrent_streams",
+                h2_streams.to_string(),
+                "must be between 1 and 1000",
             );
         }
         DownstreamSettings {
@@ -623,7 +898,7 @@ impl Validator {
                 0,
                 1 << 40,
             ),
-            h2_max_concurrent_streams: raw.h2_max_concurrent_streams.unwrap_or(128).clamp(1, 1000),
+            h2_max_concurrent_streams: h2_streams.clamp(1, 1000),
         }
     }
 
@@ -952,6 +1227,7 @@ impl Validator {
         upstreams: &[UpstreamSettings],
         downstream: &DownstreamSettings,
         listeners: &ListenerSettings,
+        cache: &CacheSettings,
     ) -> SiteSettings {
         let field = format!("sites[{i}]");
         let name = raw
@@ -1115,12 +1391,14 @@ impl Validator {
                     Duration::from_secs(60),
                 )
             });
+            let route_cache = self.route_cache(&rfield, r, cache);
             if let (Some(prefix), Some(upstream)) = (prefix, upstream) {
                 routes.push(RouteSettings {
                     prefix,
                     upstream,
                     max_body_size,
                     read_timeout,
+                    cache: route_cache,
                 });
             }
         }

@@ -1,7 +1,9 @@
 //! One place that maps a Pingora error to the status a client sees.
 //!
-//! Deliberate refusals (400, 404, 413, 421, 431) are answered where they are decided and carry
-//! `HTTPStatus`; upstream failures become 502 (refused, reset, garbage) or 504 (timed out).
+//! Deliberate refusals are answered where they are decided (408 and 431 by the front, 400, 404,
+//! 413 and 421 in `request_filter`); those decided mid-proxy (a streamed body over the limit)
+//! carry `HTTPStatus` and come through here. Upstream failures become 502 (refused, reset,
+//! garbage) or 504 (timed out).
 
 use pingora_error::{Error, ErrorSource, ErrorType};
 

@@ -4,7 +4,8 @@
 //! Pingora reads request headers with a per-read timeout only (a client sending one byte every
 //! few seconds is never cut off) and accepts up to 1 MiB of headers, answering a bare 400 beyond.
 //! [`Front`] wraps any Pingora [`HttpServerApp`] (the proxy) and, for each HTTP/1 request on a
-//! connection: waits for the first byte up to the keepalive timeout, then gives the whole head
+//! connection: waits for the first byte (up to `client_header_timeout` on a new connection, the
+//! keepalive timeout between requests; silence is closed without an answer), then gives the whole head
 //! `client_header_timeout` to arrive (408 after), refuses heads over `max_header_bytes` or with
 //! more than `max_header_count` lines (431), and hands the bytes read to Pingora's parser as a
 //! prefix. HTTP/2 connections go straight to the app; the h2 layer enforces its own limits.

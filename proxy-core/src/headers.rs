@@ -8,6 +8,8 @@ use std::net::IpAddr;
 
 /// `X-Request-Id`.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `X-Cache-Status`: what the cache did (HIT, MISS, EXPIRED, STALE, UPDATING, REVALIDATED, BYPASS).
+pub const X_CACHE_STATUS: HeaderName = HeaderName::from_static("x-cache-status");
 /// `X-Forwarded-For`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Proto`.

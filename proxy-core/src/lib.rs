@@ -14,6 +14,7 @@
 //!   │
 //!   ├─ request_filter ─────────────────── routing::RouteTable (host → site, prefix → route)
 //!   │                                      acme (port 80 challenges), 301 to https, 413 on CL
+//!   ├─ request_cache_filter … ─────────── cache (zone choice, key, policy, Vary; storage tiers)
 //!   ├─ upstream_peer / fail_to_connect ── upstream::UpstreamGroup (round robin, health, retry)
 //!   ├─ upstream_request_filter ────────── headers (X-Forwarded-*, X-Request-Id, hop-by-hop)
 //!   ├─ request_body_filter ────────────── 413 on streamed bodies
@@ -34,6 +35,7 @@
 
 pub mod access_log;
 pub mod acme;
+pub mod cache;
 pub mod config;
 pub mod errors;
 pub mod front;
@@ -51,6 +53,7 @@ pub use service::{GalionProxy, ListenerRole, ProxyState};
 
 /// Re-exported Pingora crates, at the versions this library is built with.
 pub mod pingora {
+    pub use pingora_cache as cache;
     pub use pingora_core as core;
     pub use pingora_http as http;
     pub use pingora_load_balancing as load_balancing;

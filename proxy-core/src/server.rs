@@ -48,8 +48,6 @@ pub fn server_conf(config: &Config) -> ServerConf {
         threads: s.threads,
         pid_file: s.pid_file.clone(),
         upgrade_sock: s.upgrade_sock.clone(),
-        user: s.user.clone(),
-        group: s.group.clone(),
         grace_period_seconds: Some(s.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout.as_secs()),
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
@@ -73,7 +71,8 @@ pub fn build_server(config: Config, opts: &RunOptions) -> Result<Server, BuildEr
 }
 
 /// Adds the proxy's listening and background services to an existing server. Returns the
-/// shared state, which a caller may swap to reload routes, upstreams and headers.
+/// shared state that every request reads. (Swapping it changes routes and headers for new
+/// requests; health checks, certificates and the front's limits stay as built.)
 pub fn add_to_server(
     server: &mut Server,
     config: Config,

@@ -5,16 +5,17 @@
 //! | `request_filter` | request id, host and path routing, body-size check, port-80 redirect and ACME | [`routing`](crate::routing), [`acme`](crate::acme) |
 //! | `upstream_peer` | pick a healthy backend not tried yet, with timeouts | [`upstream`](crate::upstream) |
 //! | `fail_to_connect` | retry a failed connect on another backend | |
-//! | `upstream_request_filter` | origin-form URI, forwarded headers, hop-by-hop stripping | [`headers`](crate::headers) |
+//! | `upstream_request_filter` | origin-form URI, forwarded headers, hop-by-hop stripping | [`headers`] |
 //! | `request_body_filter` | body limit on streamed bodies (413) | |
-//! | `upstream_response_filter` / `response_filter` | hop-by-hop stripping, security headers, request id | [`headers`](crate::headers) |
+//! | `upstream_response_filter` / `response_filter` | hop-by-hop stripping, security headers, request id | [`headers`] |
 //! | `fail_to_proxy` | 502/504/4xx with a short body and the security headers | [`errors`](crate::errors) |
 //! | `logging` | one access-log line | [`access_log`](crate::access_log) |
 
 use crate::access_log::{AccessLog, AccessRecord};
+use crate::cache::{self, Caches};
 use crate::config::Config;
 use crate::errors::{answer_for, body_for};
-use crate::headers::{self, HeaderPolicy, X_REQUEST_ID};
+use crate::headers::{self, HeaderPolicy, X_CACHE_STATUS, X_REQUEST_ID};
 use crate::routing::{path_is_clean, RouteError, RouteTable};
 use crate::upstream::UpstreamGroup;
 use arc_swap::ArcSwap;
@@ -45,12 +46,20 @@ pub struct ProxyState {
     pub default_headers: HeaderPolicy,
     /// The access log.
     pub access_log: AccessLog,
+    /// Cache zones (shared across reloads: the same zones stay open).
+    pub caches: Arc<Caches>,
 }
 
 impl ProxyState {
     /// Compiles a validated config. Fails only if the access log cannot be opened or a
     /// backend address cannot be used.
     pub fn new(config: Arc<Config>) -> std::io::Result<ProxyState> {
+        let caches = Arc::new(Caches::open(&config.cache)?);
+        Self::with_caches(config, caches)
+    }
+
+    /// Compiles a config around already-open cache zones.
+    pub fn with_caches(config: Arc<Config>, caches: Arc<Caches>) -> std::io::Result<ProxyState> {
         let upstreams = config
             .upstreams
             .iter()
@@ -66,6 +75,7 @@ impl ProxyState {
                 .collect(),
             default_headers: HeaderPolicy::new(&config.default_headers),
             access_log: AccessLog::open(&config.access_log)?,
+            caches,
             config,
         })
     }
@@ -110,6 +120,7 @@ pub struct RequestCtx {
     upstream_time: Option<Duration>,
     body_limit: u64,
     body_seen: u64,
+    cache_zone: Option<usize>,
 }
 
 impl RequestCtx {
@@ -266,6 +277,7 @@ impl ProxyHttp for GalionProxy {
             upstream_time: None,
             body_limit: u64::MAX,
             body_seen: 0,
+            cache_zone: None,
         }
     }
 
@@ -307,6 +319,96 @@ impl ProxyHttp for GalionProxy {
         Ok(false)
     }
 
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let (Some(site), Some(route)) = (ctx.site, ctx.route) else {
+            return Ok(());
+        };
+        let req = session.req_header();
+        if req.method != Method::GET && req.method != Method::HEAD {
+            return Ok(());
+        }
+        let rc = ctx.state.config.sites[site].routes[route].cache;
+        let Some(z) = ctx.state.caches.zone_for(&rc, req.uri.path()) else {
+            return Ok(());
+        };
+        let zone = &ctx.state.caches.zones[z];
+        session.cache.enable(
+            zone.storage,
+            Some(zone.eviction),
+            None,
+            Some(ctx.state.caches.lock),
+            None,
+        );
+        session
+            .cache
+            .set_max_file_size_bytes(zone.settings.max_object_size as usize);
+        ctx.cache_zone = Some(z);
+        Ok(())
+    }
+
+    fn cache_key_callback(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<pingora_cache::CacheKey> {
+        let req = session.req_header();
+        let zone = ctx
+            .cache_zone
+            .map_or("", |z| ctx.state.caches.zones[z].settings.name.as_str());
+        Ok(cache::cache_key(
+            self.role == ListenerRole::Https,
+            request_host(req).unwrap_or(""),
+            req.uri.path_and_query().map_or("/", |p| p.as_str()),
+            zone,
+        ))
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<pingora_cache::RespCacheable> {
+        let (Some(z), Some(site), Some(route)) = (ctx.cache_zone, ctx.site, ctx.route) else {
+            return Ok(pingora_cache::RespCacheable::Uncacheable(
+                pingora_cache::NoCacheReason::NeverEnabled,
+            ));
+        };
+        let zone = &ctx.state.caches.zones[z].settings;
+        let route = &ctx.state.config.sites[site].routes[route];
+        // The route's TTL applies to its own zone; static-extension requests get the static
+        // zone's default.
+        let ttl = match route.cache.zone {
+            Some(rz) if rz == z => route.cache.ttl.unwrap_or(zone.default_ttl),
+            _ => zone.default_ttl,
+        };
+        let authorization = session
+            .req_header()
+            .headers
+            .contains_key(header::AUTHORIZATION);
+        Ok(cache::response_cacheability(resp, authorization, ttl, zone))
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &pingora_cache::CacheMeta,
+        _ctx: &mut RequestCtx,
+        req: &RequestHeader,
+    ) -> Option<pingora_cache::key::HashBinary> {
+        cache::variance(meta, req)
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        // Pingora asks only inside the entry's stale-while-revalidate (no error) or
+        // stale-if-error (upstream error or 5xx) window.
+        error.is_none_or(|e| e.esource() == &pingora_error::ErrorSource::Upstream)
+    }
+
     async fn upstream_peer(
         &self,
         session: &mut Session,
@@ -317,7 +419,9 @@ impl ProxyHttp for GalionProxy {
             return Error::e_explain(ErrorType::InternalError, "request was not routed");
         };
         let group = ctx.state.upstreams[up].clone();
-        let Some(addr) = group.select(&ctx.tried) else {
+        // A backend not tried yet; when all were tried (Pingora retrying a request that failed
+        // on a reused keepalive connection), any backend again.
+        let Some(addr) = group.select(&ctx.tried).or_else(|| group.select(&[])) else {
             return Error::e_explain(ErrorType::ConnectNoRoute, "no backend left to try").map_err(
                 |mut e| {
                     e.as_up();
@@ -388,11 +492,15 @@ impl ProxyHttp for GalionProxy {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // After a WebSocket upgrade the "body" is the client's frames: not a request body.
+        if session.was_upgraded() {
+            return Ok(());
+        }
         if let Some(b) = body {
             ctx.body_seen += b.len() as u64;
             if ctx.body_seen > ctx.body_limit {
@@ -423,12 +531,20 @@ impl ProxyHttp for GalionProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.policy().apply(resp);
         resp.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
+        if self.role != ListenerRole::Redirect {
+            let label = if ctx.cache_zone.is_some() {
+                cache::status_label(session.cache.phase())
+            } else {
+                "BYPASS"
+            };
+            resp.insert_header(X_CACHE_STATUS, label)?;
+        }
         Ok(())
     }
 

@@ -179,9 +179,47 @@ impl Proxy {
         }
     }
 
+    /// `kill -9`: no chance to clean up.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM (graceful shutdown), waiting up to 20s for the process to exit.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9();
+    }
+
+    /// Starts the same config again (after [`Proxy::kill9`] or [`Proxy::terminate`]), on the same
+    /// ports, and waits until it listens.
+    pub fn restart(&mut self, bin: &str) {
+        let stdout = std::fs::File::create(self.dir.join("stdout.log")).unwrap();
+        let stderr = std::fs::File::create(self.dir.join("stderr-restart.log")).unwrap();
+        self.child = Command::new(bin)
+            .args(["run", "-c"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn galion-edge");
+        self.wait_ready(Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("restart failed: {e}"));
+    }
+
     /// What the proxy wrote to stderr (its log).
     pub fn stderr(&self) -> String {
-        read(&self.dir.join("stderr.log"))
+        read(&self.dir.join("stderr.log")) + &read(&self.dir.join("stderr-restart.log"))
     }
 
     /// What the proxy wrote to stdout (the access log when `path = "stdout"`).

@@ -32,6 +32,9 @@ pub struct RawConfig {
     /// Security headers every site gets unless it overrides them.
     #[serde(default)]
     pub headers: RawHeaders,
+    /// The HTTP cache and its zones.
+    #[serde(default)]
+    pub cache: RawCache,
     /// Upstream groups by name.
     #[serde(default)]
     pub upstreams: BTreeMap<String, RawUpstream>,
@@ -54,11 +57,7 @@ pub struct RawServer {
     pub pid_file: Option<String>,
     /// Unix socket used to hand listening sockets to a new binary on upgrade.
     pub upgrade_sock: Option<String>,
-    /// Drop privileges to this user after binding.
-    pub user: Option<String>,
-    /// Drop privileges to this group after binding.
-    pub group: Option<String>,
-    /// Idle upstream connections kept per process.
+    /// Idle upstream connections kept per service thread.
     pub upstream_keepalive_pool_size: Option<usize>,
 }
 
@@ -144,6 +143,43 @@ pub struct RawHeaders {
     pub extra: BTreeMap<String, String>,
 }
 
+/// `[cache]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// File extensions whose responses go to the `static` zone on any route that caches.
+    pub static_extensions: Option<Vec<String>>,
+    /// How long concurrent misses on one key wait for the first fill before going upstream.
+    pub lock_timeout: Option<RawDuration>,
+    /// Zones by name.
+    #[serde(default)]
+    pub zones: BTreeMap<String, RawZone>,
+}
+
+/// `[cache.zones.NAME]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawZone {
+    /// Directory of the disk tier.
+    pub path: Option<String>,
+    /// Disk tier size.
+    pub size: Option<RawSize>,
+    /// Memory tier size.
+    pub memory_size: Option<RawSize>,
+    /// Largest object stored; larger responses pass through uncached.
+    pub max_object_size: Option<RawSize>,
+    /// TTL when the origin says nothing.
+    pub default_ttl: Option<RawDuration>,
+    /// Smallest TTL a route may set.
+    pub min_ttl: Option<RawDuration>,
+    /// Largest TTL a route may set.
+    pub max_ttl: Option<RawDuration>,
+    /// Serve stale while refreshing in the background, when the origin says nothing.
+    pub stale_while_revalidate: Option<RawDuration>,
+    /// Serve stale while the origin fails, when the origin says nothing.
+    pub stale_if_error: Option<RawDuration>,
+}
+
 /// `[upstreams.NAME]`
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -168,7 +204,7 @@ pub struct RawUpstream {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
-    /// `"tcp"` (connect only), `"http"` (GET `path`, expect 2xx) or `"none"`.
+    /// `"tcp"` (connect only), `"http"` (GET `path`, expect a status below 400) or `"none"`.
     pub kind: Option<String>,
     /// Path for `http` checks.
     pub path: Option<String>,
@@ -223,4 +259,8 @@ pub struct RawRoute {
     pub max_body_size: Option<RawSize>,
     /// Overrides the upstream's read timeout (e.g. long-lived WebSockets).
     pub read_timeout: Option<RawDuration>,
+    /// Cache zone for this route's responses, or `"off"`.
+    pub cache: Option<String>,
+    /// TTL when the origin says nothing, within the zone's `min_ttl`..`max_ttl`.
+    pub cache_ttl: Option<RawDuration>,
 }

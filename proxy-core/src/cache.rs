@@ -1,0 +1,347 @@
+//! The HTTP cache: zones of two-tier storage, and the policy that decides what goes in them.
+//!
+//! Pingora's cache state machine does the HTTP work: lookups, the cache lock (one fill per key),
+//! revalidation with `If-None-Match`/`If-Modified-Since`, stale-while-revalidate in a background
+//! subrequest, stale-if-error, conditional and Range requests on hits. This module supplies:
+//!
+//! - [`storage::TieredStorage`], the `Storage` of each zone: memory over disk, see its docs;
+//! - [`Caches`]: the zones of a config, each with Pingora's LRU eviction manager for its disk
+//!   tier, and the shared cache lock;
+//! - the policy functions the service's cache hooks call: [`cache_key`],
+//!   [`response_cacheability`], [`variance`], [`status_label`].
+
+pub mod disk;
+pub mod memory;
+pub mod storage;
+
+use crate::config::{CacheSettings, RouteCache, ZoneSettings};
+use http::header;
+use pingora_cache::cache_control::{CacheControl, Cacheable as CcCacheable, InterpretCacheControl};
+use pingora_cache::filters::{calculate_fresh_until, calculate_serve_stale_durations};
+use pingora_cache::key::HashBinary;
+use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_cache::{
+    CacheKey, CacheMeta, CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable,
+    VarianceBuilder,
+};
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::time::{Duration, SystemTime};
+
+pub use storage::{DiskEviction, TieredStorage, ZoneStats, ZoneUsage};
+
+/// One zone: its settings, storage and disk eviction manager, all `'static` as Pingora needs.
+pub struct CacheZone {
+    /// Settings from the config.
+    pub settings: ZoneSettings,
+    /// The two-tier storage.
+    pub storage: &'static TieredStorage,
+    /// Pingora's LRU over the disk tier's bytes.
+    pub eviction: &'static DiskEviction,
+}
+
+impl std::fmt::Debug for CacheZone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheZone")
+            .field("name", &self.settings.name)
+            .field("storage", &self.storage)
+            .finish()
+    }
+}
+
+impl CacheZone {
+    /// Opens a zone: creates its directory, indexes what is on disk. The storage and eviction
+    /// manager are leaked (they live as long as the process; Pingora requires `'static`).
+    pub fn open(settings: &ZoneSettings) -> std::io::Result<CacheZone> {
+        let estimated_items = (settings.size / 16384).clamp(1024, 1 << 22) as usize;
+        let eviction: &'static DiskEviction = Box::leak(Box::new(DiskEviction::with_capacity(
+            settings.size as usize,
+            estimated_items,
+        )));
+        let storage = TieredStorage::open(
+            &settings.name,
+            &settings.path,
+            settings.memory_size as usize,
+            settings.max_object_size,
+            eviction,
+        )?;
+        Ok(CacheZone {
+            settings: settings.clone(),
+            storage: Box::leak(Box::new(storage)),
+            eviction,
+        })
+    }
+}
+
+/// Every zone of a config and the shared cache lock.
+pub struct Caches {
+    /// Zones, indexed like `config.cache.zones`.
+    pub zones: Vec<CacheZone>,
+    /// One fill per key: concurrent misses wait for the first.
+    pub lock: &'static CacheKeyLockImpl,
+    static_extensions: Vec<String>,
+    static_zone: Option<usize>,
+}
+
+impl std::fmt::Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches")
+            .field("zones", &self.zones)
+            .finish()
+    }
+}
+
+impl Caches {
+    /// Opens every zone of the config.
+    pub fn open(settings: &CacheSettings) -> std::io::Result<Caches> {
+        let zones = settings
+            .zones
+            .iter()
+            .map(CacheZone::open)
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let lock: Box<CacheKeyLockImpl> = CacheLock::new_boxed(settings.lock_timeout);
+        Ok(Caches {
+            zones,
+            lock: Box::leak(lock),
+            static_extensions: settings.static_extensions.clone(),
+            static_zone: settings.static_zone,
+        })
+    }
+
+    /// The zone a request on a route uses: `static` for static file extensions, otherwise the
+    /// route's zone; none when the route says `cache = "off"`.
+    pub fn zone_for(&self, route: &RouteCache, path: &str) -> Option<usize> {
+        if route.off {
+            return None;
+        }
+        if let Some(z) = self.static_zone {
+            if let Some(ext) = extension(path) {
+                if self
+                    .static_extensions
+                    .iter()
+                    .any(|e| e.eq_ignore_ascii_case(ext))
+                {
+                    return Some(z);
+                }
+            }
+        }
+        route.zone
+    }
+
+    /// A zone by name.
+    pub fn zone(&self, name: &str) -> Option<&CacheZone> {
+        self.zones.iter().find(|z| z.settings.name == name)
+    }
+}
+
+/// The extension of the last path segment, without the dot.
+fn extension(path: &str) -> Option<&str> {
+    let last = path.rsplit('/').next()?;
+    let (_, ext) = last.rsplit_once('.')?;
+    (!ext.is_empty()).then_some(ext)
+}
+
+/// The cache key: scheme, host (lower-case, no port) and path with query; the zone is the tag.
+pub fn cache_key(https: bool, host: &str, path_and_query: &str, zone: &str) -> CacheKey {
+    let scheme = if https { "https" } else { "http" };
+    let host = crate::routing::strip_port(host).to_ascii_lowercase();
+    CacheKey::new(format!("{scheme}://{host}{path_and_query}"), zone)
+}
+
+/// The primary key text of a URL, as [`cache_key`] builds it, for purges.
+pub fn url_key(https: bool, host: &str, path_and_query: &str) -> String {
+    let scheme = if https { "https" } else { "http" };
+    format!(
+        "{scheme}://{}{path_and_query}",
+        crate::routing::strip_port(host).to_ascii_lowercase()
+    )
+}
+
+fn no_default_ttl(_: http::StatusCode) -> Option<Duration> {
+    None
+}
+
+/// Statuses a response may be stored with when the origin gives no explicit freshness
+/// (RFC 9110 §15.1's heuristically cacheable codes, minus partial content).
+fn heuristically_cacheable(status: u16) -> bool {
+    matches!(
+        status,
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// Decides whether a response is stored, and for how long.
+///
+/// In order: `Set-Cookie` and `Vary: *` are never stored; a request with `Authorization` is
+/// stored only if the response says `public` (or `s-maxage`/`must-revalidate`); `no-store` and
+/// `private` are obeyed; `s-maxage`, `max-age` and `Expires` give the freshness; otherwise
+/// `ttl` applies (the route's or zone's default; at most a minute for 404/410). The stale
+/// windows come from `stale-while-revalidate`/`stale-if-error`, or the zone's defaults unless
+/// the origin said `no-cache`, `must-revalidate` or `proxy-revalidate`.
+pub fn response_cacheability(
+    resp: &ResponseHeader,
+    authorization: bool,
+    ttl: Duration,
+    zone: &ZoneSettings,
+) -> RespCacheable {
+    let status = resp.status.as_u16();
+    if resp.headers.contains_key(header::SET_COOKIE) {
+        return RespCacheable::Uncacheable(NoCacheReason::Custom("set-cookie"));
+    }
+    if resp.headers.get_all(header::VARY).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii() == b"*")
+    }) {
+        return RespCacheable::Uncacheable(NoCacheReason::Custom("vary-star"));
+    }
+    let cc = CacheControl::from_resp_headers(resp);
+    if authorization
+        && !cc
+            .as_ref()
+            .is_some_and(|cc| cc.allow_caching_authorized_req())
+    {
+        return RespCacheable::Uncacheable(NoCacheReason::Custom("authorization"));
+    }
+    if cc
+        .as_ref()
+        .is_some_and(|c| c.is_cacheable() == CcCacheable::No)
+    {
+        return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+    }
+    let now = SystemTime::now();
+    let no_defaults = CacheMetaDefaults::new(no_default_ttl, 0, 0);
+    let explicit = calculate_fresh_until(now, cc.as_ref(), resp, authorization, &no_defaults);
+    let fresh_until = match explicit {
+        Some(t) => t,
+        None if heuristically_cacheable(status) => {
+            let ttl = if matches!(status, 404 | 410) {
+                ttl.min(Duration::from_secs(60))
+            } else {
+                ttl
+            };
+            now + ttl
+        }
+        None => return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache),
+    };
+    let swr = zone.stale_while_revalidate.as_secs().min(u32::MAX as u64) as u32;
+    let sie = zone.stale_if_error.as_secs().min(u32::MAX as u64) as u32;
+    // `no-cache`, `must-revalidate` and `proxy-revalidate` forbid serving stale unless the
+    // origin itself allows it: the zone's defaults do not apply then.
+    let strict = cc
+        .as_ref()
+        .is_some_and(|c| c.no_cache() || c.must_revalidate() || c.proxy_revalidate());
+    let (swr, sie) = if strict { (0, 0) } else { (swr, sie) };
+    let zone_defaults = CacheMetaDefaults::new(no_default_ttl, swr, sie);
+    let (swr, sie) = calculate_serve_stale_durations(cc.as_ref(), &zone_defaults);
+    let mut stored = resp.clone();
+    if let Some(cc) = &cc {
+        cc.strip_private_headers(&mut stored);
+    }
+    RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, swr, sie, stored))
+}
+
+/// `Accept-Encoding` reduced to the encoding a response would use: `br`, `gzip` or `identity`
+/// (q=0 excluded), so clients that list the same encodings in other ways share one variant.
+pub fn normalise_accept_encoding(value: &[u8]) -> &'static str {
+    let text = std::str::from_utf8(value).unwrap_or("");
+    let mut br = false;
+    let mut gzip = false;
+    for part in text.split(',') {
+        let mut it = part.split(';');
+        let coding = it.next().unwrap_or("").trim();
+        let q_zero = it.any(|p| {
+            p.trim()
+                .strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        if q_zero {
+            continue;
+        }
+        if coding.eq_ignore_ascii_case("br") {
+            br = true;
+        } else if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            gzip = true;
+        }
+    }
+    if br {
+        "br"
+    } else if gzip {
+        "gzip"
+    } else {
+        "identity"
+    }
+}
+
+/// The variance of a request against a stored response's `Vary` headers.
+pub fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
+    let mut names: Vec<String> = meta
+        .headers()
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    names.sort();
+    names.dedup();
+    let mut b = VarianceBuilder::new();
+    for name in names {
+        let value: Vec<u8> = if name == "accept-encoding" {
+            normalise_accept_encoding(
+                req.headers
+                    .get(header::ACCEPT_ENCODING)
+                    .map_or(&b""[..], |v| v.as_bytes()),
+            )
+            .as_bytes()
+            .to_vec()
+        } else {
+            req.headers
+                .get_all(name.as_str())
+                .iter()
+                .flat_map(|v| v.as_bytes().iter().copied().chain(*b","))
+                .collect()
+        };
+        b.add_owned_name_value(name, value);
+    }
+    b.finalize()
+}
+
+/// What the cache did, for `X-Cache-Status`.
+pub fn status_label(phase: CachePhase) -> &'static str {
+    match phase {
+        CachePhase::Hit => "HIT",
+        CachePhase::Miss => "MISS",
+        CachePhase::Expired => "EXPIRED",
+        CachePhase::Stale => "STALE",
+        CachePhase::StaleUpdating => "UPDATING",
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "REVALIDATED",
+        _ => "BYPASS",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_encoding_normalised() {
+        assert_eq!(normalise_accept_encoding(b"gzip, deflate, br"), "br");
+        assert_eq!(normalise_accept_encoding(b"gzip;q=1.0, br;q=0"), "gzip");
+        assert_eq!(normalise_accept_encoding(b"identity"), "identity");
+        assert_eq!(normalise_accept_encoding(b""), "identity");
+        assert_eq!(normalise_accept_encoding(b"GZIP"), "gzip");
+    }
+
+    #[test]
+    fn extensions() {
+        assert_eq!(extension("/static/app.3f2a.js"), Some("js"));
+        assert_eq!(extension("/api/v1/users"), None);
+        assert_eq!(extension("/dir.d/file"), None);
+        assert_eq!(extension("/x."), None);
+    }
+}

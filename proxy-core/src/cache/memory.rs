@@ -1,0 +1,185 @@
+//! The memory tier: hot objects by combined key, bounded in bytes, evicted LRU.
+//!
+//! Objects live in a sharded map; their order lives in Pingora's sharded `pingora_lru::Lru`.
+//! Evicting from memory never removes an object from disk: the disk tier holds everything the
+//! zone holds, the memory tier is a copy of what is hot.
+
+use bytes::Bytes;
+use pingora_cache::key::HashBinary;
+use pingora_lru::Lru;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+const SHARDS: usize = 16;
+
+/// One object in memory.
+#[derive(Debug)]
+pub struct MemObject {
+    /// Serialized `CacheMeta`.
+    pub meta: (Vec<u8>, Vec<u8>),
+    /// The body.
+    pub body: Bytes,
+}
+
+impl MemObject {
+    fn weight(&self) -> usize {
+        self.body.len() + self.meta.0.len() + self.meta.1.len() + 128
+    }
+}
+
+/// The memory tier of one zone.
+pub struct MemoryTier {
+    shards: Vec<RwLock<HashMap<HashBinary, Arc<MemObject>>>>,
+    lru: Lru<HashBinary, SHARDS>,
+    limit: usize,
+    evictions: AtomicU64,
+}
+
+impl std::fmt::Debug for MemoryTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryTier")
+            .field("limit", &self.limit)
+            .field("bytes", &self.lru.weight())
+            .finish()
+    }
+}
+
+fn lru_key(k: &HashBinary) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&k[..8]);
+    u64::from_le_bytes(b)
+}
+
+impl MemoryTier {
+    /// A tier holding at most `limit` bytes (0 disables it).
+    pub fn new(limit: usize) -> Self {
+        MemoryTier {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            lru: Lru::with_capacity(limit.max(1), (limit / 4096).clamp(64, 1 << 20)),
+            limit,
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, k: &HashBinary) -> &RwLock<HashMap<HashBinary, Arc<MemObject>>> {
+        &self.shards[(k[15] as usize) % SHARDS]
+    }
+
+    /// The object for `key`, marking it recently used.
+    pub fn get(&self, key: &HashBinary) -> Option<Arc<MemObject>> {
+        let obj = self.shard(key).read().ok()?.get(key).cloned()?;
+        self.lru.promote(lru_key(key));
+        Some(obj)
+    }
+
+    /// Whether an object of `len` body bytes is admitted at all (at most 1/8 of the tier, so one
+    /// large object cannot flush everything hot).
+    pub fn admits(&self, len: usize) -> bool {
+        self.limit > 0 && len <= self.limit / 8
+    }
+
+    /// Inserts or replaces an object, evicting least-recently-used ones over the limit.
+    pub fn insert(&self, key: HashBinary, obj: MemObject) {
+        if !self.admits(obj.body.len()) {
+            self.remove(&key);
+            return;
+        }
+        let weight = obj.weight();
+        if let Ok(mut m) = self.shard(&key).write() {
+            m.insert(key, Arc::new(obj));
+        }
+        self.lru.admit(lru_key(&key), key, weight);
+        for (evicted, _) in self.lru.evict_to_limit() {
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut m) = self.shard(&evicted).write() {
+                m.remove(&evicted);
+            }
+        }
+    }
+
+    /// Replaces the meta of an object in memory, keeping its body.
+    pub fn update_meta(&self, key: &HashBinary, meta: (Vec<u8>, Vec<u8>)) {
+        if let Ok(mut m) = self.shard(key).write() {
+            if let Some(old) = m.get(key).cloned() {
+                m.insert(
+                    *key,
+                    Arc::new(MemObject {
+                        meta,
+                        body: old.body.clone(),
+                    }),
+                );
+            }
+        }
+    }
+
+    /// Drops an object. Returns whether it was there.
+    pub fn remove(&self, key: &HashBinary) -> bool {
+        self.lru.remove(lru_key(key));
+        self.shard(key)
+            .write()
+            .map(|mut m| m.remove(key).is_some())
+            .unwrap_or(false)
+    }
+
+    /// Drops everything.
+    pub fn clear(&self) {
+        for s in &self.shards {
+            if let Ok(mut m) = s.write() {
+                for k in m.keys() {
+                    self.lru.remove(lru_key(k));
+                }
+                m.clear();
+            }
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.lru.weight()
+    }
+
+    /// Objects held.
+    pub fn objects(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().map(|m| m.len()).unwrap_or(0))
+            .sum()
+    }
+
+    /// Objects evicted so far.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(n: usize) -> MemObject {
+        MemObject {
+            meta: (vec![], vec![]),
+            body: Bytes::from(vec![0u8; n]),
+        }
+    }
+
+    #[test]
+    fn bounded_and_lru() {
+        let t = MemoryTier::new(64 * 1024);
+        for i in 0..100u8 {
+            let mut k = [0u8; 16];
+            k[0] = i;
+            t.insert(k, obj(1000));
+            // keep key 0 hot
+            t.get(&[0u8; 16]);
+        }
+        assert!(t.bytes() <= 64 * 1024, "{}", t.bytes());
+        assert!(t.get(&[0u8; 16]).is_some(), "the hot key survives");
+        let mut cold = [0u8; 16];
+        cold[0] = 1;
+        assert!(t.get(&cold).is_none(), "an old cold key is evicted");
+        assert!(t.evictions() > 0);
+        assert!(!t.admits(9 * 1024), "over 1/8 of the tier is not admitted");
+    }
+}

@@ -1,0 +1,687 @@
+//! [`TieredStorage`]: a `pingora_cache::Storage` with a memory tier over a disk tier.
+//!
+//! - Lookup: memory first; then the entry file, read whole and verified (checksum, lengths,
+//!   key) before any byte is served, and promoted to memory if it fits. A bad file is deleted,
+//!   counted, and reported as a miss.
+//! - Fill: the body streams to a temp file as it arrives (memory use is one chunk, plus a copy
+//!   for the memory tier only if the object fits there); the footer is appended and the file
+//!   renamed into place when the response is complete. An aborted fill leaves nothing.
+//! - Capacity: Pingora's LRU eviction manager (`pingora_cache::eviction::lru::Manager`) tracks
+//!   every entry's size on disk (rounded up to 4 KiB blocks) and tells Pingora what to purge;
+//!   [`TieredStorage::open`] re-admits what is on disk at start, oldest first.
+
+use super::disk::{self, Corrupt, Footer};
+use super::memory::{MemObject, MemoryTier};
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use log::{info, warn};
+use pingora_cache::eviction::lru::Manager;
+use pingora_cache::eviction::{CacheEntryKey, CacheEntryKeyRef, EvictionManager};
+use pingora_cache::key::{CacheHashKey, CompactCacheKey, HashBinary};
+use pingora_cache::storage::{
+    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
+    PurgeType, Storage,
+};
+use pingora_cache::trace::SpanHandle;
+use pingora_cache::{CacheKey, CacheMeta};
+use pingora_error::{Error, ErrorType, OrErr, Result};
+use std::any::Any;
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+use std::time::SystemTime;
+
+/// Disk accounting unit: what a file really occupies on a 4 KiB-block filesystem.
+const BLOCK: u64 = 4096;
+
+/// The eviction manager type used for the disk tier.
+pub type DiskEviction = Manager<16>;
+
+/// Counters of one zone. All monotonic except the `*_bytes`/`*_objects` gauges.
+#[derive(Debug, Default)]
+pub struct ZoneStats {
+    /// Hits served from memory.
+    pub memory_hits: AtomicU64,
+    /// Hits served from disk.
+    pub disk_hits: AtomicU64,
+    /// Lookups that found nothing.
+    pub misses: AtomicU64,
+    /// Entries written.
+    pub fills: AtomicU64,
+    /// Fills that failed (disk error, aborted response).
+    pub fill_errors: AtomicU64,
+    /// Entry files found corrupt and dropped.
+    pub corrupt: AtomicU64,
+    /// Entries evicted from disk.
+    pub disk_evictions: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+struct IndexEntry {
+    compact: CompactCacheKey,
+    url: Box<str>,
+    weight: u64,
+}
+
+/// A snapshot of a zone's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZoneUsage {
+    /// Bytes on disk (block-rounded).
+    pub disk_bytes: u64,
+    /// Entries on disk.
+    pub disk_objects: u64,
+    /// Bytes in memory.
+    pub memory_bytes: u64,
+    /// Objects in memory.
+    pub memory_objects: u64,
+}
+
+/// A two-tier cache storage for one zone. Create with [`TieredStorage::open`], then leak it
+/// (Pingora wants `&'static`), as [`super::CacheZone::open`] does.
+pub struct TieredStorage {
+    name: String,
+    dir: PathBuf,
+    memory: MemoryTier,
+    index: RwLock<HashMap<HashBinary, IndexEntry>>,
+    eviction: &'static DiskEviction,
+    max_object: u64,
+    seq: AtomicU64,
+    /// Counters.
+    pub stats: ZoneStats,
+}
+
+impl std::fmt::Debug for TieredStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TieredStorage")
+            .field("name", &self.name)
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+fn io_err(context: &'static str) -> impl FnOnce(std::io::Error) -> Box<Error> {
+    move |e| Error::because(ErrorType::InternalError, context, e)
+}
+
+fn weight_of(file_len: u64) -> u64 {
+    file_len.div_ceil(BLOCK).max(1) * BLOCK
+}
+
+impl TieredStorage {
+    /// Opens (creating if needed) the zone directory, removes temp files left by a crash, and
+    /// indexes the entries on disk, admitting them into `eviction` oldest first. Entries that
+    /// no longer fit (the zone shrank) are deleted.
+    pub fn open(
+        name: &str,
+        dir: &Path,
+        memory_bytes: usize,
+        max_object: u64,
+        eviction: &'static DiskEviction,
+    ) -> std::io::Result<TieredStorage> {
+        std::fs::create_dir_all(dir.join("tmp"))?;
+        for e in std::fs::read_dir(dir.join("tmp"))?.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+        let storage = TieredStorage {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            memory: MemoryTier::new(memory_bytes),
+            index: RwLock::new(HashMap::new()),
+            eviction,
+            max_object,
+            seq: AtomicU64::new(0),
+            stats: ZoneStats::default(),
+        };
+        storage.scan()?;
+        Ok(storage)
+    }
+
+    /// Reads every entry's footer (not its body) and re-admits it.
+    fn scan(&self) -> std::io::Result<()> {
+        let mut found: Vec<(SystemTime, PathBuf, Footer, u64)> = Vec::new();
+        let mut dropped = 0u64;
+        for sub in std::fs::read_dir(&self.dir)?.flatten() {
+            let name = sub.file_name();
+            let name = name.to_string_lossy();
+            if name.len() != 2 || !sub.path().is_dir() {
+                continue;
+            }
+            for f in std::fs::read_dir(sub.path())?.flatten() {
+                let path = f.path();
+                match read_footer(&path) {
+                    Ok((footer, len, mtime))
+                        if disk::entry_path(&self.dir, &footer.key) == path =>
+                    {
+                        found.push((mtime, path, footer, len))
+                    }
+                    _ => {
+                        dropped += 1;
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+            }
+        }
+        found.sort_by_key(|(t, ..)| *t);
+        let n = found.len();
+        for (_, path, footer, len) in found {
+            let meta = match CacheMeta::deserialize(&footer.meta.0, &footer.meta.1) {
+                Ok(m) => m,
+                Err(_) => {
+                    dropped += 1;
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+            };
+            let compact = CompactCacheKey {
+                primary: footer.primary,
+                variance: footer.variance.map(Box::new),
+                user_tag: footer.user_tag.clone().into_boxed_str(),
+            };
+            let weight = weight_of(len);
+            if let Ok(mut idx) = self.index.write() {
+                idx.insert(
+                    footer.key,
+                    IndexEntry {
+                        compact: compact.clone(),
+                        url: footer.url.into_boxed_str(),
+                        weight,
+                    },
+                );
+            }
+            let evicted = self.eviction.admit(
+                CacheEntryKey::key_only(compact),
+                weight as usize,
+                meta.fresh_until(),
+            );
+            for e in evicted {
+                self.drop_entry(&e.key().combined_bin());
+            }
+        }
+        if n > 0 || dropped > 0 {
+            info!(
+                "cache zone {}: {} entries on disk ({} bytes), {} unreadable files removed",
+                self.name,
+                self.index.read().map(|i| i.len()).unwrap_or(0),
+                self.eviction.total_size(),
+                dropped
+            );
+        }
+        Ok(())
+    }
+
+    /// The zone's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Current sizes of both tiers.
+    pub fn usage(&self) -> ZoneUsage {
+        let (disk_bytes, disk_objects) = self
+            .index
+            .read()
+            .map(|i| (i.values().map(|e| e.weight).sum(), i.len() as u64))
+            .unwrap_or((0, 0));
+        ZoneUsage {
+            disk_bytes,
+            disk_objects,
+            memory_bytes: self.memory.bytes() as u64,
+            memory_objects: self.memory.objects() as u64,
+        }
+    }
+
+    /// Objects evicted from the memory tier so far.
+    pub fn memory_evictions(&self) -> u64 {
+        self.memory.evictions()
+    }
+
+    /// Removes one entry from every tier and from the eviction manager's accounting.
+    fn drop_entry(&self, key: &HashBinary) -> bool {
+        let in_memory = self.memory.remove(key);
+        let entry = self.index.write().ok().and_then(|mut i| i.remove(key));
+        if let Some(e) = &entry {
+            self.eviction.remove(CacheEntryKeyRef::KeyOnly(&e.compact));
+        }
+        let on_disk = std::fs::remove_file(disk::entry_path(&self.dir, key)).is_ok();
+        in_memory || on_disk || entry.is_some()
+    }
+
+    /// Purges every variant of one URL (the primary key text). Returns how many entries went.
+    pub fn purge_url(&self, url: &str) -> usize {
+        self.purge_where(|e| &*e.url == url)
+    }
+
+    /// Purges every entry whose URL starts with `prefix`.
+    pub fn purge_prefix(&self, prefix: &str) -> usize {
+        self.purge_where(|e| e.url.starts_with(prefix))
+    }
+
+    /// Purges everything in the zone.
+    pub fn purge_all(&self) -> usize {
+        self.memory.clear();
+        self.purge_where(|_| true)
+    }
+
+    fn purge_where(&self, pred: impl Fn(&IndexEntry) -> bool) -> usize {
+        let keys: Vec<HashBinary> = self
+            .index
+            .read()
+            .map(|i| i.iter().filter(|(_, e)| pred(e)).map(|(k, _)| *k).collect())
+            .unwrap_or_default();
+        for k in &keys {
+            self.drop_entry(k);
+        }
+        keys.len()
+    }
+
+    fn next_temp(&self, key: &HashBinary) -> PathBuf {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.dir
+            .join("tmp")
+            .join(format!("{}.{}.{n}", disk::hex(key), std::process::id()))
+    }
+
+    /// Reads and verifies an entry file. `Ok(None)` when there is none; a bad file is removed.
+    fn read_entry(&self, key: &HashBinary) -> Option<(Footer, Bytes)> {
+        let path = disk::entry_path(&self.dir, key);
+        let limit = self.max_object + disk::MAX_FOOTER as u64 + disk::TAIL_LEN as u64;
+        let data = match std::fs::File::open(&path) {
+            Ok(mut f) => {
+                let len = f.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+                if len > limit {
+                    Err(Corrupt::BadLength)
+                } else {
+                    let mut buf = Vec::with_capacity(len as usize);
+                    match f.read_to_end(&mut buf) {
+                        Ok(_) => Ok(buf),
+                        Err(_) => Err(Corrupt::BadLength),
+                    }
+                }
+            }
+            Err(_) => return None,
+        };
+        let decoded = data.and_then(|d| {
+            let (footer, range) = disk::decode(&d, key)?;
+            let body = Bytes::from(d).slice(range);
+            Ok((footer, body))
+        });
+        match decoded {
+            Ok(found) => Some(found),
+            Err(why) => {
+                warn!(
+                    "cache zone {}: dropping entry {}: {why}",
+                    self.name,
+                    path.display()
+                );
+                self.stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                self.drop_entry(key);
+                None
+            }
+        }
+    }
+}
+
+fn read_footer(path: &Path) -> std::io::Result<(Footer, u64, SystemTime)> {
+    let bad = |e: Corrupt| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let mut f = std::fs::File::open(path)?;
+    let meta = f.metadata()?;
+    let len = meta.len();
+    if len < disk::TAIL_LEN as u64 {
+        return Err(bad(Corrupt::BadMagic));
+    }
+    let mut t = [0u8; disk::TAIL_LEN];
+    f.seek(SeekFrom::End(-(disk::TAIL_LEN as i64)))?;
+    f.read_exact(&mut t)?;
+    let flen = disk::footer_len_from_tail(&t).map_err(bad)?;
+    let start = len
+        .checked_sub((disk::TAIL_LEN + flen) as u64)
+        .ok_or_else(|| bad(Corrupt::BadLength))?;
+    let mut footer = vec![0u8; flen];
+    f.seek(SeekFrom::Start(start))?;
+    f.read_exact(&mut footer)?;
+    let footer = disk::decode_footer(&footer).map_err(bad)?;
+    if footer.body_len != start {
+        return Err(bad(Corrupt::BadLength));
+    }
+    let mtime = meta
+        .accessed()
+        .or_else(|_| meta.modified())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    Ok((footer, len, mtime))
+}
+
+/// A hit: the whole body in memory, with seeking for Range requests.
+struct BodyHit {
+    body: Bytes,
+    done: bool,
+    start: usize,
+    end: usize,
+}
+
+#[async_trait]
+impl HandleHit for BodyHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        self.done = true;
+        Ok(Some(self.body.slice(self.start..self.end)))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        if start >= self.body.len() {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!("seek start out of range {start} >= {}", self.body.len()),
+            );
+        }
+        self.start = start;
+        self.end = end.map_or(self.body.len(), |e| e.min(self.body.len()));
+        self.done = false;
+        Ok(())
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        0
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+fn hit(meta: &(Vec<u8>, Vec<u8>), body: Bytes) -> Result<(CacheMeta, HitHandler)> {
+    let meta = CacheMeta::deserialize(&meta.0, &meta.1)?;
+    let end = body.len();
+    Ok((
+        meta,
+        Box::new(BodyHit {
+            body,
+            done: false,
+            start: 0,
+            end,
+        }),
+    ))
+}
+
+/// A fill in progress: the body goes to a temp file as it arrives.
+struct DiskFill {
+    storage: &'static TieredStorage,
+    key: HashBinary,
+    compact: CompactCacheKey,
+    url: String,
+    meta: (Vec<u8>, Vec<u8>),
+    tmp: PathBuf,
+    file: Option<std::fs::File>,
+    crc: crc32fast::Hasher,
+    written: u64,
+    copy: Option<BytesMut>,
+    done: bool,
+}
+
+impl DiskFill {
+    fn fail(&mut self, why: String) -> Box<Error> {
+        self.file = None;
+        let _ = std::fs::remove_file(&self.tmp);
+        self.done = true;
+        self.storage
+            .stats
+            .fill_errors
+            .fetch_add(1, Ordering::Relaxed);
+        Error::explain(ErrorType::InternalError, why)
+    }
+}
+
+#[async_trait]
+impl HandleMiss for DiskFill {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        if self.done {
+            return Error::e_explain(ErrorType::InternalError, "cache fill already ended");
+        }
+        self.written += data.len() as u64;
+        if self.written > self.storage.max_object {
+            return Err(self.fail(format!(
+                "object over the zone's max_object_size ({} bytes)",
+                self.storage.max_object
+            )));
+        }
+        self.crc.update(&data);
+        if let Some(copy) = &mut self.copy {
+            if self.storage.memory.admits(copy.len() + data.len()) {
+                copy.extend_from_slice(&data);
+            } else {
+                self.copy = None;
+            }
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Error::e_explain(ErrorType::InternalError, "cache fill has no file");
+        };
+        // Chunks are small (tens of KiB) and land in the page cache: a direct write is cheaper
+        // than a trip to the blocking pool.
+        if let Err(e) = file.write_all(&data) {
+            return Err(self.fail(format!("cache write failed: {e}")));
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
+        let footer = Footer {
+            key: self.key,
+            primary: self.compact.primary,
+            variance: self.compact.variance.as_deref().copied(),
+            user_tag: self.compact.user_tag.to_string(),
+            url: self.url.clone(),
+            meta: self.meta.clone(),
+            body_len: self.written,
+        };
+        let footer = disk::encode_footer(&footer);
+        self.crc.update(&footer);
+        let crc = std::mem::take(&mut self.crc).finalize();
+        let tail = disk::tail(crc, footer.len());
+        let final_path = disk::entry_path(&self.storage.dir, &self.key);
+        let result = (|| -> std::io::Result<()> {
+            let mut file = self
+                .file
+                .take()
+                .ok_or_else(|| std::io::Error::other("no file"))?;
+            file.write_all(&footer)?;
+            file.write_all(&tail)?;
+            drop(file);
+            if let Some(parent) = final_path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::rename(&self.tmp, &final_path)
+        })();
+        if let Err(e) = result {
+            return Err(self.fail(format!("cache write failed: {e}")));
+        }
+        self.done = true;
+        let total = self.written + (footer.len() + disk::TAIL_LEN) as u64;
+        let weight = weight_of(total);
+        if let Ok(mut idx) = self.storage.index.write() {
+            idx.insert(
+                self.key,
+                IndexEntry {
+                    compact: self.compact.clone(),
+                    url: self.url.clone().into_boxed_str(),
+                    weight,
+                },
+            );
+        }
+        match self.copy.take() {
+            Some(copy) => self.storage.memory.insert(
+                self.key,
+                MemObject {
+                    meta: self.meta.clone(),
+                    body: copy.freeze(),
+                },
+            ),
+            // A new, larger version must not leave the old one in memory.
+            None => {
+                self.storage.memory.remove(&self.key);
+            }
+        }
+        self.storage.stats.fills.fetch_add(1, Ordering::Relaxed);
+        Ok(MissFinishType::Created(weight as usize))
+    }
+}
+
+impl Drop for DiskFill {
+    fn drop(&mut self) {
+        if !self.done {
+            self.file = None;
+            let _ = std::fs::remove_file(&self.tmp);
+            self.storage
+                .stats
+                .fill_errors
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for TieredStorage {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let k = key.combined_bin();
+        if let Some(obj) = self.memory.get(&k) {
+            self.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return hit(&obj.meta, obj.body.clone()).map(Some);
+        }
+        let found = tokio::task::spawn_blocking(move || self.read_entry(&k))
+            .await
+            .or_err(ErrorType::InternalError, "cache read task")?;
+        let Some((footer, body)) = found else {
+            self.stats.misses.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        };
+        self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+        let result = hit(&footer.meta, body.clone());
+        if result.is_ok() {
+            self.memory.insert(
+                k,
+                MemObject {
+                    meta: footer.meta,
+                    body,
+                },
+            );
+        } else {
+            self.stats.corrupt.fetch_add(1, Ordering::Relaxed);
+            self.drop_entry(&k);
+            return Ok(None);
+        }
+        result.map(Some)
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        let k = key.combined_bin();
+        let tmp = self.next_temp(&k);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io_err("cannot create a cache temp file"))?;
+        Ok(Box::new(DiskFill {
+            storage: self,
+            key: k,
+            compact: key.to_compact(),
+            url: String::from_utf8_lossy(key.primary_key()).into_owned(),
+            meta: meta.serialize()?,
+            tmp,
+            file: Some(file),
+            crc: crc32fast::Hasher::new(),
+            written: 0,
+            copy: Some(BytesMut::new()),
+            done: false,
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        // Entries carry no storage-specific id.
+        if matches!(target, PurgeTarget::Exact(CacheEntryKey::Identified { .. })) {
+            return Ok(PurgeOutcome::NotFound);
+        }
+        let k = target.key().combined_bin();
+        if matches!(purge_type, PurgeType::Eviction) {
+            self.stats.disk_evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.drop_entry(&k) {
+            Ok(PurgeOutcome::Purged(None))
+        } else {
+            Ok(PurgeOutcome::NotFound)
+        }
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let k = key.combined_bin();
+        let new_meta = meta.serialize()?;
+        let tmp = self.next_temp(&k);
+        let m = new_meta.clone();
+        let rewritten = tokio::task::spawn_blocking(move || -> Option<()> {
+            let (mut footer, body) = self.read_entry(&k)?;
+            footer.meta = m;
+            let enc = disk::encode_footer(&footer);
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&body);
+            crc.update(&enc);
+            let tail = disk::tail(crc.finalize(), enc.len());
+            let write = || -> std::io::Result<()> {
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&body)?;
+                f.write_all(&enc)?;
+                f.write_all(&tail)?;
+                drop(f);
+                std::fs::rename(&tmp, disk::entry_path(&self.dir, &k))
+            };
+            if write().is_err() {
+                let _ = std::fs::remove_file(&tmp);
+                return None;
+            }
+            Some(())
+        })
+        .await
+        .or_err(ErrorType::InternalError, "cache meta update task")?;
+        self.memory.update_meta(&k, new_meta);
+        Ok(rewritten.is_some())
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}

@@ -1,0 +1,485 @@
+//! The two-zone cache through the real proxy: policy rules, zones and TTLs, Vary, restarts
+//! (graceful and kill -9), corrupted entries, one fill for concurrent misses, stale-if-error,
+//! capacity on disk, Range and conditional requests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use galion_edge_tests::*;
+use std::path::Path;
+use std::time::Duration;
+
+/// A site with an API route (api zone) and a frontend route (static extensions only).
+fn config(api: &Origin, web: &Origin, api_size: &str) -> String {
+    base_config(
+        false,
+        &format!(
+            r#"
+[cache]
+lock_timeout = "5s"
+
+[cache.zones.api]
+path = "{{dir}}/cache/api"
+size = "{api_size}"
+memory_size = "256k"
+max_object_size = "256k"
+default_ttl = "10m"
+stale_while_revalidate = "0s"
+stale_if_error = "1m"
+
+[cache.zones.static]
+path = "{{dir}}/cache/static"
+size = "8MB"
+memory_size = "1MB"
+default_ttl = "7d"
+max_ttl = "7d"
+
+[upstreams.api]
+backends = ["{}"]
+health_check = {{ kind = "none" }}
+[upstreams.web]
+backends = ["{}"]
+health_check = {{ kind = "none" }}
+
+[[sites]]
+name = "galion.app"
+hosts = ["galion.app"]
+routes = [
+  {{ path = "/api/short/", upstream = "api", cache = "api", cache_ttl = "1m" }},
+  {{ path = "/api/", upstream = "api", cache = "api" }},
+  {{ path = "/nocache/", upstream = "api", cache = "off" }},
+  {{ path = "/", upstream = "web" }},
+]
+"#,
+            api.addr, web.addr
+        ),
+    )
+    .replace("stale_while_revalidate = \"0s\"\n", "")
+}
+
+struct Resp {
+    status: u16,
+    cache: String,
+    body: bytes::Bytes,
+    headers: reqwest::header::HeaderMap,
+}
+
+async fn get(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut rb = client()
+        .get(format!("http://{}{path}", proxy.plain_addr()))
+        .header("host", "galion.app");
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let r = rb.send().await.unwrap();
+    Resp {
+        status: r.status().as_u16(),
+        cache: r
+            .headers()
+            .get("x-cache-status")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default(),
+        headers: r.headers().clone(),
+        body: r.bytes().await.unwrap(),
+    }
+}
+
+fn count(o: &Origin, path_prefix: &str) -> usize {
+    o.requests()
+        .iter()
+        .filter(|r| r.uri.starts_with(path_prefix))
+        .count()
+}
+
+async fn setup(api_size: &str) -> (Origin, Origin, tempfile::TempDir, Proxy) {
+    let api = origin("api").await;
+    let web = origin("web").await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(bin!(), dir.path(), &config(&api, &web, api_size));
+    (api, web, dir, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miss_then_hit_with_the_same_bytes_and_route_defaults() {
+    let (api, web, _dir, proxy) = setup("64MB").await;
+    let a = get(&proxy, "/api/users?page=1", &[]).await;
+    let b = get(&proxy, "/api/users?page=1", &[]).await;
+    assert_eq!((a.status, a.cache.as_str()), (200, "MISS"));
+    assert_eq!((b.status, b.cache.as_str()), (200, "HIT"));
+    assert_eq!(a.body, b.body, "a hit serves the stored bytes");
+    assert_eq!(count(&api, "/api/users"), 1);
+    assert_eq!(
+        b.headers["x-content-type-options"], "nosniff",
+        "headers on hits too"
+    );
+    // The query is part of the key.
+    assert_eq!(get(&proxy, "/api/users?page=2", &[]).await.cache, "MISS");
+    // A route with cache = "off" and a frontend page without a static extension: BYPASS.
+    assert_eq!(get(&proxy, "/nocache/x", &[]).await.cache, "BYPASS");
+    assert_eq!(get(&proxy, "/nocache/x", &[]).await.cache, "BYPASS");
+    assert_eq!(get(&proxy, "/index.html", &[]).await.cache, "BYPASS");
+    assert_eq!(get(&proxy, "/dashboard", &[]).await.cache, "BYPASS");
+    assert_eq!(count(&api, "/nocache/"), 2);
+    // POST is never cached.
+    let r = client()
+        .post(format!("http://{}/api/users?page=1", proxy.plain_addr()))
+        .header("host", "galion.app")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-cache-status"], "BYPASS");
+    assert_eq!(count(&api, "/api/users?page=1"), 2);
+    let _ = web;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_extensions_go_to_the_static_zone_on_any_route() {
+    let (_api, web, dir, proxy) = setup("64MB").await;
+    for p in ["/assets/app.3f2a.js", "/assets/site.CSS", "/logo.svg"] {
+        assert_eq!(get(&proxy, p, &[]).await.cache, "MISS", "{p}");
+        assert_eq!(get(&proxy, p, &[]).await.cache, "HIT", "{p}");
+    }
+    assert_eq!(count(&web, "/"), 3);
+    let files = |zone: &str| walk(&dir.path().join("cache").join(zone)).len();
+    assert_eq!(files("static"), 3, "stored in the static zone");
+    assert_eq!(files("api"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_cache_control_is_obeyed() {
+    let (api, _web, _dir, proxy) = setup("64MB").await;
+    for (path, cached) in [
+        ("/api/a?cc=no-store", false),
+        ("/api/b?cc=private", false),
+        ("/api/c?cc=public%2C%20max-age%3D60", true),
+        ("/api/d?cc=s-maxage%3D60%2C%20max-age%3D0", true),
+        ("/api/e?cookie=1", false),
+        ("/api/f?vary=*", false),
+        ("/api/g?code=500", false),
+        ("/api/h?code=404", true),
+    ] {
+        let first = get(&proxy, path, &[]).await;
+        let second = get(&proxy, path, &[]).await;
+        let prefix = path.split('?').next().unwrap();
+        if cached {
+            assert_eq!(second.cache, "HIT", "{path}");
+            assert_eq!(count(&api, prefix), 1, "{path}");
+        } else {
+            assert_ne!(second.cache, "HIT", "{path}: {}", second.cache);
+            assert_eq!(count(&api, prefix), 2, "{path}");
+        }
+        let _ = first;
+    }
+    // max-age=0 / no-cache: stored but revalidated every time (origin answers 304 to its ETag).
+    let p = "/api/etag?cc=no-cache&etag=%22v1%22";
+    assert_eq!(get(&proxy, p, &[]).await.cache, "MISS");
+    let again = get(&proxy, p, &[]).await;
+    assert_eq!(again.cache, "REVALIDATED");
+    assert_eq!(again.status, 200);
+    let seen = api.requests();
+    let reval = seen
+        .iter()
+        .filter(|r| r.uri.starts_with("/api/etag"))
+        .nth(1)
+        .unwrap();
+    assert_eq!(
+        reval.header("if-none-match"),
+        Some("\"v1\""),
+        "revalidated with If-None-Match"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_bypasses_unless_public() {
+    let (api, _web, _dir, proxy) = setup("64MB").await;
+    let auth = [("authorization", "Bearer user-one")];
+    get(&proxy, "/api/me", &auth).await;
+    let second = get(&proxy, "/api/me", &[("authorization", "Bearer user-two")]).await;
+    assert_ne!(
+        second.cache, "HIT",
+        "one user's answer is never served to another"
+    );
+    assert_eq!(count(&api, "/api/me"), 2);
+    get(&proxy, "/api/pub?cc=public%2C%20max-age%3D60", &auth).await;
+    let hit = get(&proxy, "/api/pub?cc=public%2C%20max-age%3D60", &auth).await;
+    assert_eq!(
+        hit.cache, "HIT",
+        "public responses to authorized requests may be stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_accept_encoding_is_normalised_and_keeps_variants_apart() {
+    let (api, _web, _dir, proxy) = setup("64MB").await;
+    let p = "/api/v?vary=Accept-Encoding";
+    let br1 = get(&proxy, p, &[("accept-encoding", "gzip, deflate, br")]).await;
+    let br2 = get(&proxy, p, &[("accept-encoding", "br")]).await;
+    let gz = get(&proxy, p, &[("accept-encoding", "gzip")]).await;
+    let gz2 = get(&proxy, p, &[("accept-encoding", "gzip, br;q=0")]).await;
+    let id = get(&proxy, p, &[]).await;
+    assert_eq!(br1.cache, "MISS");
+    assert_eq!(br2.cache, "HIT", "same normalised encoding");
+    assert_eq!(br1.body, br2.body);
+    assert_eq!(gz.cache, "MISS", "another variant");
+    assert_eq!(gz2.cache, "HIT");
+    assert_eq!(id.cache, "MISS");
+    assert_eq!(count(&api, "/api/v"), 3);
+    // Vary on another header: each value its own variant.
+    let p = "/api/lang?vary=Accept-Language";
+    let en = get(&proxy, p, &[("accept-language", "en")]).await;
+    let fr = get(&proxy, p, &[("accept-language", "fr")]).await;
+    assert_eq!((en.cache.as_str(), fr.cache.as_str()), ("MISS", "MISS"));
+    assert_eq!(
+        get(&proxy, p, &[("accept-language", "en")]).await.body,
+        en.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_and_range_requests_are_answered_from_cache() {
+    let (api, _web, _dir, proxy) = setup("64MB").await;
+    let p = "/api/doc?etag=%22abc%22&cc=max-age%3D60";
+    let full = get(&proxy, p, &[]).await;
+    assert_eq!(full.cache, "MISS");
+    let cond = get(&proxy, p, &[("if-none-match", "\"abc\"")]).await;
+    assert_eq!(cond.status, 304);
+    let range = get(&proxy, p, &[("range", "bytes=0-9")]).await;
+    assert_eq!(range.status, 206);
+    assert_eq!(range.body, full.body.slice(0..10));
+    assert_eq!(
+        count(&api, "/api/doc"),
+        1,
+        "both answered from the stored object"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_misses_make_one_upstream_request() {
+    let (api, _web, _dir, proxy) = setup("64MB").await;
+    let proxy = std::sync::Arc::new(proxy);
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let proxy = proxy.clone();
+        tasks.push(tokio::spawn(async move {
+            get(&proxy, "/api/slow?ms=500", &[]).await
+        }));
+    }
+    let mut bodies = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200);
+        bodies.push(r.body);
+    }
+    assert_eq!(
+        count(&api, "/api/slow"),
+        1,
+        "the cache lock let one request through"
+    );
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "everyone got the one fill"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_is_served_while_the_origin_is_down_or_failing() {
+    let (api, _web, _dir, proxy) = setup("64MB").await;
+    // The origin fails with 503 after expiry: stale-if-error.
+    let p = "/api/feed?cc=max-age%3D1%2C%20stale-while-revalidate%3D0%2C%20stale-if-error%3D60";
+    let fresh = get(&proxy, p, &[]).await;
+    assert_eq!(fresh.cache, "MISS");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    api.set_failing(true);
+    let stale = get(&proxy, p, &[]).await;
+    assert_eq!(
+        stale.status, 200,
+        "served stale instead of the origin's 503"
+    );
+    assert_eq!(stale.cache, "STALE");
+    assert_eq!(stale.body, fresh.body);
+    // The origin is down: connections refused.
+    api.stop();
+    let stale = get(&proxy, p, &[]).await;
+    assert_eq!(stale.status, 200, "served stale instead of a 502");
+    assert_eq!(stale.cache, "STALE");
+    assert_eq!(stale.body, fresh.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_while_revalidate_answers_at_once_and_refreshes_behind() {
+    let (api, _web, _dir, proxy) = setup("64MB").await;
+    let p = "/api/news?cc=max-age%3D1%2C%20stale-while-revalidate%3D30";
+    let first = get(&proxy, p, &[]).await;
+    assert_eq!(first.cache, "MISS");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let stale = get(&proxy, p, &[]).await;
+    assert_eq!(stale.cache, "UPDATING");
+    assert_eq!(stale.body, first.body, "the stale copy, at once");
+    let refreshed = eventually(Duration::from_secs(5), || async {
+        count(&api, "/api/news") == 2
+    })
+    .await;
+    assert!(refreshed, "a background refresh reached the origin");
+    let next = eventually(Duration::from_secs(5), || async {
+        let r = get(&proxy, p, &[]).await;
+        r.cache == "HIT" && r.body != first.body
+    })
+    .await;
+    assert!(next, "the refreshed copy is served afterwards");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cache_is_revalidated_and_never_served_stale() {
+    let (api, _web, _dir, proxy) = setup("64MB").await;
+    let p = "/api/strict?cc=no-cache&etag=%22v1%22";
+    assert_eq!(get(&proxy, p, &[]).await.cache, "MISS");
+    assert_eq!(get(&proxy, p, &[]).await.cache, "REVALIDATED");
+    api.stop();
+    let r = get(&proxy, p, &[]).await;
+    assert_eq!(
+        r.status, 502,
+        "no stale copy for no-cache when the origin is down"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n == "tmp") {
+                continue;
+            }
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_survive_graceful_restart_and_kill_9() {
+    let (api, _web, _dir, mut proxy) = setup("64MB").await;
+    let paths: Vec<String> = (0..20).map(|i| format!("/api/item/{i}")).collect();
+    let mut bodies = Vec::new();
+    for p in &paths {
+        bodies.push(get(&proxy, p, &[]).await.body);
+    }
+    proxy.terminate();
+    proxy.restart(bin!());
+    for (p, b) in paths.iter().zip(&bodies) {
+        let r = get(&proxy, p, &[]).await;
+        assert_eq!(r.cache, "HIT", "{p} after a graceful restart");
+        assert_eq!(&r.body, b);
+    }
+    // More writes, then kill -9 right after them.
+    let more: Vec<String> = (20..40).map(|i| format!("/api/item/{i}")).collect();
+    let mut more_bodies = Vec::new();
+    for p in &more {
+        more_bodies.push(get(&proxy, p, &[]).await.body);
+    }
+    proxy.kill9();
+    proxy.restart(bin!());
+    for (p, b) in paths
+        .iter()
+        .chain(&more)
+        .zip(bodies.iter().chain(&more_bodies))
+    {
+        let r = get(&proxy, p, &[]).await;
+        assert_eq!(r.cache, "HIT", "{p} after kill -9");
+        assert_eq!(&r.body, b, "{p}: never wrong bytes");
+    }
+    assert_eq!(
+        count(&api, "/api/item/"),
+        40,
+        "no refetch after either restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_entry_is_a_miss_never_wrong_bytes() {
+    let (api, _web, dir, mut proxy) = setup("64MB").await;
+    let a = get(&proxy, "/api/precious", &[]).await;
+    assert_eq!(a.cache, "MISS");
+    // Restart so the memory tier is empty, corrupting the file in between.
+    proxy.terminate();
+    let files = walk(&dir.path().join("cache").join("api"));
+    assert_eq!(files.len(), 1);
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    bytes[5] ^= 0x20;
+    std::fs::write(&files[0], &bytes).unwrap();
+    proxy.restart(bin!());
+    let b = get(&proxy, "/api/precious", &[]).await;
+    assert_eq!(b.status, 200);
+    assert_eq!(b.cache, "MISS", "the corrupted entry was not served");
+    assert_eq!(count(&api, "/api/precious"), 2);
+    let c = get(&proxy, "/api/precious", &[]).await;
+    assert_eq!(c.cache, "HIT", "and it was replaced by a good one");
+    assert_eq!(c.body, b.body);
+    // A truncated file, and garbage under a valid name.
+    proxy.terminate();
+    let files = walk(&dir.path().join("cache").join("api"));
+    let bytes = std::fs::read(&files[0]).unwrap();
+    std::fs::write(&files[0], &bytes[..bytes.len() / 2]).unwrap();
+    proxy.restart(bin!());
+    let d = get(&proxy, "/api/precious", &[]).await;
+    assert_eq!((d.status, d.cache.as_str()), (200, "MISS"));
+    assert!(!proxy.stderr().contains("panicked"), "{}", proxy.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_use_stays_within_five_percent_of_the_zone_size() {
+    // A 2 MiB zone (max object 256 KiB), filled with 3x its size in 64 KiB objects.
+    let (_api, _web, dir, proxy) = setup("2MB").await;
+    let zone = 2u64 << 20;
+    for i in 0..96 {
+        let r = get(&proxy, &format!("/api/blob/{i}/bytes?n=65536"), &[]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), 65536);
+    }
+    let on_disk: u64 = walk(&dir.path().join("cache").join("api"))
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len().div_ceil(4096) * 4096)
+        .sum();
+    assert!(
+        on_disk <= zone + zone / 20,
+        "{on_disk} bytes on disk for a {zone}-byte zone"
+    );
+    assert!(
+        on_disk >= zone / 2,
+        "the zone is used, not emptied: {on_disk}"
+    );
+    // The most recent objects are the ones kept.
+    assert_eq!(
+        get(&proxy, "/api/blob/95/bytes?n=65536", &[]).await.cache,
+        "HIT"
+    );
+    assert_ne!(
+        get(&proxy, "/api/blob/0/bytes?n=65536", &[]).await.cache,
+        "HIT"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_over_the_limit_pass_through_uncached() {
+    let (api, _web, dir, proxy) = setup("64MB").await;
+    let p = "/api/huge/bytes?n=1048576";
+    let a = get(&proxy, p, &[]).await;
+    let b = get(&proxy, p, &[]).await;
+    assert_eq!(a.body.len(), 1 << 20);
+    assert_eq!(b.body.len(), 1 << 20);
+    assert_ne!(b.cache, "HIT");
+    assert_eq!(count(&api, "/api/huge"), 2);
+    assert!(walk(&dir.path().join("cache").join("api")).is_empty());
+    assert!(
+        std::fs::read_dir(dir.path().join("cache/api/tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "no temp file left"
+    );
+}
