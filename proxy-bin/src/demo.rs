@@ -89,6 +89,11 @@ pub fn run(configs: Option<PathBuf>) -> anyhow::Result<()> {
         .first()
         .map(|a| a.port())
         .unwrap_or(8080);
+    let admin = config
+        .admin_listen
+        .first()
+        .map(|a| a.port())
+        .unwrap_or(9113);
     let plain = config
         .listeners
         .http_proxy
@@ -111,6 +116,8 @@ pub fn run(configs: Option<PathBuf>) -> anyhow::Result<()> {
          \x20 curl -s  -H 'Host: galion.app' http://127.0.0.1:{http}/.well-known/acme-challenge/demo-token\n\
          \x20 curl -sik --http2 --resolve galion.studio:{https}:127.0.0.1 https://galion.studio:{https}/api/x  # TLS, h2, SNI\n\
          \x20 curl -si -H 'Host: galion.app' http://127.0.0.1:{plain}/api/slow?ms=200  # upstream time in the access log\n\
+         \x20 curl -si -H 'Host: galion.app' http://127.0.0.1:{plain}/api/users | grep -i x-cache   # MISS, then HIT\n\
+         \x20 curl -s -X POST 'http://127.0.0.1:{admin}/cache/purge?prefix=galion.app/api/'   # purge; stats at /cache/stats\n\
          \nAccess log lines follow. Ctrl-C stops.\n"
     );
     crate::serve(config, false)

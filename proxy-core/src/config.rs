@@ -301,6 +301,8 @@ pub struct Config {
     pub acme_webroot: Option<PathBuf>,
     /// `[cache]`
     pub cache: CacheSettings,
+    /// Admin listener addresses (`[admin] listen`); empty for none.
+    pub admin_listen: Vec<SocketAddr>,
     /// Upstream groups, sorted by name.
     pub upstreams: Vec<UpstreamSettings>,
     /// Sites in file order.
@@ -541,6 +543,18 @@ impl Validator {
             p
         });
         let cache = self.cache(&raw.cache);
+        let admin_listen = self.addresses("admin.listen", &raw.admin.listen);
+        if !raw.admin.allow_remote.unwrap_or(false) {
+            for (i, a) in admin_listen.iter().enumerate() {
+                if !a.ip().is_loopback() {
+                    self.err(
+                        format!("admin.listen[{i}]"),
+                        a.to_string(),
+                        "the admin listener purges the cache without authentication: use a loopback address such as \"127.0.0.1:9113\", or set allow_remote = true behind a firewall",
+                    );
+                }
+            }
+        }
         let upstreams: Vec<UpstreamSettings> = raw
             .upstreams
             .iter()
@@ -582,6 +596,7 @@ impl Validator {
             access_log,
             acme_webroot,
             cache,
+            admin_listen,
             upstreams,
             sites,
             default_headers,

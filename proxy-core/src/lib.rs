@@ -35,6 +35,7 @@
 
 pub mod access_log;
 pub mod acme;
+pub mod admin;
 pub mod cache;
 pub mod config;
 pub mod errors;

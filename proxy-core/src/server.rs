@@ -134,6 +134,17 @@ pub fn add_to_server(
         }
         server.add_service(svc);
     }
+    if !config.admin_listen.is_empty() {
+        let app = pingora_core::apps::http_app::HttpServer::new_app(crate::admin::Admin::new(
+            current.caches.clone(),
+        ));
+        let mut svc = Service::new("galion-edge admin".into(), app);
+        svc.threads = Some(1);
+        for addr in &config.admin_listen {
+            svc.add_tcp(&addr.to_string());
+        }
+        server.add_service(svc);
+    }
     server.add_service(background_service(
         "health checks",
         HealthChecker::new(current.upstreams.clone()),

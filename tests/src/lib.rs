@@ -83,6 +83,7 @@ pub struct Ports {
     pub https: u16,
     pub http: u16,
     pub plain: u16,
+    pub admin: u16,
 }
 
 /// The running proxy. Killed on drop.
@@ -100,27 +101,24 @@ impl Proxy {
     pub fn start(bin: &str, dir: &Path, template: &str) -> Proxy {
         let mut last_err = String::new();
         for _ in 0..3 {
+            let pick = |name: &str| {
+                if template.contains(name) {
+                    free_port()
+                } else {
+                    0
+                }
+            };
             let ports = Ports {
-                https: if template.contains("{https}") {
-                    free_port()
-                } else {
-                    0
-                },
-                http: if template.contains("{http}") {
-                    free_port()
-                } else {
-                    0
-                },
-                plain: if template.contains("{plain}") {
-                    free_port()
-                } else {
-                    0
-                },
+                https: pick("{https}"),
+                http: pick("{http}"),
+                plain: pick("{plain}"),
+                admin: pick("{admin}"),
             };
             let text = template
                 .replace("{https}", &ports.https.to_string())
                 .replace("{http}", &ports.http.to_string())
                 .replace("{plain}", &ports.plain.to_string())
+                .replace("{admin}", &ports.admin.to_string())
                 .replace("{dir}", &dir.display().to_string());
             let config_path = dir.join("galion.toml");
             std::fs::write(&config_path, text).unwrap();
@@ -150,10 +148,15 @@ impl Proxy {
 
     fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
-        let ports: Vec<u16> = [self.ports.https, self.ports.http, self.ports.plain]
-            .into_iter()
-            .filter(|p| *p != 0)
-            .collect();
+        let ports: Vec<u16> = [
+            self.ports.https,
+            self.ports.http,
+            self.ports.plain,
+            self.ports.admin,
+        ]
+        .into_iter()
+        .filter(|p| *p != 0)
+        .collect();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("exited with {status}: {}", self.stderr()));
@@ -230,6 +233,11 @@ impl Proxy {
     /// `127.0.0.1:PORT` of the plain proxy listener.
     pub fn plain_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.ports.plain))
+    }
+
+    /// `127.0.0.1:PORT` of the admin listener.
+    pub fn admin_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports.admin))
     }
 
     /// `127.0.0.1:PORT` of the https listener.

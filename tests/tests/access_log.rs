@@ -141,7 +141,7 @@ fn the_demo_serves_both_sites_from_the_embedded_config() {
     let path = galion_edge::demo::write_local_config(dir.path()).unwrap();
     let mut text = std::fs::read_to_string(&path).unwrap();
     for port in [
-        "8443", "8080", "8088", "3001", "8001", "8002", "3003", "8003", "8004",
+        "8443", "8080", "8088", "9113", "3001", "8001", "8002", "3003", "8003", "8004",
     ] {
         text = text.replace(
             &format!("127.0.0.1:{port}\""),

@@ -14,6 +14,9 @@ fn config(api: &Origin, web: &Origin, api_size: &str) -> String {
         false,
         &format!(
             r#"
+[admin]
+listen = ["127.0.0.1:{{admin}}"]
+
 [cache]
 lock_timeout = "5s"
 
@@ -482,4 +485,142 @@ async fn objects_over_the_limit_pass_through_uncached() {
             .is_none(),
         "no temp file left"
     );
+}
+
+async fn purge(proxy: &Proxy, query: &str) -> (u16, serde_json::Value) {
+    let r = client()
+        .post(format!("http://{}/cache/purge?{query}", proxy.admin_addr()))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_by_url_prefix_zone_and_all() {
+    let (_api, _web, _dir, proxy) = setup("64MB").await;
+    for p in [
+        "/api/a",
+        "/api/b?x=1",
+        "/api/users/1",
+        "/api/users/2",
+        "/app.js",
+    ] {
+        get(&proxy, p, &[]).await;
+        assert_eq!(get(&proxy, p, &[]).await.cache, "HIT", "{p}");
+    }
+
+    // One URL (every variant): only it is a miss afterwards.
+    let (status, v) = purge(&proxy, "url=http%3A%2F%2Fgalion.app%2Fapi%2Fb%3Fx%3D1").await;
+    assert_eq!((status, v["purged"].as_u64()), (200, Some(1)));
+    assert_eq!(get(&proxy, "/api/b?x=1", &[]).await.cache, "MISS");
+    assert_eq!(get(&proxy, "/api/a", &[]).await.cache, "HIT");
+
+    // A prefix, given with the other scheme: matched without it.
+    let (_, v) = purge(&proxy, "prefix=https://galion.app/api/users/").await;
+    assert_eq!(v["purged"].as_u64(), Some(2));
+    assert_eq!(get(&proxy, "/api/users/1", &[]).await.cache, "MISS");
+    assert_eq!(get(&proxy, "/api/a", &[]).await.cache, "HIT");
+
+    // A zone: api goes, static stays.
+    let (_, v) = purge(&proxy, "zone=api").await;
+    assert!(v["purged"].as_u64().unwrap() >= 3, "{v}");
+    assert_eq!(get(&proxy, "/api/a", &[]).await.cache, "MISS");
+    assert_eq!(get(&proxy, "/app.js", &[]).await.cache, "HIT");
+
+    // Everything.
+    let (_, v) = purge(&proxy, "all=1").await;
+    assert!(v["purged"].as_u64().unwrap() >= 2, "{v}");
+    assert_eq!(get(&proxy, "/app.js", &[]).await.cache, "MISS");
+
+    // Bad purges are refused with a reason; GET is not a purge.
+    assert_eq!(purge(&proxy, "zone=nope").await.0, 400);
+    assert_eq!(purge(&proxy, "").await.0, 400);
+    assert_eq!(purge(&proxy, "prefix=https://").await.0, 400);
+    let r = client()
+        .get(format!("http://{}/cache/purge?all=1", proxy.admin_addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+
+    // Stats count what happened.
+    let stats: serde_json::Value = client()
+        .get(format!("http://{}/cache/stats", proxy.admin_addr()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let api_zone = &stats["zones"]["api"];
+    assert!(api_zone["memory_hits"].as_u64().unwrap() >= 4, "{stats}");
+    assert!(api_zone["fills"].as_u64().unwrap() >= 6, "{stats}");
+    assert_eq!(api_zone["size"].as_u64(), Some(64 << 20));
+}
+
+/// The freshness lifetime stored with an entry, read back from its file on disk.
+fn stored_ttls(zone_dir: &Path) -> Vec<(String, Duration)> {
+    walk(zone_dir)
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(p).unwrap();
+            let name = p.file_name().unwrap().to_str().unwrap();
+            let mut key = [0u8; 16];
+            for (i, b) in key.iter_mut().enumerate() {
+                *b = u8::from_str_radix(&name[2 * i..2 * i + 2], 16).unwrap();
+            }
+            let (footer, _) = proxy_core::cache::disk::decode(&bytes, &key).unwrap();
+            let meta =
+                proxy_core::pingora::cache::CacheMeta::deserialize(&footer.meta.0, &footer.meta.1)
+                    .unwrap();
+            let ttl = meta.fresh_until().duration_since(meta.created()).unwrap();
+            (footer.url, ttl)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_zone_stores_with_its_ttl() {
+    let (_api, _web, dir, proxy) = setup("64MB").await;
+    get(&proxy, "/api/default", &[]).await;
+    get(&proxy, "/api/short/x", &[]).await;
+    get(&proxy, "/api/explicit?cc=max-age%3D90", &[]).await;
+    get(&proxy, "/bundle.js", &[]).await;
+    let near = |d: Duration, want: u64| d.as_secs().abs_diff(want) <= 2;
+    let api = stored_ttls(&dir.path().join("cache/api"));
+    let by_url = |u: &str| api.iter().find(|(url, _)| url.ends_with(u)).unwrap().1;
+    assert!(
+        near(by_url("/api/default"), 600),
+        "api zone default 10m: {api:?}"
+    );
+    assert!(
+        near(by_url("/api/short/x"), 60),
+        "route cache_ttl 1m: {api:?}"
+    );
+    assert!(
+        near(by_url("/api/explicit?cc=max-age%3D90"), 90),
+        "origin max-age wins: {api:?}"
+    );
+    let stat = stored_ttls(&dir.path().join("cache/static"));
+    assert_eq!(stat.len(), 1);
+    assert!(
+        near(stat[0].1, 7 * 24 * 3600),
+        "static zone 7 days: {stat:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_entry_without_validator_is_fetched_again() {
+    let (api, _web, _dir, proxy) = setup("64MB").await;
+    let p = "/api/tick?cc=max-age%3D1%2C%20stale-while-revalidate%3D0%2C%20stale-if-error%3D0";
+    let a = get(&proxy, p, &[]).await;
+    assert_eq!(a.cache, "MISS");
+    assert_eq!(get(&proxy, p, &[]).await.cache, "HIT");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let b = get(&proxy, p, &[]).await;
+    assert_eq!(b.cache, "EXPIRED");
+    assert_ne!(a.body, b.body, "a new copy from the origin");
+    assert_eq!(count(&api, "/api/tick"), 2);
+    assert_eq!(get(&proxy, p, &[]).await.cache, "HIT");
 }

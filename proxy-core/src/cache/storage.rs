@@ -247,14 +247,18 @@ impl TieredStorage {
         in_memory || on_disk || entry.is_some()
     }
 
-    /// Purges every variant of one URL (the primary key text). Returns how many entries went.
+    /// Purges every variant of one URL (`https://host/path?query`; the scheme is ignored, so
+    /// what was cached through either listener goes). Returns how many entries went.
     pub fn purge_url(&self, url: &str) -> usize {
-        self.purge_where(|e| &*e.url == url)
+        let want = strip_scheme(url);
+        self.purge_where(|e| strip_scheme(&e.url) == want)
     }
 
-    /// Purges every entry whose URL starts with `prefix`.
+    /// Purges every entry whose URL starts with `prefix` (scheme ignored, as for
+    /// [`TieredStorage::purge_url`]).
     pub fn purge_prefix(&self, prefix: &str) -> usize {
-        self.purge_where(|e| e.url.starts_with(prefix))
+        let want = strip_scheme(prefix);
+        self.purge_where(|e| strip_scheme(&e.url).starts_with(want))
     }
 
     /// Purges everything in the zone.
@@ -320,6 +324,12 @@ impl TieredStorage {
             }
         }
     }
+}
+
+fn strip_scheme(url: &str) -> &str {
+    url.strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url)
 }
 
 fn read_footer(path: &Path) -> std::io::Result<(Footer, u64, SystemTime)> {

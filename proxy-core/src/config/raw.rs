@@ -32,6 +32,9 @@ pub struct RawConfig {
     /// Security headers every site gets unless it overrides them.
     #[serde(default)]
     pub headers: RawHeaders,
+    /// The admin listener: health, cache purges and stats.
+    #[serde(default)]
+    pub admin: RawAdmin,
     /// The HTTP cache and its zones.
     #[serde(default)]
     pub cache: RawCache,
@@ -141,6 +144,17 @@ pub struct RawHeaders {
     /// More headers, by name.
     #[serde(default)]
     pub extra: BTreeMap<String, String>,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Addresses of the admin listener (loopback unless `allow_remote`).
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// Allow non-loopback admin addresses (purges are unauthenticated: firewall them).
+    pub allow_remote: Option<bool>,
 }
 
 /// `[cache]`
