@@ -41,7 +41,14 @@ fn bench(c: &mut Criterion) {
             request,
             |r| {
                 let id = request_id(r);
-                set_forwarded(black_box(r), client, true, "galion.app", &id);
+                set_forwarded(
+                    black_box(r),
+                    client,
+                    Some("198.51.100.7, 203.0.113.9"),
+                    true,
+                    "galion.app",
+                    &id,
+                );
             },
             criterion::BatchSize::SmallInput,
         )

@@ -3,7 +3,8 @@
 //! Every origin answers with a JSON description of the request it received (so you can see
 //! what the proxy forwarded), records it for tests, and understands a few paths anywhere in the
 //! URL: `/health` (200 "ok"), `slow?ms=N` (answer after N ms), `bytes?n=N` (N bytes of body),
-//! `status?code=N`. Any path also takes `cc=` (a `Cache-Control` value), `etag=` (an `ETag`,
+//! `status?code=N`, `text?n=N` (N bytes of JavaScript-like text, `application/javascript`).
+//! Any path also takes `gz=1` (send the body gzip-encoded, whatever the client accepts), `cc=` (a `Cache-Control` value), `etag=` (an `ETag`,
 //! answering `If-None-Match` with 304), `vary=`, `cookie=1` (a `Set-Cookie`) and `fail=1` (answer
 //! 503), percent-encoded. A WebSocket upgrade on any path becomes an echo server.
 
@@ -200,6 +201,7 @@ async fn handle(
     let vary = query_str(&req, "vary");
     let cookie = query_str(&req, "cookie").is_some();
     let fail = query_str(&req, "fail").is_some();
+    let gzip_body = query_str(&req, "gz").is_some();
     let if_none_match = req
         .headers()
         .get("if-none-match")
@@ -222,6 +224,26 @@ async fn handle(
     }
     if path.ends_with("/slow") {
         tokio::time::sleep(Duration::from_millis(ms.unwrap_or(1000).min(60_000))).await;
+    }
+    if path.ends_with("/text") {
+        let len = n.unwrap_or(4096).min(16 << 20) as usize;
+        let body = sample_text(len);
+        let mut r = Response::new(Full::new(Bytes::from(if gzip_body {
+            gzip(&body)
+        } else {
+            body
+        })));
+        let h = r.headers_mut();
+        h.insert(
+            "content-type",
+            http::HeaderValue::from_static("application/javascript"),
+        );
+        h.insert("etag", http::HeaderValue::from_static("\"text-v1\""));
+        if gzip_body {
+            h.insert("content-encoding", http::HeaderValue::from_static("gzip"));
+        }
+        add_cache_headers(&mut r, &cc, &etag, &vary, cookie);
+        return Ok(r);
     }
     if path.ends_with("/bytes") {
         let len = n.unwrap_or(1024).min(64 << 20) as usize;
@@ -266,6 +288,30 @@ async fn handle(
         .insert("server", http::HeaderValue::from_static("uvicorn/0.30.1"));
     add_cache_headers(&mut r, &cc, &etag, &vary, cookie);
     Ok(r)
+}
+
+/// Deterministic JavaScript-like text of exactly `len` bytes.
+pub fn sample_text(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 128);
+    let mut i = 0u64;
+    while out.len() < len {
+        let line = format!(
+            "function handler_{i}(request, response) {{ const id = request.params.id_{}; return response.json({{ id, ok: true, n: {} }}); }}\n",
+            i % 97,
+            i * 31 % 1009
+        );
+        out.extend_from_slice(line.as_bytes());
+        i += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    let _ = e.write_all(data);
+    e.finish().unwrap_or_default()
 }
 
 fn add_cache_headers(

@@ -4,7 +4,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /healthz` | `200 ok` while the process serves |
-//! | `GET /cache/stats` | JSON: per zone, hits by tier, misses, fills, errors, evictions, sizes |
+//! | `GET /cache/stats` | JSON: per zone, hits by tier, misses, fills, errors, evictions, sizes; compression counts |
 //! | `POST /cache/purge?url=https://galion.app/api/x` | every variant of one URL, in every zone |
 //! | `POST /cache/purge?prefix=https://galion.app/api/` | every URL under a prefix |
 //! | `POST /cache/purge?zone=api` | one zone |
@@ -24,12 +24,16 @@ use std::sync::Arc;
 /// The admin app, served by Pingora's `HttpServer`.
 pub struct Admin {
     caches: Arc<Caches>,
+    compression: Arc<crate::service::CompressionStats>,
 }
 
 impl Admin {
     /// An admin app over these cache zones.
-    pub fn new(caches: Arc<Caches>) -> Self {
-        Admin { caches }
+    pub fn new(caches: Arc<Caches>, compression: Arc<crate::service::CompressionStats>) -> Self {
+        Admin {
+            caches,
+            compression,
+        }
     }
 
     /// Carries out a purge request's query; `None` if the query names no target.
@@ -98,7 +102,13 @@ impl Admin {
                 }),
             );
         }
-        serde_json::json!({ "zones": zones })
+        serde_json::json!({
+            "zones": zones,
+            "compression": {
+                "compressed": self.compression.compressed.load(Ordering::Relaxed),
+                "decompressed": self.compression.decompressed.load(Ordering::Relaxed),
+            },
+        })
     }
 }
 

@@ -240,37 +240,11 @@ pub fn response_cacheability(
     RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, swr, sie, stored))
 }
 
-/// `Accept-Encoding` reduced to the encoding a response would use: `br`, `gzip` or `identity`
-/// (q=0 excluded), so clients that list the same encodings in other ways share one variant.
+/// `Accept-Encoding` reduced to the encoding a response would use: `br`, `gzip` or `identity`,
+/// exactly as [`crate::compression::negotiate`] decides, so the variant a response is stored
+/// under is the encoding it was compressed with.
 pub fn normalise_accept_encoding(value: &[u8]) -> &'static str {
-    let text = std::str::from_utf8(value).unwrap_or("");
-    let mut br = false;
-    let mut gzip = false;
-    for part in text.split(',') {
-        let mut it = part.split(';');
-        let coding = it.next().unwrap_or("").trim();
-        let q_zero = it.any(|p| {
-            p.trim()
-                .strip_prefix("q=")
-                .and_then(|q| q.trim().parse::<f32>().ok())
-                .is_some_and(|q| q <= 0.0)
-        });
-        if q_zero {
-            continue;
-        }
-        if coding.eq_ignore_ascii_case("br") {
-            br = true;
-        } else if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
-            gzip = true;
-        }
-    }
-    if br {
-        "br"
-    } else if gzip {
-        "gzip"
-    } else {
-        "identity"
-    }
+    crate::compression::negotiate(Some(value)).as_str()
 }
 
 /// The variance of a request against a stored response's `Vary` headers.
@@ -292,13 +266,10 @@ pub fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
     let mut b = VarianceBuilder::new();
     for name in names {
         let value: Vec<u8> = if name == "accept-encoding" {
-            normalise_accept_encoding(
-                req.headers
-                    .get(header::ACCEPT_ENCODING)
-                    .map_or(&b""[..], |v| v.as_bytes()),
-            )
-            .as_bytes()
-            .to_vec()
+            crate::compression::negotiate_headers(&req.headers)
+                .as_str()
+                .as_bytes()
+                .to_vec()
         } else {
             req.headers
                 .get_all(name.as_str())

@@ -243,6 +243,60 @@ pub struct CacheSettings {
     pub lock_timeout: Duration,
 }
 
+/// Who the client is, from `[client_ip]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientIpSettings {
+    /// Proxies whose forwarding headers are believed. Default: none (only the peer counts).
+    pub trusted: Vec<ipnet::IpNet>,
+    /// Header a trusted proxy names the client in. Default `CF-Connecting-IP`.
+    pub header: Option<HeaderName>,
+}
+
+/// One rate-limit class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitClassSettings {
+    /// Name (`api`, `default`).
+    pub name: String,
+    /// Requests per window.
+    pub rate: u32,
+    /// Extra requests per window.
+    pub burst: u32,
+    /// JSON 429 bodies.
+    pub json: bool,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsSettings {
+    /// Default 60s.
+    pub window: Duration,
+    /// Default 131072 (8 MiB of sketch: enough for 100,000 clients a minute, see `ratelimit`).
+    pub sketch_slots: usize,
+    /// Never limited.
+    pub allow: Vec<ipnet::IpNet>,
+    /// Never limited path prefixes. Default none.
+    pub exempt_paths: Vec<String>,
+    /// Default 0 (no cap).
+    pub max_connections_per_ip: u32,
+    /// Classes in name order.
+    pub classes: Vec<LimitClassSettings>,
+}
+
+/// `[compression]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompressionSettings {
+    /// Default true.
+    pub enabled: bool,
+    /// Default 5.
+    pub gzip_level: u32,
+    /// Default 5 (quality 4 came out larger than gzip 5 on JavaScript).
+    pub brotli_quality: u32,
+    /// Default 256 bytes.
+    pub min_size: u64,
+    /// Default: `compression::CompressionPolicy::default_types()`.
+    pub types: Option<Vec<String>>,
+}
+
 /// What a route does with the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RouteCache {
@@ -267,6 +321,8 @@ pub struct RouteSettings {
     pub read_timeout: Option<Duration>,
     /// Cache use.
     pub cache: RouteCache,
+    /// Rate-limit class (index into `limits.classes`), if limited.
+    pub limit: Option<usize>,
 }
 
 /// One site.
@@ -301,6 +357,12 @@ pub struct Config {
     pub acme_webroot: Option<PathBuf>,
     /// `[cache]`
     pub cache: CacheSettings,
+    /// `[client_ip]`
+    pub client_ip: ClientIpSettings,
+    /// `[limits]`
+    pub limits: LimitsSettings,
+    /// `[compression]`
+    pub compression: CompressionSettings,
     /// Admin listener addresses (`[admin] listen`); empty for none.
     pub admin_listen: Vec<SocketAddr>,
     /// Upstream groups, sorted by name.
@@ -543,6 +605,9 @@ impl Validator {
             p
         });
         let cache = self.cache(&raw.cache);
+        let client_ip = self.client_ip(&raw.client_ip);
+        let limits = self.limits(&raw.limits);
+        let compression = self.compression(&raw.compression);
         let admin_listen = self.addresses("admin.listen", &raw.admin.listen);
         if !raw.admin.allow_remote.unwrap_or(false) {
             for (i, a) in admin_listen.iter().enumerate() {
@@ -565,7 +630,16 @@ impl Validator {
         let mut sites = Vec::new();
         let mut host_owner: HashMap<String, usize> = HashMap::new();
         for (i, s) in raw.sites.iter().enumerate() {
-            let site = self.site(i, s, &defaults, &upstreams, &downstream, &listeners, &cache);
+            let site = self.site(
+                i,
+                s,
+                &defaults,
+                &upstreams,
+                &downstream,
+                &listeners,
+                &cache,
+                &limits,
+            );
             for (j, h) in site.hosts.iter().enumerate() {
                 if let Some(&other) = host_owner.get(h) {
                     self.err(
@@ -596,6 +670,9 @@ impl Validator {
             access_log,
             acme_webroot,
             cache,
+            client_ip,
+            limits,
+            compression,
             admin_listen,
             upstreams,
             sites,
@@ -761,6 +838,194 @@ impl Validator {
                 &raw.lock_timeout,
                 Duration::from_secs(5),
             ),
+        }
+    }
+
+    fn cidrs(&mut self, field: &str, list: &[String]) -> Vec<ipnet::IpNet> {
+        let mut out = Vec::new();
+        for (i, c) in list.iter().enumerate() {
+            let parsed = c
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(n) => out.push(n.trunc()),
+                Err(_) => self.err(
+                    format!("{field}[{i}]"),
+                    format!("{c:?}"),
+                    "expected an IP network such as \"173.245.48.0/20\", \"2400:cb00::/32\" or a single address",
+                ),
+            }
+        }
+        out
+    }
+
+    fn client_ip(&mut self, raw: &RawClientIp) -> ClientIpSettings {
+        let trusted = self.cidrs("client_ip.trusted", raw.trusted.as_deref().unwrap_or(&[]));
+        let header = match raw.header.as_deref() {
+            None => Some(HeaderName::from_static("cf-connecting-ip")),
+            Some("") => None,
+            Some(h) => match HeaderName::from_bytes(h.as_bytes()) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    self.err(
+                        "client_ip.header",
+                        format!("{h:?}"),
+                        "not a header name; use \"CF-Connecting-IP\", another header, or \"\" for none",
+                    );
+                    None
+                }
+            },
+        };
+        ClientIpSettings { trusted, header }
+    }
+
+    fn limits(&mut self, raw: &RawLimits) -> LimitsSettings {
+        let mut classes = Vec::new();
+        for (name, c) in &raw.classes {
+            let field = format!("limits.classes.{name}");
+            if !valid_name(name) || name == "off" {
+                self.err(
+                    field.clone(),
+                    format!("{name:?}"),
+                    "class names use letters, digits, '_' and '-' (and \"off\" is reserved)",
+                );
+            }
+            let rate = match c.rate {
+                Some(r) if (1..=1_000_000).contains(&r) => r,
+                Some(r) => {
+                    self.err(
+                        format!("{field}.rate"),
+                        r.to_string(),
+                        "must be between 1 and 1000000 requests per window",
+                    );
+                    1
+                }
+                None => {
+                    self.err(
+                        format!("{field}.rate"),
+                        "",
+                        "missing: requests per window, such as 100",
+                    );
+                    1
+                }
+            };
+            let burst = c.burst.unwrap_or(0);
+            if burst > 1_000_000 {
+                self.err(
+                    format!("{field}.burst"),
+                    burst.to_string(),
+                    "must be at most 1000000",
+                );
+            }
+            classes.push(LimitClassSettings {
+                name: name.clone(),
+                rate,
+                burst: burst.min(1_000_000),
+                json: c.json.unwrap_or(false),
+            });
+        }
+        if classes.len() > 255 {
+            self.err(
+                "limits.classes",
+                classes.len().to_string(),
+                "at most 255 classes",
+            );
+        }
+        let sketch_slots = raw.sketch_slots.unwrap_or(131_072);
+        if !(1024..=(1 << 24)).contains(&sketch_slots) {
+            self.err(
+                "limits.sketch_slots",
+                sketch_slots.to_string(),
+                "must be between 1024 and 16777216 (memory is 64 bytes per slot)",
+            );
+        }
+        let mut exempt_paths = Vec::new();
+        for (i, p) in raw.exempt_paths.iter().flatten().enumerate() {
+            if p.starts_with('/') {
+                exempt_paths.push(p.clone());
+            } else {
+                self.err(
+                    format!("limits.exempt_paths[{i}]"),
+                    format!("{p:?}"),
+                    "expected a path prefix starting with '/'",
+                );
+            }
+        }
+        LimitsSettings {
+            window: self.duration("limits.window", &raw.window, Duration::from_secs(60)),
+            sketch_slots: sketch_slots.clamp(1024, 1 << 24),
+            allow: self.cidrs("limits.allow", raw.allow.as_deref().unwrap_or(&[])),
+            exempt_paths,
+            max_connections_per_ip: raw.max_connections_per_ip.unwrap_or(0),
+            classes,
+        }
+    }
+
+    fn compression(&mut self, raw: &RawCompression) -> CompressionSettings {
+        let gzip_level = raw.gzip_level.unwrap_or(5);
+        if !(1..=9).contains(&gzip_level) {
+            self.err(
+                "compression.gzip_level",
+                gzip_level.to_string(),
+                "must be between 1 and 9",
+            );
+        }
+        let brotli_quality = raw.brotli_quality.unwrap_or(5);
+        if brotli_quality > 11 {
+            self.err(
+                "compression.brotli_quality",
+                brotli_quality.to_string(),
+                "must be between 0 and 11",
+            );
+        }
+        if let Some(types) = &raw.types {
+            for (i, t) in types.iter().enumerate() {
+                if !t.contains('/') || t.chars().any(|c| c.is_whitespace() || c == ';') {
+                    self.err(
+                        format!("compression.types[{i}]"),
+                        format!("{t:?}"),
+                        "expected a MIME type such as \"application/json\" or a prefix such as \"text/\"",
+                    );
+                }
+            }
+        }
+        CompressionSettings {
+            enabled: raw.enabled.unwrap_or(true),
+            gzip_level: gzip_level.clamp(1, 9),
+            brotli_quality: brotli_quality.min(11),
+            min_size: self.size("compression.min_size", &raw.min_size, 256, 0, 1 << 30),
+            types: raw.types.clone(),
+        }
+    }
+
+    fn route_limit(
+        &mut self,
+        rfield: &str,
+        r: &raw::RawRoute,
+        limits: &LimitsSettings,
+    ) -> Option<usize> {
+        match r.limit.as_deref() {
+            Some("off") => None,
+            None => limits.classes.iter().position(|c| c.name == "default"),
+            Some(name) => match limits.classes.iter().position(|c| c.name == name) {
+                Some(i) => Some(i),
+                None => {
+                    let known: Vec<&str> = limits.classes.iter().map(|c| c.name.as_str()).collect();
+                    self.err(
+                        format!("{rfield}.limit"),
+                        format!("{name:?}"),
+                        format!(
+                            "no [limits.classes.{name}]; use \"off\" or one of: {}",
+                            if known.is_empty() {
+                                "(no classes defined)".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    );
+                    None
+                }
+            },
         }
     }
 
@@ -1243,6 +1508,7 @@ impl Validator {
         downstream: &DownstreamSettings,
         listeners: &ListenerSettings,
         cache: &CacheSettings,
+        limits: &LimitsSettings,
     ) -> SiteSettings {
         let field = format!("sites[{i}]");
         let name = raw
@@ -1407,6 +1673,7 @@ impl Validator {
                 )
             });
             let route_cache = self.route_cache(&rfield, r, cache);
+            let limit = self.route_limit(&rfield, r, limits);
             if let (Some(prefix), Some(upstream)) = (prefix, upstream) {
                 routes.push(RouteSettings {
                     prefix,
@@ -1414,6 +1681,7 @@ impl Validator {
                     max_body_size,
                     read_timeout,
                     cache: route_cache,
+                    limit,
                 });
             }
         }

@@ -144,34 +144,34 @@ pub fn request_id(req: &RequestHeader) -> HeaderValue {
     }
 }
 
-/// Sets the forwarded headers on an upstream request: `X-Forwarded-For` gets the client
-/// appended, `X-Real-IP` and `X-Forwarded-Proto` are replaced (a client cannot forge them),
+/// Sets the forwarded headers on an upstream request: `X-Forwarded-For` is replaced by
+/// `forwarded_for` (the chain as the client-IP resolver vouches for it, see
+/// [`crate::client_ip::ClientIpResolver::forwarded_for`]), `X-Real-IP` by the resolved client,
+/// `X-Forwarded-Proto` by the listener's scheme (a client cannot forge any of them),
 /// `X-Forwarded-Host` carries the host the client asked for, and `X-Request-Id` is set.
 pub fn set_forwarded(
     req: &mut RequestHeader,
     client: Option<IpAddr>,
+    forwarded_for: Option<&str>,
     https: bool,
     host: &str,
     request_id: &HeaderValue,
 ) {
-    if let Some(ip) = client {
-        let ip_text = ip.to_string();
-        let xff = match req
-            .headers
-            .get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip_text}"),
-            _ => ip_text.clone(),
-        };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
+    match forwarded_for.and_then(|v| HeaderValue::from_str(v).ok()) {
+        Some(v) => {
             let _ = req.insert_header(X_FORWARDED_FOR, v);
         }
-        if let Ok(v) = HeaderValue::from_str(&ip_text) {
+        None => {
+            let _ = req.remove_header(&X_FORWARDED_FOR);
+        }
+    }
+    match client.and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok()) {
+        Some(v) => {
             let _ = req.insert_header(X_REAL_IP, v);
         }
-    } else {
-        let _ = req.remove_header(&X_REAL_IP);
+        None => {
+            let _ = req.remove_header(&X_REAL_IP);
+        }
     }
     let proto = if https { "https" } else { "http" };
     let _ = req.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static(proto));

@@ -137,6 +137,7 @@ pub fn add_to_server(
     if !config.admin_listen.is_empty() {
         let app = pingora_core::apps::http_app::HttpServer::new_app(crate::admin::Admin::new(
             current.caches.clone(),
+            current.compression_stats.clone(),
         ));
         let mut svc = Service::new("galion-edge admin".into(), app);
         svc.threads = Some(1);

@@ -13,9 +13,12 @@
 
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::cache::{self, Caches};
+use crate::client_ip::{ClientIpResolver, TrustedProxies};
+use crate::compression::{self, BodyCoder, CompressionPolicy, Plan};
 use crate::config::Config;
 use crate::errors::{answer_for, body_for};
 use crate::headers::{self, HeaderPolicy, X_CACHE_STATUS, X_REQUEST_ID};
+use crate::ratelimit::{self, ConnLimiter, Decision, LimitClass, RateLimiter};
 use crate::routing::{path_is_clean, RouteError, RouteTable};
 use crate::upstream::UpstreamGroup;
 use arc_swap::ArcSwap;
@@ -48,6 +51,29 @@ pub struct ProxyState {
     pub access_log: AccessLog,
     /// Cache zones (shared across reloads: the same zones stay open).
     pub caches: Arc<Caches>,
+    /// Who the client is.
+    pub client_ip: ClientIpResolver,
+    /// Requests per client and class (one fixed-size sketch).
+    pub limiter: Arc<RateLimiter>,
+    /// Concurrent requests per client.
+    pub conn_limiter: Arc<ConnLimiter>,
+    /// Limit classes, indexed like `config.limits.classes`.
+    pub limit_classes: Vec<LimitClass>,
+    limit_policies: Vec<HeaderValue>,
+    limit_allow: TrustedProxies,
+    /// Response compression, if enabled.
+    pub compression: Option<CompressionPolicy>,
+    /// Compression counters (shared across reloads).
+    pub compression_stats: Arc<CompressionStats>,
+}
+
+/// What the compression filter did, for the admin stats and the metrics.
+#[derive(Debug, Default)]
+pub struct CompressionStats {
+    /// Responses compressed (gzip or brotli). Cache hits never count: they serve stored bytes.
+    pub compressed: std::sync::atomic::AtomicU64,
+    /// Responses decompressed for clients that did not accept the origin's encoding.
+    pub decompressed: std::sync::atomic::AtomicU64,
 }
 
 impl ProxyState {
@@ -60,6 +86,22 @@ impl ProxyState {
 
     /// Compiles a config around already-open cache zones.
     pub fn with_caches(config: Arc<Config>, caches: Arc<Caches>) -> std::io::Result<ProxyState> {
+        let limits = &config.limits;
+        let limit_classes: Vec<LimitClass> = limits
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| LimitClass {
+                id: i as u8,
+                name: c.name.clone(),
+                rate: c.rate,
+                burst: c.burst,
+            })
+            .collect();
+        let limit_policies = limit_classes
+            .iter()
+            .map(|c| ratelimit::policy_header(c, limits.window))
+            .collect();
         let upstreams = config
             .upstreams
             .iter()
@@ -76,6 +118,27 @@ impl ProxyState {
             default_headers: HeaderPolicy::new(&config.default_headers),
             access_log: AccessLog::open(&config.access_log)?,
             caches,
+            client_ip: ClientIpResolver::new(
+                TrustedProxies::new(config.client_ip.trusted.clone()),
+                config.client_ip.header.clone(),
+            ),
+            limiter: Arc::new(RateLimiter::new(limits.window, limits.sketch_slots)),
+            conn_limiter: Arc::new(ConnLimiter::new(limits.max_connections_per_ip)),
+            limit_classes,
+            limit_policies,
+            limit_allow: TrustedProxies::new(limits.allow.clone()),
+            compression: config.compression.enabled.then(|| {
+                let c = &config.compression;
+                CompressionPolicy::new(
+                    c.gzip_level,
+                    c.brotli_quality,
+                    c.min_size as usize,
+                    c.types
+                        .clone()
+                        .unwrap_or_else(CompressionPolicy::default_types),
+                )
+            }),
+            compression_stats: Arc::new(CompressionStats::default()),
             config,
         })
     }
@@ -121,6 +184,11 @@ pub struct RequestCtx {
     body_limit: u64,
     body_seen: u64,
     cache_zone: Option<usize>,
+    peer: Option<IpAddr>,
+    client: Option<IpAddr>,
+    conn_guard: Option<pingora_limits::inflight::Guard>,
+    rate: Option<(usize, u32, u32)>,
+    coder: Option<BodyCoder>,
 }
 
 impl RequestCtx {
@@ -156,14 +224,14 @@ async fn respond(
     status: u16,
     body: Bytes,
     content_type: &'static str,
-    extra: Option<(header::HeaderName, HeaderValue)>,
+    extra: &[(header::HeaderName, HeaderValue)],
 ) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(6))?;
     resp.insert_header(header::CONTENT_TYPE, content_type)?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
-    if let Some((k, v)) = extra {
-        resp.insert_header(k, v)?;
+    for (k, v) in extra {
+        resp.insert_header(k.clone(), v.clone())?;
     }
     ctx.policy().apply(&mut resp);
     let head_only = session.req_header().method == Method::HEAD || body.is_empty();
@@ -185,7 +253,7 @@ async fn refuse(session: &mut Session, ctx: &RequestCtx, status: u16) -> Result<
         status,
         Bytes::from_static(body_for(status).as_bytes()),
         "text/plain; charset=utf-8",
-        None,
+        &[],
     )
     .await?;
     if status == 413 {
@@ -216,7 +284,94 @@ async fn linger(session: &mut Session) {
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
+/// Why a request was refused by a limit.
+enum Refusal {
+    /// Too many requests in the window for this class.
+    Rate { class: usize, retry_after: u32 },
+    /// Too many requests in flight from this client.
+    Concurrency,
+}
+
 impl GalionProxy {
+    /// Applies the connection cap and the route's rate class to the resolved client.
+    fn check_limits(
+        &self,
+        ctx: &mut RequestCtx,
+        class: Option<usize>,
+        path: &str,
+    ) -> Option<Refusal> {
+        let state = ctx.state.clone();
+        let ip = ctx.client?;
+        if state.limit_allow.contains(ip)
+            || state
+                .config
+                .limits
+                .exempt_paths
+                .iter()
+                .any(|p| path.starts_with(p.as_str()))
+        {
+            return None;
+        }
+        match state.conn_limiter.acquire(ip) {
+            Ok(guard) => ctx.conn_guard = guard,
+            Err(_) => return Some(Refusal::Concurrency),
+        }
+        let class = class?;
+        match state.limiter.check(&state.limit_classes[class], ip) {
+            Decision::Allow {
+                remaining,
+                reset_secs,
+            } => {
+                ctx.rate = Some((class, remaining, reset_secs));
+                None
+            }
+            Decision::Deny { retry_after_secs } => Some(Refusal::Rate {
+                class,
+                retry_after: retry_after_secs,
+            }),
+        }
+    }
+
+    /// The 429 answer: `Retry-After`, the ratelimit headers, a JSON body for JSON classes.
+    async fn too_many(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        why: Refusal,
+    ) -> Result<bool> {
+        let (retry_after, class) = match why {
+            Refusal::Rate { class, retry_after } => (retry_after, Some(class)),
+            Refusal::Concurrency => (1, None),
+        };
+        let mut extra = vec![(header::RETRY_AFTER, HeaderValue::from(retry_after))];
+        let mut json = false;
+        if let Some(c) = class {
+            let st = &ctx.state;
+            extra.push((ratelimit::RATELIMIT_POLICY, st.limit_policies[c].clone()));
+            extra.push((
+                ratelimit::RATELIMIT,
+                ratelimit::ratelimit_header(&st.limit_classes[c], 0, retry_after),
+            ));
+            json = st.config.limits.classes[c].json;
+        }
+        let (body, content_type) = if json {
+            (
+                Bytes::from(format!(
+                    "{{\"error\":\"too_many_requests\",\"retry_after\":{retry_after}}}"
+                )),
+                "application/json",
+            )
+        } else {
+            (
+                Bytes::from_static(body_for(429).as_bytes()),
+                "text/plain; charset=utf-8",
+            )
+        };
+        session.set_keepalive(None);
+        respond(session, ctx, 429, body, content_type, &extra).await?;
+        Ok(true)
+    }
+
     async fn redirect_or_acme(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         let path = req.uri.path();
@@ -226,7 +381,7 @@ impl GalionProxy {
             };
             return match crate::acme::read_challenge(&webroot, token).await {
                 Some(body) => {
-                    respond(session, ctx, 200, body, "text/plain", None).await?;
+                    respond(session, ctx, 200, body, "text/plain", &[]).await?;
                     Ok(true)
                 }
                 None => refuse(session, ctx, 404).await,
@@ -249,7 +404,7 @@ impl GalionProxy {
                     301,
                     Bytes::from_static(b"moved permanently\n"),
                     "text/plain; charset=utf-8",
-                    Some((header::LOCATION, v)),
+                    &[(header::LOCATION, v)],
                 )
                 .await?;
                 Ok(true)
@@ -278,12 +433,21 @@ impl ProxyHttp for GalionProxy {
             body_limit: u64::MAX,
             body_seen: 0,
             cache_zone: None,
+            peer: None,
+            client: None,
+            conn_guard: None,
+            rate: None,
+            coder: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         ctx.request_id = headers::request_id(req);
+        ctx.peer = client_ip(session);
+        ctx.client = ctx
+            .peer
+            .map(|p| ctx.state.client_ip.resolve(p, &req.headers));
         let Some(host) = request_host(req) else {
             return refuse(session, ctx, 400).await;
         };
@@ -315,6 +479,11 @@ impl ProxyHttp for GalionProxy {
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit) {
             return refuse(session, ctx, 413).await;
+        }
+        let class = ctx.state.config.sites[site].routes[decision.route].limit;
+        let path = path.to_string();
+        if let Some(refusal) = self.check_limits(ctx, class, &path) {
+            return self.too_many(session, ctx, refusal).await;
         }
         Ok(false)
     }
@@ -480,9 +649,13 @@ impl ProxyHttp for GalionProxy {
         for n in gone {
             up.remove_header(&n);
         }
+        let xff = ctx
+            .peer
+            .map(|p| ctx.state.client_ip.forwarded_for(p, &up.headers));
         headers::set_forwarded(
             up,
-            client_ip(session),
+            ctx.client,
+            xff.as_deref(),
             self.role == ListenerRole::Https,
             &host,
             &ctx.request_id,
@@ -512,7 +685,7 @@ impl ProxyHttp for GalionProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -526,7 +699,94 @@ impl ProxyHttp for GalionProxy {
         for n in gone {
             resp.remove_header(&n);
         }
+        if let Some(policy) = &ctx.state.compression {
+            let req = session.req_header();
+            // A cacheable HEAD or Range request was fetched upstream as a full GET: plan for the
+            // stored object, not for this request's view of it.
+            let plan = if session.cache.enabled()
+                && (req.method == Method::HEAD || req.headers.contains_key(header::RANGE))
+            {
+                let mut full = RequestHeader::build(Method::GET, b"/", None)?;
+                if let Some(ae) = req.headers.get(header::ACCEPT_ENCODING) {
+                    full.insert_header(header::ACCEPT_ENCODING, ae.clone())?;
+                }
+                policy.plan(&full, resp)
+            } else {
+                policy.plan(req, resp)
+            };
+            let plan = match plan {
+                // The origin's encoding would be stored under this request's variant key
+                // (br, gzip or identity): a later client sharing the key must be able to read it.
+                Plan::Leave if session.cache.enabled() => {
+                    let origin = resp
+                        .headers
+                        .get(header::CONTENT_ENCODING)
+                        .map(|v| v.as_bytes().trim_ascii().to_ascii_lowercase());
+                    let wanted = compression::negotiate_headers(&req.headers);
+                    match origin.as_deref() {
+                        Some(b"gzip") if wanted != compression::Encoding::Gzip => {
+                            Plan::Decompress(compression::Encoding::Gzip)
+                        }
+                        Some(b"br") if wanted != compression::Encoding::Brotli => {
+                            Plan::Decompress(compression::Encoding::Brotli)
+                        }
+                        _ => Plan::Leave,
+                    }
+                }
+                p => p,
+            };
+            compression::apply_headers(&plan, resp);
+            if plan == Plan::Leave
+                && policy
+                    .is_compressible(resp.headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()))
+            {
+                compression::ensure_vary_accept_encoding(resp);
+            }
+            let counter = match plan {
+                Plan::Compress(_) => Some(&ctx.state.compression_stats.compressed),
+                Plan::Decompress(_) => Some(&ctx.state.compression_stats.decompressed),
+                Plan::Leave => None,
+            };
+            if let Some(c) = counter {
+                c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            ctx.coder = BodyCoder::new(&plan, policy);
+        }
         Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        let Some(coder) = ctx.coder.as_mut() else {
+            return Ok(None);
+        };
+        let failed = |e: std::io::Error| {
+            let mut err = Error::because(ErrorType::InternalError, "response (de)compression", e);
+            err.as_up();
+            err
+        };
+        let mut out = match body.take() {
+            Some(chunk) => coder.push(&chunk).map_err(failed)?,
+            None => Bytes::new(),
+        };
+        if end_of_stream {
+            let tail = coder.finish().map_err(failed)?;
+            if out.is_empty() {
+                out = tail;
+            } else if !tail.is_empty() {
+                let mut joined = Vec::with_capacity(out.len() + tail.len());
+                joined.extend_from_slice(&out);
+                joined.extend_from_slice(&tail);
+                out = Bytes::from(joined);
+            }
+        }
+        *body = (!out.is_empty() || end_of_stream).then_some(out);
+        Ok(None)
     }
 
     async fn response_filter(
@@ -537,6 +797,17 @@ impl ProxyHttp for GalionProxy {
     ) -> Result<()> {
         ctx.policy().apply(resp);
         resp.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
+        if let Some((class, remaining, reset)) = ctx.rate {
+            let st = &ctx.state;
+            resp.insert_header(
+                ratelimit::RATELIMIT_POLICY,
+                st.limit_policies[class].clone(),
+            )?;
+            resp.insert_header(
+                ratelimit::RATELIMIT,
+                ratelimit::ratelimit_header(&st.limit_classes[class], remaining, reset),
+            )?;
+        }
         if self.role != ListenerRole::Redirect {
             let label = if ctx.cache_zone.is_some() {
                 cache::status_label(session.cache.phase())
@@ -564,7 +835,7 @@ impl ProxyHttp for GalionProxy {
                 answer.status,
                 Bytes::from_static(answer.body.as_bytes()),
                 "text/plain; charset=utf-8",
-                None,
+                &[],
             )
             .await;
             if answer.status == 413 {
@@ -596,7 +867,7 @@ impl ProxyHttp for GalionProxy {
             _ => "HTTP/1.1",
         };
         let record = AccessRecord {
-            client_ip: client_ip(session),
+            client_ip: ctx.client,
             host: request_host(req).unwrap_or("-"),
             method: req.method.as_str(),
             uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),

@@ -161,13 +161,15 @@ impl Proxy {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("exited with {status}: {}", self.stderr()));
             }
-            if ports.iter().all(|p| {
-                TcpStream::connect_timeout(
-                    &SocketAddr::from(([127, 0, 0, 1], *p)),
-                    Duration::from_millis(200),
-                )
-                .is_ok()
-            }) {
+            let listening = |p: u16| {
+                [
+                    SocketAddr::from(([127, 0, 0, 1], p)),
+                    SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, p)),
+                ]
+                .iter()
+                .any(|a| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok())
+            };
+            if ports.iter().all(|p| listening(*p)) {
                 // The ports answer; make sure it is our process that holds them.
                 std::thread::sleep(Duration::from_millis(50));
                 if let Ok(Some(status)) = self.child.try_wait() {

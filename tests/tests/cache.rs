@@ -444,9 +444,11 @@ async fn disk_use_stays_within_five_percent_of_the_zone_size() {
         assert_eq!(r.status, 200);
         assert_eq!(r.body.len(), 65536);
     }
+    // Eviction purges run just after a fill completes: a file may go between listing and stat.
     let on_disk: u64 = walk(&dir.path().join("cache").join("api"))
         .iter()
-        .map(|p| std::fs::metadata(p).unwrap().len().div_ceil(4096) * 4096)
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len().div_ceil(4096) * 4096)
         .sum();
     assert!(
         on_disk <= zone + zone / 20,

@@ -32,6 +32,15 @@ pub struct RawConfig {
     /// Security headers every site gets unless it overrides them.
     #[serde(default)]
     pub headers: RawHeaders,
+    /// Who the client is behind Cloudflare.
+    #[serde(default)]
+    pub client_ip: RawClientIp,
+    /// Per-client rate limits and connection caps.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// gzip and brotli.
+    #[serde(default)]
+    pub compression: RawCompression,
     /// The admin listener: health, cache purges and stats.
     #[serde(default)]
     pub admin: RawAdmin,
@@ -144,6 +153,63 @@ pub struct RawHeaders {
     /// More headers, by name.
     #[serde(default)]
     pub extra: BTreeMap<String, String>,
+}
+
+/// `[client_ip]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientIp {
+    /// CIDRs of proxies whose forwarding headers are believed (Cloudflare's ranges, loopback).
+    pub trusted: Option<Vec<String>>,
+    /// Header a trusted proxy puts the client address in (`CF-Connecting-IP`); `""` for none.
+    pub header: Option<String>,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Sliding window of the rate limits.
+    pub window: Option<RawDuration>,
+    /// Counters per hash row of the shared sketch (memory is fixed by it).
+    pub sketch_slots: Option<usize>,
+    /// CIDRs never limited.
+    pub allow: Option<Vec<String>>,
+    /// Path prefixes never limited (health checks).
+    pub exempt_paths: Option<Vec<String>>,
+    /// Concurrent requests per client IP (nginx `limit_conn`); 0 for none.
+    pub max_connections_per_ip: Option<u32>,
+    /// Classes by name; routes name one, `default` applies to routes that name none.
+    #[serde(default)]
+    pub classes: BTreeMap<String, RawLimitClass>,
+}
+
+/// `[limits.classes.NAME]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimitClass {
+    /// Requests per window.
+    pub rate: Option<u32>,
+    /// Extra requests allowed on top of `rate` in a window.
+    pub burst: Option<u32>,
+    /// Answer 429 with a small JSON body (API routes) instead of text.
+    pub json: Option<bool>,
+}
+
+/// `[compression]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompression {
+    /// Compress responses at all.
+    pub enabled: Option<bool>,
+    /// gzip level, 1-9.
+    pub gzip_level: Option<u32>,
+    /// brotli quality, 0-11.
+    pub brotli_quality: Option<u32>,
+    /// Smallest body compressed (when its length is known).
+    pub min_size: Option<RawSize>,
+    /// MIME types (or prefixes ending in `/`) compressed.
+    pub types: Option<Vec<String>>,
 }
 
 /// `[admin]`
@@ -273,6 +339,8 @@ pub struct RawRoute {
     pub max_body_size: Option<RawSize>,
     /// Overrides the upstream's read timeout (e.g. long-lived WebSockets).
     pub read_timeout: Option<RawDuration>,
+    /// Rate-limit class for this route, or `"off"` (default: the class named `default`).
+    pub limit: Option<String>,
     /// Cache zone for this route's responses, or `"off"`.
     pub cache: Option<String>,
     /// TTL when the origin says nothing, within the zone's `min_ttl`..`max_ttl`.
