@@ -112,7 +112,9 @@ impl Admin {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes and `+` (as a space) in a query value; malformed escapes are kept as
+/// they are. Never fails; invalid UTF-8 is replaced.
+pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
