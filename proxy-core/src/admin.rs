@@ -3,7 +3,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /healthz` | `200 ok` while the process serves |
+//! | `GET /healthz` | `200 {"status":"ok"}` while the process serves |
 //! | `GET /cache/stats` | JSON: per zone, hits by tier, misses, fills, errors, evictions, sizes; compression counts |
 //! | `POST /cache/purge?url=https://galion.app/api/x` | every variant of one URL, in every zone |
 //! | `POST /cache/purge?prefix=https://galion.app/api/` | every URL under a prefix |
@@ -36,7 +36,7 @@ impl Admin {
         }
     }
 
-    /// Carries out a purge request's query; `None` if the query names no target.
+    /// Carries out a purge request's query; an error (with the reason) if it names no target.
     pub fn purge(&self, query: &str) -> Result<usize, String> {
         let param = |name: &str| {
             query.split('&').find_map(|kv| {

@@ -11,8 +11,11 @@
 
 use crate::headers::X_FORWARDED_FOR;
 use http::header::{HeaderMap, HeaderName};
-use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// An IP network (`10.0.0.0/8`, `2400:cb00::/32`), from the `ipnet` crate (version 2),
+/// re-exported because [`TrustedProxies::new`] takes it. Parse one with `str::parse`.
+pub use ipnet::IpNet;
 
 /// `CF-Connecting-IP`: the client address Cloudflare sends to the origin.
 pub const CF_CONNECTING_IP: HeaderName = HeaderName::from_static("cf-connecting-ip");
@@ -192,6 +195,28 @@ impl ClientIpResolver {
     ///   can be attributed. If every hop is trusted, the leftmost one.
     ///
     /// Never fails. Allocation-free: header values are parsed in place.
+    ///
+    /// ```
+    /// use proxy_core::client_ip::{ClientIpResolver, IpNet, TrustedProxies, CF_CONNECTING_IP};
+    /// use http::HeaderMap;
+    /// use std::net::IpAddr;
+    ///
+    /// let trusted: IpNet = "10.0.0.0/8".parse().unwrap();
+    /// let resolver = ClientIpResolver::new(TrustedProxies::new(vec![trusted]), Some(CF_CONNECTING_IP));
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert(CF_CONNECTING_IP, "203.0.113.7".parse().unwrap());
+    ///
+    /// let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+    /// let stranger: IpAddr = "198.51.100.9".parse().unwrap();
+    /// // A trusted proxy is believed; anyone else is the client themselves.
+    /// assert_eq!(resolver.resolve(proxy, &headers), "203.0.113.7".parse::<IpAddr>().unwrap());
+    /// assert_eq!(resolver.resolve(stranger, &headers), stranger);
+    /// // IPv4-mapped peers come back as IPv4.
+    /// assert_eq!(
+    ///     resolver.resolve("::ffff:198.51.100.9".parse().unwrap(), &headers),
+    ///     stranger
+    /// );
+    /// ```
     pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = canonical(peer);
         if !self.trusted.contains(peer) {

@@ -399,7 +399,43 @@ impl Config {
         Self::parse(&text, &base, root)
     }
 
-    /// Parses and validates TOML text; relative paths are resolved against `base_dir`.
+    /// Parses and validates TOML text; relative paths are resolved against `base_dir`. This is
+    /// how an embedder builds the whole proxy from a string (see
+    /// [`add_to_server`](crate::server::add_to_server)). Never panics: a syntax or type error is
+    /// reported alone, with its line; otherwise every semantic error is listed.
+    ///
+    /// ```
+    /// use proxy_core::Config;
+    ///
+    /// let config = Config::from_toml_str(
+    ///     r#"
+    ///     [listeners]
+    ///     http_proxy = ["127.0.0.1:8080"]
+    ///     [upstreams.app]
+    ///     backends = ["127.0.0.1:3000"]
+    ///     [[sites]]
+    ///     hosts = ["example.test"]
+    ///     routes = [{ path = "/", upstream = "app" }]
+    ///     "#,
+    ///     std::path::Path::new("."),
+    /// )
+    /// .expect("valid");
+    /// assert_eq!(config.upstreams[0].name, "app");
+    ///
+    /// let errors = Config::from_toml_str(
+    ///     r#"
+    ///     [listeners]
+    ///     http_proxy = ["127.0.0.1:8080"]
+    ///     [[sites]]
+    ///     hosts = ["example.test"]
+    ///     routes = [{ path = "/", upstream = "nowhere" }]
+    ///     "#,
+    ///     std::path::Path::new("."),
+    /// )
+    /// .unwrap_err();
+    /// assert_eq!(errors.0[0].path, "sites[0].routes[0].upstream");
+    /// assert_eq!(errors.0[0].value, "\"nowhere\"");
+    /// ```
     pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
         Self::parse(text, base_dir, None)
     }
@@ -952,7 +988,20 @@ impl Validator {
             }
         }
         LimitsSettings {
-            window: self.duration("limits.window", &raw.window, Duration::from_secs(60)),
+            window: {
+                let w = self.duration("limits.window", &raw.window, Duration::from_secs(60));
+                if w < Duration::from_secs(1)
+                    || w > Duration::from_secs(86_400)
+                    || w.subsec_nanos() != 0
+                {
+                    self.err(
+                        "limits.window",
+                        raw.window.as_ref().map(|d| d.shown()).unwrap_or_default(),
+                        "must be whole seconds from 1s to 1d, such as \"60s\"",
+                    );
+                }
+                w
+            },
             sketch_slots: sketch_slots.clamp(1024, 1 << 24),
             allow: self.cidrs("limits.allow", raw.allow.as_deref().unwrap_or(&[])),
             exempt_paths,

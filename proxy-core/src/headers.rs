@@ -78,7 +78,62 @@ pub fn strip_hop_by_hop(
     }
 }
 
+/// The security headers the config uses when it says nothing (`[headers]` absent), in the
+/// order they are set. See [`HeaderPolicy::recommended`].
+const RECOMMENDED: [(&str, &str); 6] = [
+    ("x-content-type-options", "nosniff"),
+    (
+        "strict-transport-security",
+        "max-age=31536000; includeSubDomains",
+    ),
+    (
+        "content-security-policy",
+        "default-src 'self'; frame-ancestors 'self'; object-src 'none'; base-uri 'self'",
+    ),
+    ("x-frame-options", "SAMEORIGIN"),
+    ("referrer-policy", "strict-origin-when-cross-origin"),
+    (
+        "permissions-policy",
+        "camera=(), microphone=(), geolocation=(), payment=()",
+    ),
+];
+
+/// The `Server` value when nothing else is said.
+const DEFAULT_SERVER: HeaderValue = HeaderValue::from_static("galion-edge");
+
 /// The security-header policy of one site, ready to apply.
+///
+/// Built from config ([`HeaderPolicy::new`]), or without one: [`HeaderPolicy::recommended`]
+/// (what a config without `[headers]` gives) or [`HeaderPolicy::builder`]. Applying it never
+/// fails and allocates nothing beyond the header map's own growth.
+///
+/// ```
+/// use proxy_core::headers::HeaderPolicy;
+/// use proxy_core::pingora::http::ResponseHeader;
+/// use http::header::{HeaderName, HeaderValue};
+///
+/// let policy = HeaderPolicy::recommended()
+///     .into_builder()
+///     .header(
+///         HeaderName::from_static("content-security-policy"),
+///         HeaderValue::from_static("default-src 'self'; connect-src 'self' wss://galion.app"),
+///     )
+///     .build();
+///
+/// let mut resp = ResponseHeader::build(200, None).unwrap();
+/// resp.insert_header("x-powered-by", "Express 4.18.2").unwrap();
+/// resp.insert_header("server", "uvicorn/0.30.1").unwrap();
+/// policy.apply(&mut resp);
+///
+/// assert_eq!(resp.headers["server"], "galion-edge");
+/// assert!(!resp.headers.contains_key("x-powered-by"));
+/// assert_eq!(resp.headers["x-content-type-options"], "nosniff");
+/// assert_eq!(resp.headers["x-frame-options"], "SAMEORIGIN");
+/// assert_eq!(
+///     resp.headers["content-security-policy"],
+///     "default-src 'self'; connect-src 'self' wss://galion.app"
+/// );
+/// ```
 #[derive(Debug, Clone)]
 pub struct HeaderPolicy {
     add: Vec<(HeaderName, HeaderValue)>,
@@ -91,6 +146,36 @@ impl HeaderPolicy {
         HeaderPolicy {
             add: settings.add.clone(),
             server: settings.server.clone(),
+        }
+    }
+
+    /// The policy a config without `[headers]` gives: `X-Content-Type-Options: nosniff`,
+    /// HSTS for a year with subdomains, a same-origin CSP, `X-Frame-Options: SAMEORIGIN`,
+    /// `Referrer-Policy: strict-origin-when-cross-origin`, a `Permissions-Policy` denying
+    /// camera, microphone, geolocation and payment, and `Server: galion-edge`.
+    pub fn recommended() -> HeaderPolicy {
+        HeaderPolicy {
+            add: RECOMMENDED
+                .iter()
+                .map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v)))
+                .collect(),
+            server: DEFAULT_SERVER,
+        }
+    }
+
+    /// A builder starting from nothing: no headers added, `Server: galion-edge`.
+    pub fn builder() -> HeaderPolicyBuilder {
+        HeaderPolicyBuilder {
+            add: Vec::new(),
+            server: DEFAULT_SERVER,
+        }
+    }
+
+    /// A builder starting from this policy, to change a few headers of it.
+    pub fn into_builder(self) -> HeaderPolicyBuilder {
+        HeaderPolicyBuilder {
+            add: self.add,
+            server: self.server,
         }
     }
 
@@ -113,6 +198,54 @@ impl HeaderPolicy {
     /// The headers this policy adds, for inspection.
     pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
         &self.add
+    }
+}
+
+/// Builds a [`HeaderPolicy`] without a config: from [`HeaderPolicy::builder`] (empty) or
+/// [`HeaderPolicy::into_builder`] (for example on [`HeaderPolicy::recommended`]).
+///
+/// Names and values are `http` types, so nothing here can fail. The config's extra checks
+/// (visible ASCII only, no version in `Server`) are not applied: that is the caller's call.
+#[derive(Debug, Clone)]
+pub struct HeaderPolicyBuilder {
+    add: Vec<(HeaderName, HeaderValue)>,
+    server: HeaderValue,
+}
+
+impl HeaderPolicyBuilder {
+    /// Sets `name` on every response, replacing what the upstream sent. A name set before keeps
+    /// its place and gets the new value. `Server` sets [`HeaderPolicyBuilder::server`];
+    /// `X-Powered-By` can be set but is removed again, as on every response.
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        if name == header::SERVER {
+            self.server = value;
+        } else if let Some(slot) = self.add.iter_mut().find(|(n, _)| *n == name) {
+            slot.1 = value;
+        } else {
+            self.add.push((name, value));
+        }
+        self
+    }
+
+    /// Stops setting `name` (responses keep what the upstream sent). `Server` cannot be
+    /// removed: the upstream's would name its software.
+    pub fn without(mut self, name: &HeaderName) -> Self {
+        self.add.retain(|(n, _)| n != name);
+        self
+    }
+
+    /// The `Server` value. Default `galion-edge`.
+    pub fn server(mut self, value: HeaderValue) -> Self {
+        self.server = value;
+        self
+    }
+
+    /// The policy.
+    pub fn build(self) -> HeaderPolicy {
+        HeaderPolicy {
+            add: self.add,
+            server: self.server,
+        }
     }
 }
 
@@ -184,6 +317,47 @@ pub fn set_forwarded(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recommended_is_what_a_config_without_headers_gives() {
+        let config = crate::config::Config::from_toml_str(
+            r#"
+            [listeners]
+            http_proxy = ["127.0.0.1:8080"]
+            [upstreams.app]
+            backends = ["127.0.0.1:3000"]
+            [[sites]]
+            hosts = ["example.test"]
+            routes = [{ path = "/", upstream = "app" }]
+            "#,
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let recommended = HeaderPolicy::recommended();
+        for settings in [&config.default_headers, &config.sites[0].headers] {
+            let from_config = HeaderPolicy::new(settings);
+            assert_eq!(from_config.headers(), recommended.headers());
+            assert_eq!(from_config.server(), recommended.server());
+        }
+    }
+
+    #[test]
+    fn builder_replaces_in_place_and_removes() {
+        let csp = HeaderName::from_static("content-security-policy");
+        let p = HeaderPolicy::recommended()
+            .into_builder()
+            .header(csp.clone(), HeaderValue::from_static("default-src 'none'"))
+            .header(header::SERVER, HeaderValue::from_static("edge"))
+            .without(&header::STRICT_TRANSPORT_SECURITY)
+            .build();
+        assert_eq!(p.server(), "edge");
+        assert_eq!(p.headers().len(), RECOMMENDED.len() - 1);
+        assert_eq!(
+            p.headers()[1],
+            (csp, HeaderValue::from_static("default-src 'none'"))
+        );
+        assert!(HeaderPolicy::builder().build().headers().is_empty());
+    }
 
     #[test]
     fn request_ids() {

@@ -209,6 +209,26 @@ impl RateLimiter {
     /// are two steps, so concurrent requests of one client may together overshoot `L` by at
     /// most the number of requests in flight at once (bounded by worker threads); the sketch
     /// never under-counts. Never fails, never allocates.
+    ///
+    /// ```
+    /// use proxy_core::ratelimit::{Decision, LimitClass, RateLimiter};
+    /// use std::time::Duration;
+    ///
+    /// // 60 s windows, a small sketch (the config default is 131072 slots).
+    /// let limiter = RateLimiter::new(Duration::from_secs(60), 1024);
+    /// let api = LimitClass { id: 0, name: "api".into(), rate: 2, burst: 1 };
+    /// let client = "203.0.113.7".parse().unwrap();
+    ///
+    /// for left in [2, 1, 0] {
+    ///     assert!(matches!(limiter.check(&api, client), Decision::Allow { remaining, .. } if remaining == left));
+    /// }
+    /// let Decision::Deny { retry_after_secs } = limiter.check(&api, client) else {
+    ///     panic!("the fourth request in a window is over rate + burst");
+    /// };
+    /// assert!((1..=120).contains(&retry_after_secs));
+    /// // Another client has its own budget.
+    /// assert!(limiter.check(&api, "203.0.113.8".parse().unwrap()).is_allowed());
+    /// ```
     pub fn check(&self, class: &LimitClass, ip: IpAddr) -> Decision {
         let key = (class.id, key_bits(ip, self.v6_mask));
         let (prev, curr, frac) = self.rate.rate_with(&key, |c| {

@@ -3,8 +3,14 @@
 //! [`RouteTable::decide`] takes the request's host (any case, with or without port) and path,
 //! and returns the site and route, borrowing both: a request is routed without allocating
 //! unless its host has upper-case letters.
+//!
+//! [`RouteDecider`] is the one extension point of the provided service
+//! ([`GalionProxy`](crate::service::GalionProxy)): it decides each proxied request's site, route
+//! and upstream group. [`HostPathDecider`], the default, is [`RouteTable::decide`] on the
+//! request's host and path.
 
 use crate::config::Config;
+use pingora_http::RequestHeader;
 use std::collections::HashMap;
 
 /// The outcome of routing one request.
@@ -38,6 +44,45 @@ struct CompiledRoute {
 }
 
 /// Sites by host, and each site's routes by descending prefix length.
+///
+/// Built once from a validated [`Config`] with [`RouteTable::new`]; immutable afterwards (a
+/// reload builds a new table). Every lookup borrows its input and never fails or panics.
+///
+/// ```
+/// use proxy_core::{Config, RouteTable};
+/// use proxy_core::routing::RouteError;
+///
+/// let config = Config::from_toml_str(
+///     r#"
+///     [listeners]
+///     http_proxy = ["127.0.0.1:8080"]
+///
+///     [upstreams.api]
+///     backends = ["127.0.0.1:8001"]
+///     [upstreams.web]
+///     backends = ["127.0.0.1:3001"]
+///
+///     [[sites]]
+///     hosts = ["galion.app", "www.galion.app"]
+///     routes = [
+///       { path = "/api/", upstream = "api" },
+///       { path = "/", upstream = "web" },
+///     ]
+///     "#,
+///     std::path::Path::new("."),
+/// )
+/// .expect("a valid config");
+/// let table = RouteTable::new(&config);
+///
+/// // The longest matching prefix wins; the host is matched without case or port.
+/// let d = table.decide("WWW.Galion.App:443", "/api/users?page=2").unwrap();
+/// assert_eq!(config.sites[d.site].routes[d.route].prefix, "/api/");
+/// assert_eq!(config.upstreams[d.upstream].name, "api");
+/// assert_eq!(config.upstreams[table.decide("galion.app", "/apixyz").unwrap().upstream].name, "web");
+///
+/// // Any other host is refused (the service answers 421).
+/// assert_eq!(table.decide("evil.example", "/"), Err(RouteError::UnknownHost));
+/// ```
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     hosts: HashMap<Box<str>, usize>,
@@ -82,12 +127,16 @@ impl RouteTable {
     }
 
     /// Routes a request: the host picks the site, the longest matching prefix the route.
+    /// Fails with [`RouteError::UnknownHost`] when no site has the host, and with
+    /// [`RouteError::NoRoute`] when the site has no prefix of `path`. The path is not checked
+    /// here: call [`path_is_clean`] first, as the service does.
     pub fn decide(&self, host: &str, path: &str) -> Result<RouteDecision, RouteError> {
         let site = self.site_for_host(host).ok_or(RouteError::UnknownHost)?;
         self.decide_in_site(site, path)
     }
 
-    /// Routes a path within a known site.
+    /// Routes a path within a known site (an index into [`Config::sites`]); an index out of
+    /// range gives [`RouteError::UnknownHost`].
     pub fn decide_in_site(&self, site: usize, path: &str) -> Result<RouteDecision, RouteError> {
         let routes = self.sites.get(site).ok_or(RouteError::UnknownHost)?;
         routes
@@ -99,6 +148,142 @@ impl RouteTable {
                 upstream: r.upstream,
             })
             .ok_or(RouteError::NoRoute { site })
+    }
+}
+
+/// Decides where the provided service sends a request: the extension point of
+/// [`GalionProxy`](crate::service::GalionProxy).
+///
+/// Install one with [`GalionProxy::with_decider`](crate::service::GalionProxy::with_decider) or
+/// [`ProxyOptions`](crate::server::ProxyOptions) (for [`add_to_server_with`] and
+/// [`build_server_with`]); the default is [`HostPathDecider`]. A closure with the same
+/// signature as [`RouteDecider::decide`] is a decider too.
+///
+/// # Contract
+///
+/// The service calls [`decide`](RouteDecider::decide) once per request on the `https` and
+/// plain-proxy listeners, in `request_filter`, after it has found the request's host (a request
+/// without one gets 400 first) and before anything else is checked. The port-80 redirect
+/// listener does not call it: it only looks the host up in the table. The answer means:
+///
+/// - `Ok(RouteDecision { site, route, upstream })`: the request is proxied to the group
+///   `upstream` (any group of the config, not necessarily the route's own), with the site's
+///   security headers and the route's body limit, cache use and rate-limit class. The indexes
+///   are those of the `config` passed in; a decision naming a site, route or group that does not
+///   exist is answered with 500 (and logged), never a panic.
+/// - `Err(RouteError::UnknownHost)`: 421, never proxied.
+/// - `Err(RouteError::NoRoute { site })`: 404, with that site's security headers.
+///
+/// Whatever is decided, a path with `.`/`..` segments (see [`path_is_clean`]) is then refused
+/// with 400, unless the answer was `UnknownHost`; deciders need not check paths.
+///
+/// The cache key is the scheme, host and path with query: if the decision depends on anything
+/// else (a header, a cookie), send such requests to routes without a cache zone, or different
+/// clients may be served each other's responses.
+///
+/// The decider runs on every request: it should neither block nor allocate. It is shared by
+/// every worker thread, hence `Send + Sync`.
+///
+/// # Example
+///
+/// Route by an `X-Tenant` header to the group `tenant_<name>`, keeping the route the host and
+/// path chose:
+///
+/// ```
+/// use proxy_core::config::Config;
+/// use proxy_core::pingora::http::RequestHeader;
+/// use proxy_core::routing::{RouteDecider, RouteDecision, RouteError, RouteTable};
+///
+/// struct ByTenant;
+///
+/// impl RouteDecider for ByTenant {
+///     fn decide(
+///         &self,
+///         req: &RequestHeader,
+///         host: &str,
+///         table: &RouteTable,
+///         config: &Config,
+///     ) -> Result<RouteDecision, RouteError> {
+///         let decision = table.decide(host, req.uri.path())?;
+///         let Some(tenant) = req.headers.get("x-tenant").and_then(|v| v.to_str().ok()) else {
+///             return Ok(decision);
+///         };
+///         let group = config
+///             .upstreams
+///             .iter()
+///             .position(|u| u.name.strip_prefix("tenant_") == Some(tenant))
+///             .ok_or(RouteError::NoRoute { site: decision.site })?;
+///         Ok(RouteDecision { upstream: group, ..decision })
+///     }
+/// }
+/// # let config = Config::from_toml_str(r#"
+/// #   [listeners]
+/// #   http_proxy = ["127.0.0.1:8080"]
+/// #   [upstreams.shared]
+/// #   backends = ["127.0.0.1:3001"]
+/// #   [upstreams.tenant_a]
+/// #   backends = ["127.0.0.1:3002"]
+/// #   [[sites]]
+/// #   hosts = ["app.test"]
+/// #   routes = [{ path = "/", upstream = "shared" }]
+/// # "#, std::path::Path::new(".")).unwrap();
+/// # let table = RouteTable::new(&config);
+/// # let mut req = RequestHeader::build("GET", b"/x", None).unwrap();
+/// # req.insert_header("x-tenant", "a").unwrap();
+/// # let d = ByTenant.decide(&req, "app.test", &table, &config).unwrap();
+/// # assert_eq!(config.upstreams[d.upstream].name, "tenant_a");
+/// # req.insert_header("x-tenant", "zzz").unwrap();
+/// # assert_eq!(ByTenant.decide(&req, "app.test", &table, &config), Err(RouteError::NoRoute { site: 0 }));
+/// ```
+///
+/// [`add_to_server_with`]: crate::server::add_to_server_with
+/// [`build_server_with`]: crate::server::build_server_with
+pub trait RouteDecider: Send + Sync {
+    /// Routes one request. `host` is the request's host as sent (absolute-form or `:authority`
+    /// host, else `Host`; any case, maybe with a port), `table` and `config` are the proxy's
+    /// current ones (they change together when the state is swapped).
+    fn decide(
+        &self,
+        req: &RequestHeader,
+        host: &str,
+        table: &RouteTable,
+        config: &Config,
+    ) -> Result<RouteDecision, RouteError>;
+}
+
+/// The default [`RouteDecider`]: the host picks the site, the longest matching path prefix the
+/// route, and the route's own group is the upstream ([`RouteTable::decide`] on the host and
+/// the URI path). Allocation-free unless the host has upper-case letters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostPathDecider;
+
+impl RouteDecider for HostPathDecider {
+    #[inline]
+    fn decide(
+        &self,
+        req: &RequestHeader,
+        host: &str,
+        table: &RouteTable,
+        _config: &Config,
+    ) -> Result<RouteDecision, RouteError> {
+        table.decide(host, req.uri.path())
+    }
+}
+
+impl<F> RouteDecider for F
+where
+    F: Fn(&RequestHeader, &str, &RouteTable, &Config) -> Result<RouteDecision, RouteError>
+        + Send
+        + Sync,
+{
+    fn decide(
+        &self,
+        req: &RequestHeader,
+        host: &str,
+        table: &RouteTable,
+        config: &Config,
+    ) -> Result<RouteDecision, RouteError> {
+        self(req, host, table, config)
     }
 }
 
@@ -149,6 +334,63 @@ mod tests {
         assert_eq!(strip_port("galion.app"), "galion.app");
         assert_eq!(strip_port("[::1]:8080"), "[::1]");
         assert_eq!(strip_port("a:b"), "a:b");
+    }
+
+    fn two_groups() -> Config {
+        Config::from_toml_str(
+            r#"
+            [listeners]
+            http_proxy = ["127.0.0.1:8080"]
+            [upstreams.api]
+            backends = ["127.0.0.1:8001"]
+            [upstreams.web]
+            backends = ["127.0.0.1:3001"]
+            [[sites]]
+            hosts = ["galion.app"]
+            routes = [{ path = "/api/", upstream = "api" }, { path = "/", upstream = "web" }]
+            "#,
+            std::path::Path::new("."),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn default_decider_is_the_table() {
+        let config = two_groups();
+        let table = RouteTable::new(&config);
+        for (host, target) in [
+            ("galion.app", "/api/x?y=1"),
+            ("Galion.App:443", "/"),
+            ("evil.example", "/api/"),
+        ] {
+            let req = RequestHeader::build("GET", target.as_bytes(), None).unwrap();
+            assert_eq!(
+                HostPathDecider.decide(&req, host, &table, &config),
+                table.decide(host, req.uri.path()),
+                "{host}{target}"
+            );
+        }
+    }
+
+    #[test]
+    fn closures_are_deciders() {
+        let config = two_groups();
+        let table = RouteTable::new(&config);
+        // Everything on a known host goes to `api`, whatever the path.
+        let all_to_api = |req: &RequestHeader, host: &str, t: &RouteTable, c: &Config| {
+            let d = t.decide(host, req.uri.path())?;
+            let api = c.upstreams.iter().position(|u| u.name == "api").unwrap();
+            Ok(RouteDecision { upstream: api, ..d })
+        };
+        let decider: std::sync::Arc<dyn RouteDecider> = std::sync::Arc::new(all_to_api);
+        let req = RequestHeader::build("GET", b"/page", None).unwrap();
+        let d = decider.decide(&req, "galion.app", &table, &config).unwrap();
+        assert_eq!(config.upstreams[d.upstream].name, "api");
+        assert_eq!(config.sites[0].routes[d.route].prefix, "/");
+        assert_eq!(
+            decider.decide(&req, "evil.example", &table, &config),
+            Err(RouteError::UnknownHost)
+        );
     }
 
     #[test]

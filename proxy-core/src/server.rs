@@ -1,11 +1,14 @@
 //! Assembles a Pingora [`Server`] from a [`Config`]: listeners, services, background tasks.
 //!
 //! [`build_server`] is what `galion-edge run` calls, and what an embedder calls to get the
-//! whole proxy; [`add_to_server`] adds the same services to a `Server` the embedder owns.
+//! whole proxy; [`add_to_server`] adds the same services to a `Server` the embedder owns, next
+//! to its own. The `_with` variants take [`ProxyOptions`] (today: a custom
+//! [`RouteDecider`]).
 
 use crate::config::Config;
 use crate::front::Front;
 use crate::headers::HeaderPolicy;
+use crate::routing::{HostPathDecider, RouteDecider};
 use crate::service::{GalionProxy, ListenerRole, ProxyState};
 use crate::tls::{CertError, CertReloader, SniResolver};
 use crate::upstream::HealthChecker;
@@ -41,6 +44,37 @@ pub struct RunOptions {
     pub upgrade: bool,
 }
 
+/// How the provided service behaves beyond what the config says. The default is what the
+/// `galion-edge` binary runs.
+#[derive(Clone)]
+pub struct ProxyOptions {
+    /// Decides each proxied request's site, route and upstream group. Default:
+    /// [`HostPathDecider`] (the host picks the site, the longest path prefix the route).
+    pub decider: Arc<dyn RouteDecider>,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            decider: Arc::new(HostPathDecider),
+        }
+    }
+}
+
+impl std::fmt::Debug for ProxyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyOptions").finish_non_exhaustive()
+    }
+}
+
+impl ProxyOptions {
+    /// These options with another route decider.
+    pub fn with_decider(mut self, decider: Arc<dyn RouteDecider>) -> Self {
+        self.decider = decider;
+        self
+    }
+}
+
 /// Pingora's [`ServerConf`] from our `[server]` settings.
 pub fn server_conf(config: &Config) -> ServerConf {
     let s = &config.server;
@@ -57,8 +91,23 @@ pub fn server_conf(config: &Config) -> ServerConf {
     }
 }
 
-/// A whole proxy server for `config`, ready for `run_forever`.
+/// A whole proxy server for `config`, ready for `run_forever`: a Pingora `Server` configured
+/// from `[server]` (threads, grace period, pid file, upgrade socket, keepalive pool) with
+/// [`add_to_server`]'s services. Nothing is bound until `run_forever`.
+///
+/// Fails only if a certificate changed since the config was validated, the access log cannot
+/// be opened, a cache zone cannot be opened, or Pingora refuses a TLS setting.
 pub fn build_server(config: Config, opts: &RunOptions) -> Result<Server, BuildError> {
+    build_server_with(config, opts, ProxyOptions::default())
+}
+
+/// [`build_server`] with [`ProxyOptions`], for example a custom
+/// [`RouteDecider`].
+pub fn build_server_with(
+    config: Config,
+    opts: &RunOptions,
+    proxy: ProxyOptions,
+) -> Result<Server, BuildError> {
     let conf = server_conf(&config);
     let opt = Opt {
         upgrade: opts.upgrade,
@@ -66,16 +115,63 @@ pub fn build_server(config: Config, opts: &RunOptions) -> Result<Server, BuildEr
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
-    add_to_server(&mut server, config)?;
+    add_to_server_with(&mut server, config, proxy)?;
     Ok(server)
 }
 
-/// Adds the proxy's listening and background services to an existing server. Returns the
-/// shared state that every request reads. (Swapping it changes routes and headers for new
-/// requests; health checks, certificates and the front's limits stay as built.)
+/// Adds the proxy's listening and background services to a server the caller owns (and has
+/// bootstrapped), next to its own services. Returns the shared state that every request reads.
+/// (Swapping it changes routes and headers for new requests; health checks, certificates and
+/// the front's limits stay as built.)
+///
+/// Added: one listening service per non-empty listener list of the config (`https` with the
+/// certificate reloader, `http_proxy`, the port-80 `http` redirect, `[admin] listen`) and the
+/// health checker. The server's own [`ServerConf`] applies (threads, keepalive pool, retries);
+/// the config's `[server]` section is only read by [`build_server`]. Nothing is bound until the
+/// server runs.
+///
+/// Fails as [`build_server`] does; nothing is added to `server` then.
+///
+/// ```
+/// use proxy_core::pingora::core::server::Server;
+/// use proxy_core::Config;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = Config::from_toml_str(
+///     r#"
+///     [listeners]
+///     http_proxy = ["127.0.0.1:8080"]
+///     [access_log]
+///     path = "off"
+///     [upstreams.app]
+///     backends = ["127.0.0.1:3000"]
+///     [[sites]]
+///     hosts = ["example.test"]
+///     routes = [{ path = "/", upstream = "app" }]
+///     "#,
+///     std::path::Path::new("."),
+/// )?;
+/// let mut server = Server::new(None)?;
+/// server.bootstrap();
+/// // server.add_service(...your own services...);
+/// let state = proxy_core::add_to_server(&mut server, config)?;
+/// assert_eq!(state.load().config.sites[0].hosts, ["example.test"]);
+/// // server.run_forever();
+/// # Ok(())
+/// # }
+/// ```
 pub fn add_to_server(
     server: &mut Server,
     config: Config,
+) -> Result<Arc<ArcSwap<ProxyState>>, BuildError> {
+    add_to_server_with(server, config, ProxyOptions::default())
+}
+
+/// [`add_to_server`] with [`ProxyOptions`], for example a custom [`RouteDecider`].
+pub fn add_to_server_with(
+    server: &mut Server,
+    config: Config,
+    options: ProxyOptions,
 ) -> Result<Arc<ArcSwap<ProxyState>>, BuildError> {
     let conf = server.configuration.clone();
     let config = Arc::new(config);
@@ -84,7 +180,8 @@ pub fn add_to_server(
     let default_policy = current.default_headers.clone();
 
     let make_front = |role: ListenerRole| {
-        let mut proxy = HttpProxy::new(GalionProxy::new(state.clone(), role), conf.clone());
+        let service = GalionProxy::new(state.clone(), role).with_decider(options.decider.clone());
+        let mut proxy = HttpProxy::new(service, conf.clone());
         proxy.handle_init_modules();
         let mut options = HttpServerOptions::default();
         options.keepalive_request_limit = Some(config.downstream.keepalive_requests);

@@ -257,3 +257,34 @@ async fn the_cache_stores_the_compressed_variant_and_hits_do_not_recompress() {
         3
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_gzip_body_is_never_stored_where_a_client_cannot_read_it() {
+    let o = origin("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(bin!(), dir.path(), &config(&o));
+    let original = galion_edge::origin::sample_text(20_000);
+    // A br client first: the origin's gzip is decoded before it is stored under the br variant.
+    let first = fetch(&proxy, "/cached/text?n=20000&gz=1", Some("br"), &[]).await;
+    assert_ne!(first.encoding.as_deref(), Some("gzip"));
+    assert_eq!(decode(first.encoding.as_deref(), &first.raw), original);
+    // Another br-only client shares the variant: a hit it can read.
+    let hit = fetch(&proxy, "/cached/text?n=20000&gz=1", Some("br"), &[]).await;
+    assert_eq!(hit.headers["x-cache-status"], "HIT");
+    assert_ne!(hit.encoding.as_deref(), Some("gzip"));
+    assert_eq!(decode(hit.encoding.as_deref(), &hit.raw), original);
+    // A gzip client gets the origin's gzip (its own variant), an identity client plain text.
+    let gz = fetch(&proxy, "/cached/text?n=20000&gz=1", Some("gzip"), &[]).await;
+    assert_eq!(gz.encoding.as_deref(), Some("gzip"));
+    let id = fetch(&proxy, "/cached/text?n=20000&gz=1", None, &[]).await;
+    assert_eq!(id.encoding, None);
+    assert_eq!(id.raw, original);
+    // A gzip body marked no-transform is not decoded, so it is not stored for br clients.
+    let nt = "/cached/nt/text?n=20000&gz=1&cc=no-transform%2C%20max-age%3D60";
+    fetch(&proxy, nt, Some("br"), &[]).await;
+    let again = fetch(&proxy, nt, Some("br"), &[]).await;
+    assert_ne!(
+        again.headers["x-cache-status"], "HIT",
+        "not stored under the br variant"
+    );
+}

@@ -80,6 +80,32 @@ pub struct ZoneUsage {
 
 /// A two-tier cache storage for one zone. Create with [`TieredStorage::open`], then leak it
 /// (Pingora wants `&'static`), as [`super::CacheZone::open`] does.
+///
+/// It is a plain `pingora_cache::Storage`: any `ProxyHttp` can use it, with its
+/// [`DiskEviction`] manager (which must be the one given to `open`, so that evictions Pingora
+/// decides remove the files) and, usually, a cache lock:
+///
+/// ```
+/// use proxy_core::cache::{DiskEviction, TieredStorage};
+/// use proxy_core::pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
+/// use std::time::Duration;
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// // 64 MiB on disk (about 4096 entries expected), 8 MiB in memory, objects up to 1 MiB.
+/// let eviction: &'static DiskEviction =
+///     Box::leak(Box::new(DiskEviction::with_capacity(64 << 20, 4096)));
+/// let storage: &'static TieredStorage = Box::leak(Box::new(
+///     TieredStorage::open("example", dir.path(), 8 << 20, 1 << 20, eviction).unwrap(),
+/// ));
+/// let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(Duration::from_secs(5)));
+///
+/// // Then, in `ProxyHttp::request_cache_filter`:
+/// // session.cache.enable(storage, Some(eviction), None, Some(lock), None);
+/// # let _ = lock;
+/// assert_eq!(storage.usage().disk_objects, 0);
+/// ```
+///
+/// `proxy-core/examples/cache_and_limiter.rs` is a whole proxy built that way.
 pub struct TieredStorage {
     name: String,
     dir: PathBuf,
