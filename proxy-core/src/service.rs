@@ -521,8 +521,7 @@ impl ProxyHttp for GalionProxy {
             return refuse(session, ctx, 413).await;
         }
         let class = ctx.state.config.sites[decision.site].routes[decision.route].limit;
-        let path = path.to_string();
-        if let Some(refusal) = self.check_limits(ctx, class, &path) {
+        if let Some(refusal) = self.check_limits(ctx, class, path) {
             return self.too_many(session, ctx, refusal).await;
         }
         Ok(false)
