@@ -596,11 +596,13 @@ impl Validator {
             http: self.addresses("listeners.http", &raw.listeners.http),
             http_proxy: self.addresses("listeners.http_proxy", &raw.listeners.http_proxy),
         };
+        let admin_listen = self.addresses("admin.listen", &raw.admin.listen);
         let mut seen = HashMap::new();
         for (field, list) in [
             ("listeners.https", &listeners.https),
             ("listeners.http", &listeners.http),
             ("listeners.http_proxy", &listeners.http_proxy),
+            ("admin.listen", &admin_listen),
         ] {
             for (i, a) in list.iter().enumerate() {
                 if let Some(other) = seen.insert(*a, format!("{field}[{i}]")) {
@@ -644,7 +646,6 @@ impl Validator {
         let client_ip = self.client_ip(&raw.client_ip);
         let limits = self.limits(&raw.limits);
         let compression = self.compression(&raw.compression);
-        let admin_listen = self.addresses("admin.listen", &raw.admin.listen);
         if !raw.admin.allow_remote.unwrap_or(false) {
             for (i, a) in admin_listen.iter().enumerate() {
                 if !a.ip().is_loopback() {

@@ -443,6 +443,17 @@ fn bad_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             ],
         ),
         (
+            "admin listener on a proxy listener's address",
+            edit(
+                "[downstream]",
+                "[admin]\nlisten = [\"127.0.0.1:1\"]\n\n[downstream]",
+            ),
+            vec![
+                "error: admin.listen[0] = 127.0.0.1:1",
+                "address already used by listeners.http_proxy[0]",
+            ],
+        ),
+        (
             "https listener and a site without tls",
             edit(
                 "http_proxy = [\"127.0.0.1:1\"]",
