@@ -21,6 +21,12 @@ cargo test --workspace -- --test-threads="${GALION_TEST_THREADS:-4}"
 step "cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
-step "check every file in configs/ with the binary's own check"
-# Covered by tests/tests/configs.rs; nothing more to run here.
-echo "ok"
+step "monitoring files"
+# The dashboard JSON and the metric names it and the alerts use are checked by
+# tests/tests/configs.rs; the alert rules also go through promtool when it is installed
+# (Debian package `prometheus`; not installed here by default: it is large).
+if command -v promtool >/dev/null 2>&1; then
+  promtool check rules configs/monitoring/alerts.yml
+else
+  echo "promtool not installed: alert rules checked for metric names only"
+fi

@@ -1,9 +1,11 @@
-//! The admin listener: liveness, cache stats and cache purges. Loopback only unless the config
-//! says `allow_remote = true` (nothing here is authenticated).
+//! The admin listener: liveness, readiness, metrics, cache stats and cache purges. Loopback
+//! only unless the config says `allow_remote = true` (nothing here is authenticated).
 //!
 //! | request | answer |
 //! |---|---|
 //! | `GET /healthz` | `200 {"status":"ok"}` while the process serves |
+//! | `GET /readyz` | `200 {"status":"ready"}`, or `503` naming what is not ready (see [`Admin::readiness`]) |
+//! | `GET /metrics` | Prometheus text exposition 0.0.4 (see [`crate::metrics`]) |
 //! | `GET /cache/stats` | JSON: per zone, hits by tier, misses, fills, errors, evictions, sizes; compression counts |
 //! | `POST /cache/purge?url=https://galion.app/api/x` | every variant of one URL, in every zone |
 //! | `POST /cache/purge?prefix=https://galion.app/api/` | every URL under a prefix |
@@ -13,26 +15,90 @@
 //! Purges answer `{"purged": N}`. URLs are matched without their scheme, so an entry cached
 //! through the https and the plain listener goes alike.
 
-use crate::cache::Caches;
+use crate::service::ProxyState;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
-use std::sync::atomic::Ordering;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// The admin app, served by Pingora's `HttpServer`.
+/// The admin app, served by Pingora's `HttpServer`. It reads the proxy's current state at each
+/// request, so it follows state swaps.
 pub struct Admin {
-    caches: Arc<Caches>,
-    compression: Arc<crate::service::CompressionStats>,
+    state: Arc<ArcSwap<ProxyState>>,
+    /// Set once every listener of the config was seen bound (they never unbind while running).
+    listeners_bound: AtomicBool,
+}
+
+/// What `/readyz` found. Ready when both lists are empty.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Readiness {
+    /// Upstream groups none of whose backends is in rotation, in config order.
+    pub groups_without_healthy_backend: Vec<String>,
+    /// Listener addresses of the config this process does not listen on (yet).
+    pub listeners_not_bound: Vec<SocketAddr>,
+}
+
+impl Readiness {
+    /// Whether the proxy is ready for traffic.
+    pub fn is_ready(&self) -> bool {
+        self.groups_without_healthy_backend.is_empty() && self.listeners_not_bound.is_empty()
+    }
 }
 
 impl Admin {
-    /// An admin app over these cache zones.
-    pub fn new(caches: Arc<Caches>, compression: Arc<crate::service::CompressionStats>) -> Self {
+    /// An admin app over the proxy's shared state (what [`crate::add_to_server`] returns).
+    pub fn new(state: Arc<ArcSwap<ProxyState>>) -> Self {
         Admin {
-            caches,
-            compression,
+            state,
+            listeners_bound: AtomicBool::new(false),
+        }
+    }
+
+    /// The readiness check of `/readyz`:
+    ///
+    /// - **config loaded**: always true here, since a state exists only for a validated config
+    ///   (the process does not start without one);
+    /// - **listeners bound**: every address of the config's `[listeners]` and `[admin]` is a
+    ///   listening socket of this process. Pingora 0.9.1 binds each service's listeners in that
+    ///   service's own runtime, concurrently, when the server starts (and a failed bind panics
+    ///   that service's task, not the process), so the admin listener answering proves nothing
+    ///   about the others: on Linux this looks at `/proc/self/net/tcp{,6}` and `/proc/self/fd`
+    ///   until every address has been seen once. Elsewhere it is assumed;
+    /// - **upstreams**: every group has at least one backend in rotation (health check passing,
+    ///   or no health check).
+    pub fn readiness(&self) -> Readiness {
+        let state = self.state.load();
+        let groups_without_healthy_backend = state
+            .upstreams
+            .iter()
+            .filter(|g| !g.settings().backends.iter().any(|b| g.is_healthy(*b)))
+            .map(|g| g.name().to_string())
+            .collect();
+        let listeners_not_bound = if self.listeners_bound.load(Ordering::Relaxed) {
+            Vec::new()
+        } else {
+            let l = &state.config.listeners;
+            let all: Vec<SocketAddr> = l
+                .https
+                .iter()
+                .chain(&l.http_proxy)
+                .chain(&l.http)
+                .chain(&state.config.admin_listen)
+                .copied()
+                .collect();
+            let missing = unbound(&all);
+            if missing.is_empty() {
+                self.listeners_bound.store(true, Ordering::Relaxed);
+            }
+            missing
+        };
+        Readiness {
+            groups_without_healthy_backend,
+            listeners_not_bound,
         }
     }
 
@@ -60,7 +126,7 @@ impl Admin {
             return Ok(self.each(|z| z.purge_prefix(&prefix)));
         }
         if let Some(name) = param("zone") {
-            return match self.caches.zone(&name) {
+            return match self.state.load().caches.zone(&name) {
                 Some(z) => Ok(z.storage.purge_all()),
                 None => Err(format!("no cache zone named {name:?}")),
             };
@@ -72,13 +138,20 @@ impl Admin {
     }
 
     fn each(&self, f: impl Fn(&crate::cache::TieredStorage) -> usize) -> usize {
-        self.caches.zones.iter().map(|z| f(z.storage)).sum()
+        self.state
+            .load()
+            .caches
+            .zones
+            .iter()
+            .map(|z| f(z.storage))
+            .sum()
     }
 
     /// The `/cache/stats` document.
     pub fn stats(&self) -> serde_json::Value {
+        let state = self.state.load();
         let mut zones = serde_json::Map::new();
-        for z in &self.caches.zones {
+        for z in &state.caches.zones {
             let s = &z.storage.stats;
             let u = z.storage.usage();
             let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
@@ -105,8 +178,8 @@ impl Admin {
         serde_json::json!({
             "zones": zones,
             "compression": {
-                "compressed": self.compression.compressed.load(Ordering::Relaxed),
-                "decompressed": self.compression.decompressed.load(Ordering::Relaxed),
+                "compressed": state.compression_stats.compressed.load(Ordering::Relaxed),
+                "decompressed": state.compression_stats.decompressed.load(Ordering::Relaxed),
             },
         })
     }
@@ -135,6 +208,63 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The addresses in `want` that no listening TCP socket of this process is bound to (matched
+/// by port: the process cannot hold two listeners on one port with different addresses that
+/// the config would accept). On Linux, from `/proc`; elsewhere none (assumed bound).
+fn unbound(want: &[SocketAddr]) -> Vec<SocketAddr> {
+    if !cfg!(target_os = "linux") {
+        return Vec::new();
+    }
+    let mut listening: Vec<(u16, u64)> = Vec::new();
+    for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(table) {
+            listening.extend(listening_sockets(&text));
+        }
+    }
+    listening.retain(|(port, _)| want.iter().any(|a| a.port() == *port));
+    let ours: Vec<u64> = if listening.is_empty() {
+        Vec::new()
+    } else {
+        std::fs::read_dir("/proc/self/fd")
+            .map(|dir| {
+                dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                    .filter_map(|target| socket_inode(&target.to_string_lossy()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    want.iter()
+        .filter(|a| {
+            !listening
+                .iter()
+                .any(|(port, inode)| *port == a.port() && ours.contains(inode))
+        })
+        .copied()
+        .collect()
+}
+
+/// `(local port, inode)` of each LISTEN line of a `/proc/net/tcp` or `tcp6` table.
+fn listening_sockets(table: &str) -> impl Iterator<Item = (u16, u64)> + '_ {
+    table.lines().skip(1).filter_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+        if f.len() < 10 || f[3] != "0A" {
+            return None;
+        }
+        let (_, port) = f[1].rsplit_once(':')?;
+        Some((u16::from_str_radix(port, 16).ok()?, f[9].parse().ok()?))
+    })
+}
+
+/// The inode of a `/proc/self/fd` link target `socket:[N]`.
+fn socket_inode(target: &str) -> Option<u64> {
+    target
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
 fn answer(status: StatusCode, body: serde_json::Value) -> Response<Vec<u8>> {
     let body = body.to_string().into_bytes();
     Response::builder()
@@ -157,6 +287,41 @@ impl ServeHttp for Admin {
             (Method::GET | Method::HEAD, "/healthz") => {
                 answer(StatusCode::OK, serde_json::json!({"status": "ok"}))
             }
+            (Method::GET | Method::HEAD, "/readyz") => {
+                let r = self.readiness();
+                if r.is_ready() {
+                    answer(StatusCode::OK, serde_json::json!({"status": "ready"}))
+                } else {
+                    answer(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        serde_json::json!({
+                            "status": "not ready",
+                            "groups_without_healthy_backend": r.groups_without_healthy_backend,
+                            "listeners_not_bound": r
+                                .listeners_not_bound
+                                .iter()
+                                .map(|a| a.to_string())
+                                .collect::<Vec<_>>(),
+                        }),
+                    )
+                }
+            }
+            (Method::GET | Method::HEAD, "/metrics") => {
+                let state = self.state.load();
+                match state.metrics.render(&state) {
+                    Ok(text) => Response::builder()
+                        .status(StatusCode::OK)
+                        .header("content-type", crate::metrics::CONTENT_TYPE)
+                        .header("content-length", text.len())
+                        .header("cache-control", "no-store")
+                        .body(text.into_bytes())
+                        .unwrap_or_else(|_| Response::new(Vec::new())),
+                    Err(e) => answer(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        serde_json::json!({ "error": e.to_string() }),
+                    ),
+                }
+            }
             (Method::GET | Method::HEAD, "/cache/stats") => answer(StatusCode::OK, self.stats()),
             (m, "/cache/purge") if m == Method::POST || m.as_str() == "PURGE" => {
                 match self.purge(&query) {
@@ -164,7 +329,7 @@ impl ServeHttp for Admin {
                     Err(e) => answer(StatusCode::BAD_REQUEST, serde_json::json!({ "error": e })),
                 }
             }
-            (_, "/healthz" | "/cache/stats" | "/cache/purge") => answer(
+            (_, "/healthz" | "/readyz" | "/metrics" | "/cache/stats" | "/cache/purge") => answer(
                 StatusCode::METHOD_NOT_ALLOWED,
                 serde_json::json!({"error": "method not allowed"}),
             ),
@@ -173,5 +338,35 @@ impl ServeHttp for Admin {
                 serde_json::json!({"error": "not found"}),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_sockets_from_a_proc_table() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 12399 1 0000000000000000 20 4 30 10 -1
+   2: 00000000000000000000000001000000:2383 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 777 1 0000000000000000 100 0 0 10 0
+";
+        let got: Vec<(u16, u64)> = listening_sockets(table).collect();
+        assert_eq!(got, vec![(8080, 12345), (9091, 777)]);
+        assert_eq!(socket_inode("socket:[12345]"), Some(12345));
+        assert_eq!(socket_inode("pipe:[12345]"), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_listener_of_this_process_is_seen_bound() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let bound = l.local_addr().expect("addr");
+        let free = {
+            let t = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            t.local_addr().expect("addr")
+        };
+        assert_eq!(unbound(&[bound, free]), vec![free]);
     }
 }

@@ -26,7 +26,10 @@
 //!   ├─ upstream_response_filter / body ── compression::{CompressionPolicy, BodyCoder}
 //!   ├─ response_filter ────────────────── headers::HeaderPolicy (HSTS, CSP, …), X-Cache-Status
 //!   ├─ fail_to_proxy ──────────────────── errors::answer_for (502 / 504 / 4xx)
-//!   └─ logging ────────────────────────── access_log::AccessLog
+//!   └─ logging ────────────────────────── access_log::AccessLog, metrics::MetricHandles
+//!
+//! admin listener ──────────────────────── admin::Admin (/healthz, /readyz, /metrics,
+//!                                          cache stats and purges; metrics::Metrics::render)
 //! ```
 //!
 //! [`service::GalionProxy`] is the `ProxyHttp` implementation; each hook calls one module.
@@ -75,6 +78,7 @@ pub mod config;
 pub mod errors;
 pub mod front;
 pub mod headers;
+pub mod metrics;
 pub mod ratelimit;
 pub mod routing;
 pub mod server;
@@ -87,6 +91,7 @@ pub use client_ip::{ClientIpResolver, TrustedProxies};
 pub use compression::{BodyCoder, CompressionPolicy};
 pub use config::{Config, ConfigError, ConfigErrors};
 pub use headers::{HeaderPolicy, HeaderPolicyBuilder};
+pub use metrics::Metrics;
 pub use ratelimit::{ConnLimiter, LimitClass, RateLimiter};
 pub use routing::{HostPathDecider, RouteDecider, RouteDecision, RouteError, RouteTable};
 pub use server::{

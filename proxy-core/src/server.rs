@@ -199,7 +199,8 @@ pub fn add_to_server_with(
         let resolver = Arc::new(SniResolver::from_config(&config)?);
         let mut svc = Service::new("galion-edge https".into(), make_front(ListenerRole::Https));
         for addr in &config.listeners.https {
-            let mut tls = TlsSettings::intermediate("", "")
+            // The same settings as `TlsSettings::intermediate`, plus the handshake counter.
+            let mut tls = TlsSettings::with_callbacks(current.metrics.tls_callbacks())
                 .map_err(|e| BuildError::Pingora(e.to_string()))?;
             tls.set_cert_resolver(resolver.clone());
             tls.enable_h2();
@@ -233,8 +234,7 @@ pub fn add_to_server_with(
     }
     if !config.admin_listen.is_empty() {
         let app = pingora_core::apps::http_app::HttpServer::new_app(crate::admin::Admin::new(
-            current.caches.clone(),
-            current.compression_stats.clone(),
+            state.clone(),
         ));
         let mut svc = Service::new("galion-edge admin".into(), app);
         svc.threads = Some(1);

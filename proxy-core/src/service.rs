@@ -9,7 +9,7 @@
 //! | `request_body_filter` | body limit on streamed bodies (413) | |
 //! | `upstream_response_filter` / `response_filter` | hop-by-hop stripping, security headers, request id | [`headers`] |
 //! | `fail_to_proxy` | 502/504/4xx with a short body and the security headers | [`errors`](crate::errors) |
-//! | `logging` | one access-log line | [`access_log`](crate::access_log) |
+//! | `logging` | one access-log line; the request's metrics | [`access_log`](crate::access_log), [`metrics`](crate::metrics) |
 
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::cache::{self, Caches};
@@ -18,6 +18,7 @@ use crate::compression::{self, BodyCoder, CompressionPolicy, Plan};
 use crate::config::Config;
 use crate::errors::{answer_for, body_for};
 use crate::headers::{self, HeaderPolicy, X_CACHE_STATUS, X_REQUEST_ID};
+use crate::metrics::{InFlight, MetricHandles, Metrics};
 use crate::ratelimit::{self, ConnLimiter, Decision, LimitClass, RateLimiter};
 use crate::routing::{path_is_clean, HostPathDecider, RouteDecider, RouteError, RouteTable};
 use crate::upstream::UpstreamGroup;
@@ -63,8 +64,13 @@ pub struct ProxyState {
     limit_allow: TrustedProxies,
     /// Response compression, if enabled.
     pub compression: Option<CompressionPolicy>,
-    /// Compression counters.
+    /// Compression counters (the same `Arc` as [`Metrics::compression_stats`], so they
+    /// outlive a state swap with the metrics).
     pub compression_stats: Arc<CompressionStats>,
+    /// The proxy's metrics (shared across state swaps, as the caches are).
+    pub metrics: Arc<Metrics>,
+    /// The metrics' handles for this config's sites, routes, groups, zones and classes.
+    pub(crate) metric_handles: MetricHandles,
 }
 
 /// What the compression filter did, for the admin stats and the metrics.
@@ -77,15 +83,33 @@ pub struct CompressionStats {
 }
 
 impl ProxyState {
-    /// Compiles a validated config. Fails only if the access log cannot be opened or a
-    /// backend address cannot be used.
+    /// Compiles a validated config, opening its cache zones and starting fresh metrics. Fails
+    /// only if the access log or a cache zone cannot be opened or a backend address cannot be
+    /// used.
     pub fn new(config: Arc<Config>) -> std::io::Result<ProxyState> {
         let caches = Arc::new(Caches::open(&config.cache)?);
         Self::with_caches(config, caches)
     }
 
-    /// Compiles a config around already-open cache zones.
+    /// Compiles a config around already-open cache zones, with fresh metrics (every counter at
+    /// zero). Fails as [`ProxyState::new`] does.
     pub fn with_caches(config: Arc<Config>, caches: Arc<Caches>) -> std::io::Result<ProxyState> {
+        let metrics = Metrics::new().map_err(std::io::Error::other)?;
+        Self::with_shared(config, caches, Arc::new(metrics))
+    }
+
+    /// Compiles a config around the cache zones and metrics of a state it replaces, so a swap
+    /// keeps the cache and every counter (a reload builds the new state this way). `caches`
+    /// must have been opened for the same zones as `config` names. Fails as
+    /// [`ProxyState::new`] does.
+    pub fn with_shared(
+        config: Arc<Config>,
+        caches: Arc<Caches>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<ProxyState> {
+        let metric_handles = metrics
+            .handles(&config, &caches)
+            .map_err(std::io::Error::other)?;
         let limits = &config.limits;
         let limit_classes: Vec<LimitClass> = limits
             .classes
@@ -138,7 +162,9 @@ impl ProxyState {
                         .unwrap_or_else(CompressionPolicy::default_types),
                 )
             }),
-            compression_stats: Arc::new(CompressionStats::default()),
+            compression_stats: metrics.compression_stats(),
+            metrics,
+            metric_handles,
             config,
         })
     }
@@ -202,6 +228,7 @@ pub struct RequestCtx {
     conn_guard: Option<pingora_limits::inflight::Guard>,
     rate: Option<(usize, u32, u32)>,
     coder: Option<BodyCoder>,
+    in_flight: Option<InFlight>,
 }
 
 impl RequestCtx {
@@ -310,8 +337,8 @@ async fn linger(session: &mut Session) {
 enum Refusal {
     /// Too many requests in the window for this class.
     Rate { class: usize, retry_after: u32 },
-    /// Too many requests in flight from this client.
-    Concurrency,
+    /// Too many requests in flight from this client (on a route of this class, if any).
+    Concurrency { class: Option<usize> },
 }
 
 impl GalionProxy {
@@ -336,7 +363,7 @@ impl GalionProxy {
         }
         match state.conn_limiter.acquire(ip) {
             Ok(guard) => ctx.conn_guard = guard,
-            Err(_) => return Some(Refusal::Concurrency),
+            Err(_) => return Some(Refusal::Concurrency { class }),
         }
         let class = class?;
         match state.limiter.check(&state.limit_classes[class], ip) {
@@ -361,9 +388,16 @@ impl GalionProxy {
         ctx: &mut RequestCtx,
         why: Refusal,
     ) -> Result<bool> {
+        let handles = &ctx.state.metric_handles;
         let (retry_after, class) = match why {
-            Refusal::Rate { class, retry_after } => (retry_after, Some(class)),
-            Refusal::Concurrency => (1, None),
+            Refusal::Rate { class, retry_after } => {
+                handles.rate_rejected(class);
+                (retry_after, Some(class))
+            }
+            Refusal::Concurrency { class } => {
+                handles.concurrency_rejected(class);
+                (1, None)
+            }
         };
         let mut extra = vec![(header::RETRY_AFTER, HeaderValue::from(retry_after))];
         let mut json = false;
@@ -460,10 +494,15 @@ impl ProxyHttp for GalionProxy {
             conn_guard: None,
             rate: None,
             coder: None,
+            in_flight: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // A cache revalidation in the background is a subrequest: not a client's request.
+        if session.subrequest_ctx.is_none() {
+            ctx.in_flight = Some(ctx.state.metrics.in_flight());
+        }
         let req = session.req_header();
         ctx.request_id = headers::request_id(req);
         ctx.peer = client_ip(session);
@@ -668,6 +707,10 @@ impl ProxyHttp for GalionProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let Some(u) = ctx.upstream {
+            let timed_out = matches!(e.etype(), ErrorType::ConnectTimedout);
+            ctx.state.metric_handles.connect_failed(u, timed_out);
+        }
         let backends = ctx
             .upstream
             .and_then(|u| ctx.state.upstreams.get(u))
@@ -887,6 +930,14 @@ impl ProxyHttp for GalionProxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let answer = answer_for(e);
+        // Connect timeouts were counted by `fail_to_connect`.
+        if let (Some(u), ErrorType::ReadTimedout | ErrorType::WriteTimedout) =
+            (ctx.upstream, e.etype())
+        {
+            if e.esource() == &pingora_error::ErrorSource::Upstream {
+                ctx.state.metric_handles.upstream_timed_out(u);
+            }
+        }
         // The connection is closed after an error: say so, or keepalive clients retry into a reset.
         session.set_keepalive(None);
         if answer.status > 0 && session.response_written().is_none() {
@@ -912,6 +963,30 @@ impl ProxyHttp for GalionProxy {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let req = session.req_header();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let duration = ctx.start.elapsed();
+        let bytes_sent = session.as_downstream().body_bytes_sent();
+        let handles = &ctx.state.metric_handles;
+        if session.subrequest_ctx.is_none() {
+            handles.request(
+                ctx.site,
+                ctx.route,
+                status,
+                duration,
+                bytes_sent,
+                session.as_downstream().body_bytes_read(),
+            );
+            if let Some(z) = ctx.cache_zone {
+                if matches!(
+                    session.cache.phase(),
+                    pingora_cache::CachePhase::Stale | pingora_cache::CachePhase::StaleUpdating
+                ) {
+                    handles.stale(z);
+                }
+            }
+        }
+        if let (Some(u), Some(t)) = (ctx.upstream, ctx.upstream_time) {
+            handles.upstream_response(u, t);
+        }
         let hdr = |name: header::HeaderName| {
             req.headers
                 .get(name)
@@ -934,10 +1009,10 @@ impl ProxyHttp for GalionProxy {
             uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),
             protocol,
             status,
-            bytes_sent: session.as_downstream().body_bytes_sent(),
+            bytes_sent,
             referer: hdr(header::REFERER),
             user_agent: hdr(header::USER_AGENT),
-            duration: ctx.start.elapsed(),
+            duration,
             upstream: ctx.upstream_addr,
             upstream_time: ctx.upstream_time,
             request_id: ctx.request_id.to_str().unwrap_or("-"),

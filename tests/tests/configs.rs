@@ -757,3 +757,34 @@ fn missing_listeners_and_sites_are_reported_with_other_errors() {
         ],
     );
 }
+
+#[test]
+fn the_grafana_dashboard_parses_and_queries_exported_metrics() {
+    let dir = configs_dir().join("monitoring");
+    let text = std::fs::read_to_string(dir.join("grafana-dashboard.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let panels = v["panels"].as_array().unwrap();
+    assert!(panels.len() >= 9, "{} panels", panels.len());
+    // Every metric a panel or an alert queries is one the proxy exports.
+    let exported = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../proxy-core/src/metrics.rs"),
+    )
+    .unwrap();
+    let alerts = std::fs::read_to_string(dir.join("alerts.yml")).unwrap();
+    for source in [text.as_str(), alerts.as_str()] {
+        for (i, _) in source.match_indices("galion_edge_") {
+            let name: String = source[i + "galion_edge_".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let base = name
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count");
+            assert!(
+                exported.contains(&format!("\"{base}\"")) || exported.contains(base),
+                "{name} is not exported"
+            );
+        }
+    }
+}
