@@ -120,5 +120,5 @@ pub fn run(configs: Option<PathBuf>) -> anyhow::Result<()> {
          \x20 curl -s -X POST 'http://127.0.0.1:{admin}/cache/purge?prefix=galion.app/api/'   # purge; stats at /cache/stats\n\
          \nAccess log lines follow. Ctrl-C stops.\n"
     );
-    crate::serve(config, false)
+    crate::serve(config, Some(&path), false)
 }

@@ -12,7 +12,7 @@ pub mod origin;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use proxy_core::config::Config;
-use proxy_core::server::{build_server, RunOptions};
+use proxy_core::server::{build_server_with, ProxyOptions, RunOptions};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -113,15 +113,22 @@ pub fn check(path: &Path, root: Option<&Path>) -> ExitCode {
     }
 }
 
-/// Loads, validates and runs; returns only on a startup error.
+/// Loads, validates and runs; returns only on a startup error. SIGHUP re-reads `path`.
 pub fn run(path: &Path, upgrade: bool) -> anyhow::Result<()> {
     let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    serve(config, upgrade)
+    serve(config, Some(path), upgrade)
 }
 
-/// Runs a validated config until the process is told to stop.
-pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
-    let server = build_server(config, &RunOptions { upgrade }).context("starting the server")?;
+/// Runs a validated config until the process is told to stop. `path` is the file a reload
+/// (SIGHUP, `POST /reload`) reads again; without it reloads are refused.
+pub fn serve(config: Config, path: Option<&Path>, upgrade: bool) -> anyhow::Result<()> {
+    let mut proxy = ProxyOptions::default();
+    if let Some(p) = path {
+        // Absolute, so a reload finds the file whatever the working directory is then.
+        proxy = proxy.with_config_path(std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
+    }
+    let server =
+        build_server_with(config, &RunOptions { upgrade }, proxy).context("starting the server")?;
     log::info!("galion-edge {} starting", env!("CARGO_PKG_VERSION"));
     server.run_forever()
 }

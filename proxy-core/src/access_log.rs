@@ -3,12 +3,15 @@
 //! Request tasks format a line and hand it to a bounded channel; one writer thread batches
 //! lines into the file or stdout. If the writer falls behind by more than the channel holds,
 //! lines are dropped and counted ([`AccessLog::dropped`]) rather than slowing requests.
+//!
+//! [`AccessLog::reopen`] (SIGUSR1, as nginx) makes the writer close and reopen its file, for
+//! logrotate without `copytruncate`.
 
 use crate::config::{AccessLogFormat, AccessLogSettings, AccessLogTarget};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -52,6 +55,7 @@ pub struct AccessLog {
     format: AccessLogFormat,
     tx: Option<SyncSender<String>>,
     dropped: Arc<AtomicU64>,
+    reopen: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for AccessLog {
@@ -63,34 +67,46 @@ impl std::fmt::Debug for AccessLog {
 }
 
 impl AccessLog {
-    /// Opens the target and starts the writer thread.
+    /// Opens the target and starts the writer thread. Fails if the file cannot be opened for
+    /// appending (it is created if missing) or the thread cannot be started.
     pub fn open(settings: &AccessLogSettings) -> std::io::Result<AccessLog> {
         let dropped = Arc::new(AtomicU64::new(0));
-        let sink: Box<dyn Write + Send> = match &settings.target {
+        let reopen = Arc::new(AtomicBool::new(false));
+        let (sink, path): (Box<dyn Write + Send>, _) = match &settings.target {
             AccessLogTarget::Off => {
                 return Ok(AccessLog {
                     format: settings.format,
                     tx: None,
                     dropped,
+                    reopen,
                 })
             }
-            AccessLogTarget::Stdout => Box::new(std::io::stdout()),
-            AccessLogTarget::File(p) => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)?,
-            ),
+            AccessLogTarget::Stdout => (Box::new(std::io::stdout()), None),
+            AccessLogTarget::File(p) => (Box::new(open_append(p)?), Some(p.clone())),
         };
         let (tx, rx) = sync_channel::<String>(16 * 1024);
+        let flag = reopen.clone();
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || writer(rx, sink))?;
+            .spawn(move || writer(rx, sink, path, flag))?;
         Ok(AccessLog {
             format: settings.format,
             tx: Some(tx),
             dropped,
+            reopen,
         })
+    }
+
+    /// Asks the writer to flush, close its file and open the configured path again (appending,
+    /// creating it if missing), so lines go to a new file after logrotate renamed the old one.
+    /// Lines queued before the call may still go to the old file. Nothing happens for stdout
+    /// or `off`. Never blocks; if the file cannot be reopened the writer logs the error and
+    /// keeps writing to the old file.
+    pub fn reopen(&self) {
+        let Some(tx) = &self.tx else { return };
+        self.reopen.store(true, Ordering::Release);
+        // Wake the writer; if the queue is full it is busy and sees the flag after its batch.
+        let _ = tx.try_send(String::new());
     }
 
     /// Lines dropped because the writer fell behind.
@@ -111,7 +127,19 @@ impl AccessLog {
     }
 }
 
-fn writer(rx: Receiver<String>, sink: Box<dyn Write + Send>) {
+fn open_append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+fn writer(
+    rx: Receiver<String>,
+    sink: Box<dyn Write + Send>,
+    path: Option<std::path::PathBuf>,
+    reopen: Arc<AtomicBool>,
+) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, sink);
     while let Ok(line) = rx.recv() {
         let _ = out.write_all(line.as_bytes());
@@ -120,6 +148,14 @@ fn writer(rx: Receiver<String>, sink: Box<dyn Write + Send>) {
             let _ = out.write_all(more.as_bytes());
         }
         let _ = out.flush();
+        if reopen.swap(false, Ordering::AcqRel) {
+            if let Some(p) = &path {
+                match open_append(p) {
+                    Ok(f) => out = std::io::BufWriter::with_capacity(64 * 1024, Box::new(f)),
+                    Err(e) => log::error!("access log: cannot reopen {}: {e}", p.display()),
+                }
+            }
+        }
     }
 }
 

@@ -11,10 +11,12 @@
 //! | `POST /cache/purge?prefix=https://galion.app/api/` | every URL under a prefix |
 //! | `POST /cache/purge?zone=api` | one zone |
 //! | `POST /cache/purge?all=1` | everything |
+//! | `POST /reload` | reloads the config file: `200 {"reloaded":true,"needs_restart":[…]}`, or `400 {"reloaded":false,"errors":[…]}` and the old config keeps serving (see [`crate::reload`]) |
 //!
 //! Purges answer `{"purged": N}`. URLs are matched without their scheme, so an entry cached
 //! through the https and the plain listener goes alike.
 
+use crate::reload::Reloader;
 use crate::service::ProxyState;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -31,6 +33,7 @@ pub struct Admin {
     state: Arc<ArcSwap<ProxyState>>,
     /// Set once every listener of the config was seen bound (they never unbind while running).
     listeners_bound: AtomicBool,
+    reloader: Option<Reloader>,
 }
 
 /// What `/readyz` found. Ready when both lists are empty.
@@ -55,7 +58,14 @@ impl Admin {
         Admin {
             state,
             listeners_bound: AtomicBool::new(false),
+            reloader: None,
         }
+    }
+
+    /// This app answering `POST /reload` with `reloader` (without one, `/reload` is 404).
+    pub fn with_reloader(mut self, reloader: Reloader) -> Self {
+        self.reloader = Some(reloader);
+        self
     }
 
     /// The readiness check of `/readyz`:
@@ -329,6 +339,32 @@ impl ServeHttp for Admin {
                     Err(e) => answer(StatusCode::BAD_REQUEST, serde_json::json!({ "error": e })),
                 }
             }
+            (Method::POST, "/reload") if self.reloader.is_some() => {
+                let Some(r) = self.reloader.clone() else {
+                    return answer(
+                        StatusCode::NOT_FOUND,
+                        serde_json::json!({"error": "not found"}),
+                    );
+                };
+                match tokio::task::spawn_blocking(move || r.reload_logged()).await {
+                    Ok(Ok(done)) => answer(
+                        StatusCode::OK,
+                        serde_json::json!({"reloaded": true, "needs_restart": done.needs_restart}),
+                    ),
+                    Ok(Err(e)) => answer(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"reloaded": false, "errors": e.lines()}),
+                    ),
+                    Err(e) => answer(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        serde_json::json!({"reloaded": false, "errors": [e.to_string()]}),
+                    ),
+                }
+            }
+            (_, "/reload") if self.reloader.is_some() => answer(
+                StatusCode::METHOD_NOT_ALLOWED,
+                serde_json::json!({"error": "method not allowed"}),
+            ),
             (_, "/healthz" | "/readyz" | "/metrics" | "/cache/stats" | "/cache/purge") => answer(
                 StatusCode::METHOD_NOT_ALLOWED,
                 serde_json::json!({"error": "method not allowed"}),

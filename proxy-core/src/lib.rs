@@ -29,7 +29,9 @@
 //!   └─ logging ────────────────────────── access_log::AccessLog, metrics::MetricHandles
 //!
 //! admin listener ──────────────────────── admin::Admin (/healthz, /readyz, /metrics,
-//!                                          cache stats and purges; metrics::Metrics::render)
+//!                                          cache stats and purges, /reload;
+//!                                          metrics::Metrics::render)
+//! SIGHUP / SIGUSR1 ────────────────────── reload::SignalHandler (config reload, log reopen)
 //! ```
 //!
 //! [`service::GalionProxy`] is the `ProxyHttp` implementation; each hook calls one module.
@@ -80,6 +82,7 @@ pub mod front;
 pub mod headers;
 pub mod metrics;
 pub mod ratelimit;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod service;

@@ -8,6 +8,7 @@
 use crate::config::Config;
 use crate::front::Front;
 use crate::headers::HeaderPolicy;
+use crate::reload::{Reloader, SignalHandler};
 use crate::routing::{HostPathDecider, RouteDecider};
 use crate::service::{GalionProxy, ListenerRole, ProxyState};
 use crate::tls::{CertError, CertReloader, SniResolver};
@@ -21,6 +22,7 @@ use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_proxy::HttpProxy;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Why the server could not be assembled.
@@ -51,19 +53,25 @@ pub struct ProxyOptions {
     /// Decides each proxied request's site, route and upstream group. Default:
     /// [`HostPathDecider`] (the host picks the site, the longest path prefix the route).
     pub decider: Arc<dyn RouteDecider>,
+    /// The file the config was read from, which a reload (SIGHUP, `POST /reload` on the admin
+    /// listener) reads again. Default: none, and reloads are refused with an error logged.
+    pub config_path: Option<PathBuf>,
 }
 
 impl Default for ProxyOptions {
     fn default() -> Self {
         ProxyOptions {
             decider: Arc::new(HostPathDecider),
+            config_path: None,
         }
     }
 }
 
 impl std::fmt::Debug for ProxyOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProxyOptions").finish_non_exhaustive()
+        f.debug_struct("ProxyOptions")
+            .field("config_path", &self.config_path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -71,6 +79,12 @@ impl ProxyOptions {
     /// These options with another route decider.
     pub fn with_decider(mut self, decider: Arc<dyn RouteDecider>) -> Self {
         self.decider = decider;
+        self
+    }
+
+    /// These options with the config file a reload reads again.
+    pub fn with_config_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_path = Some(path.into());
         self
     }
 }
@@ -121,12 +135,14 @@ pub fn build_server_with(
 
 /// Adds the proxy's listening and background services to a server the caller owns (and has
 /// bootstrapped), next to its own services. Returns the shared state that every request reads.
-/// (Swapping it changes routes and headers for new requests; health checks, certificates and
-/// the front's limits stay as built.)
+/// (Swapping it changes routes, upstreams, limits and headers for new requests, and the health
+/// checker follows; listeners, certificates' paths and the front's limits stay as built.)
 ///
 /// Added: one listening service per non-empty listener list of the config (`https` with the
-/// certificate reloader, `http_proxy`, the port-80 `http` redirect, `[admin] listen`) and the
-/// health checker. The server's own [`ServerConf`] applies (threads, keepalive pool, retries);
+/// certificate reloader, `http_proxy`, the port-80 `http` redirect, `[admin] listen`), the
+/// health checker, and the signal handler (SIGHUP reloads `options.config_path`, SIGUSR1
+/// reopens the access log; see [`crate::reload`]). The SIGHUP and SIGUSR1 handlers are
+/// installed for the whole process when this is called. The server's own [`ServerConf`] applies (threads, keepalive pool, retries);
 /// the config's `[server]` section is only read by [`build_server`]. Nothing is bound until the
 /// server runs.
 ///
@@ -177,6 +193,7 @@ pub fn add_to_server_with(
     let config = Arc::new(config);
     let state = Arc::new(ArcSwap::from_pointee(ProxyState::new(config.clone())?));
     let current = state.load();
+    let reloader = Reloader::new(state.clone(), options.config_path.clone());
     let default_policy = current.default_headers.clone();
 
     let make_front = |role: ListenerRole| {
@@ -233,9 +250,9 @@ pub fn add_to_server_with(
         server.add_service(svc);
     }
     if !config.admin_listen.is_empty() {
-        let app = pingora_core::apps::http_app::HttpServer::new_app(crate::admin::Admin::new(
-            state.clone(),
-        ));
+        let app = pingora_core::apps::http_app::HttpServer::new_app(
+            crate::admin::Admin::new(state.clone()).with_reloader(reloader.clone()),
+        );
         let mut svc = Service::new("galion-edge admin".into(), app);
         svc.threads = Some(1);
         for addr in &config.admin_listen {
@@ -245,7 +262,12 @@ pub fn add_to_server_with(
     }
     server.add_service(background_service(
         "health checks",
-        HealthChecker::new(current.upstreams.clone()),
+        HealthChecker::new(state.clone()),
+    ));
+    crate::reload::install_signal_dispositions();
+    server.add_service(background_service(
+        "config reload",
+        SignalHandler::new(reloader),
     ));
     drop(current);
     Ok(state)

@@ -107,6 +107,32 @@ impl ProxyState {
         caches: Arc<Caches>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<ProxyState> {
+        Self::build(config, caches, metrics, None)
+    }
+
+    /// Compiles a config that replaces `previous` (a reload): as [`ProxyState::with_shared`]
+    /// with `previous`'s cache zones and metrics, and it also keeps what did not change so
+    /// nothing restarts from zero: the rate limiter when `limits.window` and
+    /// `limits.sketch_slots` are the same (counts carry over; changed class rates apply to
+    /// them), the connection limiter when `max_connections_per_ip` is the same, the access log
+    /// when `[access_log]` is the same (one writer thread, its dropped counter continues), and
+    /// each upstream group whose settings are the same (its health state carries over).
+    /// `config.cache.zones` must equal `previous`'s. Fails as [`ProxyState::new`] does.
+    pub fn reloaded(config: Arc<Config>, previous: &ProxyState) -> std::io::Result<ProxyState> {
+        Self::build(
+            config,
+            previous.caches.clone(),
+            previous.metrics.clone(),
+            Some(previous),
+        )
+    }
+
+    fn build(
+        config: Arc<Config>,
+        caches: Arc<Caches>,
+        metrics: Arc<Metrics>,
+        previous: Option<&ProxyState>,
+    ) -> std::io::Result<ProxyState> {
         let metric_handles = metrics
             .handles(&config, &caches)
             .map_err(std::io::Error::other)?;
@@ -129,8 +155,38 @@ impl ProxyState {
         let upstreams = config
             .upstreams
             .iter()
-            .map(|u| UpstreamGroup::new(u).map(Arc::new))
+            .map(|u| {
+                let same = previous.and_then(|p| p.upstreams.iter().find(|g| g.settings() == u));
+                match same {
+                    Some(g) => Ok(g.clone()),
+                    None => UpstreamGroup::new(u).map(Arc::new),
+                }
+            })
             .collect::<std::io::Result<Vec<_>>>()?;
+        let old_limits = previous.map(|p| &p.config.limits);
+        let limiter = match previous {
+            Some(p)
+                if old_limits.is_some_and(|o| {
+                    o.window == limits.window && o.sketch_slots == limits.sketch_slots
+                }) =>
+            {
+                p.limiter.clone()
+            }
+            _ => Arc::new(RateLimiter::new(limits.window, limits.sketch_slots)),
+        };
+        let conn_limiter = match previous {
+            Some(p)
+                if old_limits
+                    .is_some_and(|o| o.max_connections_per_ip == limits.max_connections_per_ip) =>
+            {
+                p.conn_limiter.clone()
+            }
+            _ => Arc::new(ConnLimiter::new(limits.max_connections_per_ip)),
+        };
+        let access_log = match previous {
+            Some(p) if p.config.access_log == config.access_log => p.access_log.clone(),
+            _ => AccessLog::open(&config.access_log)?,
+        };
         Ok(ProxyState {
             routes: RouteTable::new(&config),
             upstreams,
@@ -140,14 +196,14 @@ impl ProxyState {
                 .map(|s| HeaderPolicy::new(&s.headers))
                 .collect(),
             default_headers: HeaderPolicy::new(&config.default_headers),
-            access_log: AccessLog::open(&config.access_log)?,
+            access_log,
             caches,
             client_ip: ClientIpResolver::new(
                 TrustedProxies::new(config.client_ip.trusted.clone()),
                 config.client_ip.header.clone(),
             ),
-            limiter: Arc::new(RateLimiter::new(limits.window, limits.sketch_slots)),
-            conn_limiter: Arc::new(ConnLimiter::new(limits.max_connections_per_ip)),
+            limiter,
+            conn_limiter,
             limit_classes,
             limit_policies,
             limit_allow: TrustedProxies::new(limits.allow.clone()),

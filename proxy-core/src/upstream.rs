@@ -1,10 +1,13 @@
 //! Upstream groups: round-robin over healthy backends, active health checks, timeouts.
 //!
 //! Each group is a Pingora [`LoadBalancer`] with a TCP or HTTP health check. [`HealthChecker`]
-//! is one background service that runs every group's checks at that group's interval.
+//! is one background service that runs the current state's groups' checks, each at that
+//! group's interval, following reloads.
 //! [`UpstreamGroup::peer`] builds the [`HttpPeer`] with our timeouts: Pingora sets none.
 
 use crate::config::{HealthCheckKind, UpstreamSettings};
+use crate::service::ProxyState;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -13,6 +16,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_load_balancing::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, LoadBalancer};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,41 +135,78 @@ impl UpstreamGroup {
     }
 }
 
-/// Runs every group's health checks at its interval, until shutdown.
+/// Runs the health checks of the current state's groups, each at its group's interval, until
+/// shutdown. It follows state swaps: a group added by a reload is checked from the next tick
+/// (every 100 ms it looks at which groups are due), a removed one is no longer checked, and a
+/// rebuilt one (changed settings) is checked at once.
 pub struct HealthChecker {
-    groups: Vec<Arc<UpstreamGroup>>,
+    state: Arc<ArcSwap<ProxyState>>,
 }
 
 impl HealthChecker {
-    /// A checker for these groups. Groups with `kind = "none"` are skipped.
-    pub fn new(groups: Vec<Arc<UpstreamGroup>>) -> Self {
-        HealthChecker { groups }
+    /// A checker for the groups of whatever state `state` holds. Groups with `kind = "none"`
+    /// are skipped.
+    pub fn new(state: Arc<ArcSwap<ProxyState>>) -> Self {
+        HealthChecker { state }
     }
+}
+
+/// How often the checker looks for due checks.
+const HEALTH_TICK: Duration = Duration::from_millis(100);
+
+struct Due {
+    group: Arc<UpstreamGroup>,
+    next: tokio::time::Instant,
+    running: Option<tokio::task::JoinHandle<()>>,
 }
 
 #[async_trait]
 impl BackgroundService for HealthChecker {
-    async fn start(&self, shutdown: ShutdownWatch) {
-        let mut tasks = Vec::new();
-        for g in &self.groups {
-            if g.settings.health_check.kind == HealthCheckKind::None {
-                continue;
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut due: HashMap<String, Due> = HashMap::new();
+        let mut tick = tokio::time::interval(HEALTH_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => {}
             }
-            let g = g.clone();
-            let mut shutdown = shutdown.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(g.settings.health_check.interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        _ = tick.tick() => g.check_now().await,
+            let now = tokio::time::Instant::now();
+            let state = self.state.load_full();
+            let checked = || {
+                state
+                    .upstreams
+                    .iter()
+                    .filter(|g| g.settings.health_check.kind != HealthCheckKind::None)
+            };
+            due.retain(|name, d| {
+                let keep = checked().any(|g| Arc::ptr_eq(g, &d.group) && g.name() == name);
+                if !keep {
+                    if let Some(t) = d.running.take() {
+                        t.abort();
                     }
                 }
-            }));
+                keep
+            });
+            for g in checked() {
+                let d = due.entry(g.name().to_string()).or_insert_with(|| Due {
+                    group: g.clone(),
+                    next: now,
+                    running: None,
+                });
+                let busy = d.running.as_ref().is_some_and(|t| !t.is_finished());
+                if busy || now < d.next {
+                    continue;
+                }
+                d.next = now + g.settings.health_check.interval;
+                let g = g.clone();
+                d.running = Some(tokio::spawn(async move { g.check_now().await }));
+            }
         }
-        for t in tasks {
-            let _ = t.await;
+        for d in due.into_values() {
+            if let Some(t) = d.running {
+                t.abort();
+            }
         }
     }
 }

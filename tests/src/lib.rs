@@ -184,6 +184,11 @@ impl Proxy {
         }
     }
 
+    /// The process id of the running proxy, to send it signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `kill -9`: no chance to clean up.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
