@@ -227,9 +227,73 @@ impl Proxy {
             .unwrap_or_else(|e| panic!("restart failed: {e}"));
     }
 
-    /// What the proxy wrote to stderr (its log).
+    /// A zero-downtime binary upgrade to `bin`, in the order Pingora needs: start
+    /// `run -c PATH --upgrade` first (it binds the config's `upgrade_sock` and waits up to about
+    /// 6 s for the listening sockets), wait until that socket exists, then SIGQUIT the old
+    /// process (it connects to the socket, sends its listeners, keeps accepting for 5 s, then
+    /// shuts down gracefully). Waits up to 20 s for the old process to exit; panics otherwise or
+    /// if the new one exits. The new process is `self` afterwards.
+    pub fn upgrade(&mut self, bin: &str) {
+        let sock = self.dir.join("upgrade.sock");
+        // A leftover socket file would look like the new process is waiting already.
+        let _ = std::fs::remove_file(&sock);
+        let stdout = std::fs::File::create(self.dir.join("stdout-upgrade.log")).unwrap();
+        let stderr = std::fs::File::create(self.dir.join("stderr-upgrade.log")).unwrap();
+        let mut new = Command::new(bin)
+            .args(["run", "-c"])
+            .arg(&self.config_path)
+            .arg("--upgrade")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn galion-edge --upgrade");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !sock.exists() {
+            if let Ok(Some(status)) = new.try_wait() {
+                panic!("upgrade process exited with {status}: {}", self.stderr());
+            }
+            if Instant::now() > deadline {
+                let _ = new.kill();
+                let _ = new.wait();
+                panic!(
+                    "upgrade process never bound {}: {}",
+                    sock.display(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let status = Command::new("kill")
+            .args(["-QUIT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -QUIT");
+        let mut old = std::mem::replace(&mut self.child, new);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(_)) = old.try_wait() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = old.kill();
+                let _ = old.wait();
+                panic!(
+                    "the old process did not exit within 20 s: {}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.wait_ready(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("upgrade failed: {e}"));
+    }
+
+    /// What the proxy wrote to stderr (its log), over restarts and upgrades.
     pub fn stderr(&self) -> String {
-        read(&self.dir.join("stderr.log")) + &read(&self.dir.join("stderr-restart.log"))
+        read(&self.dir.join("stderr.log"))
+            + &read(&self.dir.join("stderr-restart.log"))
+            + &read(&self.dir.join("stderr-upgrade.log"))
     }
 
     /// What the proxy wrote to stdout (the access log when `path = "stdout"`).
