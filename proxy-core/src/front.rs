@@ -12,12 +12,14 @@
 
 use crate::config::DownstreamSettings;
 use crate::headers::HeaderPolicy;
+use crate::metrics::InFlight;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
+use prometheus::IntGauge;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,6 +30,7 @@ pub struct Front<A> {
     app: Arc<A>,
     limits: DownstreamSettings,
     policy: HeaderPolicy,
+    open: Option<IntGauge>,
 }
 
 impl<A> Front<A> {
@@ -37,7 +40,15 @@ impl<A> Front<A> {
             app: Arc::new(app),
             limits,
             policy,
+            open: None,
         }
+    }
+
+    /// Counts the connections being served in `gauge`: up when [`ServerApp::process_new`]
+    /// starts, down when it returns (or unwinds).
+    pub fn with_connection_gauge(mut self, gauge: IntGauge) -> Self {
+        self.open = Some(gauge);
+        self
     }
 
     /// The wrapped app.
@@ -169,6 +180,7 @@ where
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let _open = self.open.as_ref().map(InFlight::enter);
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return ServerApp::process_new(&self.app, stream, shutdown).await;
         }

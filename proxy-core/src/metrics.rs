@@ -11,7 +11,8 @@
 //!
 //! - **Counted on the request path** (registered here): requests, durations, upstream response
 //!   times and failures, stale answers, rate-limit rejections, bytes in and out, requests in
-//!   flight, TLS handshakes. The service's `logging` hook does most of it, once per request;
+//!   flight, TLS handshakes and ClientHellos, open client connections (counted by the
+//!   [`Front`](crate::front::Front)), upstream connections new or reused. The service's `logging` hook does most of it, once per request;
 //!   `fail_to_connect` / `fail_to_proxy` count upstream failures and the 429 path the
 //!   rejections.
 //! - **Read at scrape time** from counters the proxy keeps anyway (cache zone statistics, the
@@ -78,6 +79,9 @@ pub struct Metrics {
     bytes_received: IntCounterVec,
     in_flight: IntGauge,
     tls_handshakes: IntCounter,
+    tls_client_hellos: IntCounter,
+    downstream_connections: IntGauge,
+    upstream_connections: IntCounterVec,
     compression: Arc<CompressionStats>,
 }
 
@@ -155,9 +159,25 @@ impl Metrics {
                 "galion_edge_tls_handshakes_total",
                 "TLS handshakes completed on the https listeners.",
             )?,
+            tls_client_hellos: IntCounter::new(
+                "galion_edge_tls_client_hellos_total",
+                "TLS ClientHellos that reached certificate selection on the https listeners. \
+                 Minus galion_edge_tls_handshakes_total: handshakes that did not complete \
+                 (failed or abandoned), plus any second ClientHello after a HelloRetryRequest.",
+            )?,
+            downstream_connections: IntGauge::new(
+                "galion_edge_downstream_connections_open",
+                "Client connections open now on the proxy listeners (not the admin listener).",
+            )?,
+            upstream_connections: counter_vec(
+                "galion_edge_upstream_connections_total",
+                "Upstream connections a request was sent on: reused=\"true\" from the \
+                 keepalive pool, reused=\"false\" newly opened.",
+                &["upstream", "reused"],
+            )?,
             compression: Arc::new(CompressionStats::default()),
         };
-        let collectors: [Box<dyn Collector>; 11] = [
+        let collectors: [Box<dyn Collector>; 14] = [
             Box::new(m.requests.clone()),
             Box::new(m.request_duration.clone()),
             Box::new(m.upstream_response.clone()),
@@ -169,6 +189,9 @@ impl Metrics {
             Box::new(m.bytes_received.clone()),
             Box::new(m.in_flight.clone()),
             Box::new(m.tls_handshakes.clone()),
+            Box::new(m.tls_client_hellos.clone()),
+            Box::new(m.downstream_connections.clone()),
+            Box::new(m.upstream_connections.clone()),
         ];
         for c in collectors {
             m.registry.register(c)?;
@@ -184,8 +207,21 @@ impl Metrics {
 
     /// Marks one client request in flight until the guard is dropped.
     pub fn in_flight(&self) -> InFlight {
-        self.in_flight.inc();
-        InFlight(self.in_flight.clone())
+        InFlight::enter(&self.in_flight)
+    }
+
+    /// The gauge of open client connections, for [`Front::with_connection_gauge`].
+    ///
+    /// [`Front::with_connection_gauge`]: crate::front::Front::with_connection_gauge
+    pub fn downstream_connections(&self) -> IntGauge {
+        self.downstream_connections.clone()
+    }
+
+    /// The ClientHello counter, for [`SniResolver::with_client_hello_counter`].
+    ///
+    /// [`SniResolver::with_client_hello_counter`]: crate::tls::SniResolver::with_client_hello_counter
+    pub fn tls_client_hellos(&self) -> IntCounter {
+        self.tls_client_hellos.clone()
     }
 
     /// Pingora TLS callbacks that count completed handshakes, for
@@ -223,6 +259,12 @@ impl Metrics {
                     .upstream_connect_failures
                     .get_metric_with_label_values(&name)?,
                 timeouts: self.upstream_timeouts.get_metric_with_label_values(&name)?,
+                connections: [
+                    self.upstream_connections
+                        .get_metric_with_label_values(&[&u.name, "false"])?,
+                    self.upstream_connections
+                        .get_metric_with_label_values(&[&u.name, "true"])?,
+                ],
             });
         }
         let stale = caches
@@ -460,9 +502,17 @@ fn scrape_families(state: &ProxyState) -> Result<Vec<MetricFamily>, MetricsError
     Ok(out)
 }
 
-/// One in-flight request; the gauge goes down when it is dropped.
+/// One in-flight request (or open connection); the gauge goes down when it is dropped.
 #[derive(Debug)]
 pub struct InFlight(IntGauge);
+
+impl InFlight {
+    /// Raises `gauge` by one until the guard is dropped.
+    pub fn enter(gauge: &IntGauge) -> InFlight {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -503,6 +553,8 @@ struct UpstreamHandles {
     response: Histogram,
     connect_failures: IntCounter,
     timeouts: IntCounter,
+    /// Indexed by `reused`: `[false, true]`.
+    connections: [IntCounter; 2],
 }
 
 /// The request path's handles for one config, built by [`Metrics::handles`]: sites and routes,
@@ -567,6 +619,13 @@ impl MetricHandles {
             if timed_out {
                 u.timeouts.inc();
             }
+        }
+    }
+
+    /// Records a request sent on an upstream connection, `reused` from the keepalive pool.
+    pub fn upstream_connected(&self, upstream: usize, reused: bool) {
+        if let Some(u) = self.upstreams.get(upstream) {
+            u.connections[usize::from(reused)].inc();
         }
     }
 

@@ -210,10 +210,14 @@ pub fn add_to_server_with(
             .max_send_buffer_size(1 << 20);
         proxy.h2_options = Some(h2);
         Front::new(proxy, config.downstream.clone(), default_policy.clone())
+            .with_connection_gauge(current.metrics.downstream_connections())
     };
 
     if !config.listeners.https.is_empty() {
-        let resolver = Arc::new(SniResolver::from_config(&config)?);
+        let resolver = Arc::new(
+            SniResolver::from_config(&config)?
+                .with_client_hello_counter(current.metrics.tls_client_hellos()),
+        );
         let mut svc = Service::new("galion-edge https".into(), make_front(ListenerRole::Https));
         for addr in &config.listeners.https {
             // The same settings as `TlsSettings::intermediate`, plus the handshake counter.

@@ -5,6 +5,7 @@
 //! | `request_filter` | request id, routing (the [`RouteDecider`], by default host then longest path prefix), body-size check, rate limits, port-80 redirect and ACME | [`routing`](crate::routing), [`ratelimit`], [`acme`](crate::acme) |
 //! | `upstream_peer` | pick a healthy backend not tried yet, with timeouts | [`upstream`](crate::upstream) |
 //! | `fail_to_connect` | retry a failed connect on another backend | |
+//! | `connected_to_upstream` | count the connection, new or reused from the keepalive pool | [`metrics`](crate::metrics) |
 //! | `upstream_request_filter` | origin-form URI, forwarded headers, hop-by-hop stripping | [`headers`] |
 //! | `request_body_filter` | body limit on streamed bodies (413) | |
 //! | `upstream_response_filter` / `response_filter` | hop-by-hop stripping, security headers, request id | [`headers`] |
@@ -776,6 +777,22 @@ impl ProxyHttp for GalionProxy {
             e.set_retry(true);
         }
         e
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(u) = ctx.upstream {
+            ctx.state.metric_handles.upstream_connected(u, reused);
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(

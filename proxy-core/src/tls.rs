@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use log::{info, warn};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
+use prometheus::IntCounter;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
@@ -161,6 +162,7 @@ struct SiteCert {
 #[derive(Debug)]
 pub struct SniResolver {
     sites: Vec<SiteCert>,
+    client_hellos: Option<IntCounter>,
 }
 
 impl SniResolver {
@@ -178,7 +180,16 @@ impl SniResolver {
                 seen: Mutex::new((stamp(&paths.cert), stamp(&paths.key))),
             });
         }
-        Ok(SniResolver { sites })
+        Ok(SniResolver {
+            sites,
+            client_hellos: None,
+        })
+    }
+
+    /// Counts in `counter` every ClientHello that reaches certificate selection.
+    pub fn with_client_hello_counter(mut self, counter: IntCounter) -> Self {
+        self.client_hellos = Some(counter);
+        self
     }
 
     /// Whether any site has a certificate.
@@ -231,6 +242,9 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(c) = &self.client_hellos {
+            c.inc();
+        }
         self.certificate_for(hello.server_name())
     }
 }

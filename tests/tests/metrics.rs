@@ -447,6 +447,7 @@ async fn exact_counters_after_known_traffic() {
     );
     assert_eq!(m.get("galion_edge_access_log_dropped_total", &[]), 0.0);
     assert_eq!(m.get("galion_edge_tls_handshakes_total", &[]), 1.0);
+    assert_eq!(m.get("galion_edge_tls_client_hellos_total", &[]), 1.0);
     assert_eq!(m.get("galion_edge_bytes_received_total", &[site]), 1000.0);
     assert_eq!(
         m.get("galion_edge_bytes_received_total", &[("site", "-")]),
@@ -465,7 +466,7 @@ async fn exact_counters_after_known_traffic() {
     // Bounded label sets: only these names, and never a path, a client's host or a client IP.
     let allowed = [
         "site", "route", "status", "upstream", "backend", "zone", "tier", "class", "reason",
-        "action", "le",
+        "action", "le", "reused",
     ];
     let paths = [
         "/hello",
@@ -501,6 +502,151 @@ async fn exact_counters_after_known_traffic() {
     assert_eq!(
         again.nonzero("galion_edge_requests_total"),
         m.nonzero("galion_edge_requests_total")
+    );
+}
+
+/// Open client connections, new and reused upstream connections, ClientHellos against completed
+/// handshakes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_counters() {
+    let app = origin("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = gen_cert(&["galion.app"]);
+    let (c, k) = cert.write(dir.path(), "app");
+    let config = base_config(
+        true,
+        &format!(
+            r#"
+[admin]
+listen = ["127.0.0.1:{{admin}}"]
+
+[upstreams.app]
+backends = ["{}"]
+health_check = {{ kind = "none" }}
+
+[[sites]]
+name = "galion.app"
+hosts = ["galion.app"]
+tls = {{ cert = {c:?}, key = {k:?} }}
+routes = [{{ path = "/", upstream = "app" }}]
+"#,
+            app.addr
+        ),
+    );
+    let proxy = Proxy::start(bin!(), dir.path(), &config);
+    let open = || async {
+        scrape(&proxy)
+            .await
+            .0
+            .get("galion_edge_downstream_connections_open", &[])
+    };
+    // The baseline is 0: the admin listener (the scrapes' own connections) is not counted, and
+    // the start-up probes' connections (`Proxy::start` connects to each port) close at once.
+    assert!(eventually(Duration::from_secs(5), || async { open().await == 0.0 }).await);
+
+    // N requests one after the other on one keep-alive client connection to one backend. The
+    // proxy reads request i+1 only after request i is finished, and Pingora returns the
+    // upstream connection to its pool before it finishes a request (`release_http_session`
+    // comes before `logging`), so the first request opens a connection and every later one
+    // takes it from the pool.
+    const N: usize = 5;
+    let keep = client();
+    for _ in 0..N {
+        let r = keep
+            .get(format!("http://{}/hello", proxy.plain_addr()))
+            .header("host", "galion.app")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    let (m, text) = scrape(&proxy).await;
+    let conns = |reused: &str| {
+        m.get(
+            "galion_edge_upstream_connections_total",
+            &[("upstream", "app"), ("reused", reused)],
+        )
+    };
+    assert_eq!(conns("false"), 1.0, "{text}");
+    assert_eq!(conns("true"), (N - 1) as f64, "{text}");
+    // The client still holds its (idle) connection: exactly that one is open.
+    assert_eq!(
+        m.get("galion_edge_downstream_connections_open", &[]),
+        1.0,
+        "{text}"
+    );
+    drop(keep);
+    assert!(
+        eventually(Duration::from_secs(5), || async { open().await == 0.0 }).await,
+        "{}",
+        scrape(&proxy).await.1
+    );
+
+    // One successful handshake: as many ClientHellos as completed handshakes. reqwest
+    // negotiates h2 and keeps the connection open even after the client is dropped (its
+    // connection task lives on in the runtime), so the request runs in a runtime of its own,
+    // whose end closes the connection.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let tls = tls_client(&[&cert], &["galion.app"], proxy.https_addr());
+                let r = tls
+                    .get(format!("https://galion.app:{}/hello", proxy.ports.https))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    (r.status().as_u16(), r.version()),
+                    (200, http::Version::HTTP_2)
+                );
+                // The h2 connection counts while it is open.
+                assert_eq!(open().await, 1.0);
+            });
+        })
+        .join()
+        .unwrap();
+    });
+    assert!(
+        eventually(Duration::from_secs(5), || async { open().await == 0.0 }).await,
+        "{}",
+        scrape(&proxy).await.1
+    );
+    let hellos = |m: &Scrape| {
+        (
+            m.get("galion_edge_tls_client_hellos_total", &[]),
+            m.get("galion_edge_tls_handshakes_total", &[]),
+        )
+    };
+    assert_eq!(hellos(&scrape(&proxy).await.0), (1.0, 1.0));
+
+    // A client that does not trust the certificate sends its ClientHello, gets the
+    // certificate, and gives up: one more ClientHello, no more completed handshakes.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(proxy.https_addr())
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("galion.app").unwrap();
+    let res = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, tcp),
+    )
+    .await
+    .expect("handshake ends");
+    assert!(res.is_err(), "an empty root store trusts nothing");
+    assert_eq!(hellos(&scrape(&proxy).await.0), (2.0, 1.0));
+    // Neither TLS client left a connection open (the failed one never reached the front).
+    assert!(
+        eventually(Duration::from_secs(5), || async { open().await == 0.0 }).await,
+        "{}",
+        scrape(&proxy).await.1
     );
 }
 
