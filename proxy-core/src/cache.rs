@@ -27,7 +27,7 @@ use pingora_cache::{
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::time::{Duration, SystemTime};
 
-pub use storage::{DiskEviction, TieredStorage, ZoneStats, ZoneUsage};
+pub use storage::{DiskEviction, DiskOp, TieredStorage, ZoneStats, ZoneUsage};
 
 /// One zone: its settings, storage and disk eviction manager, all `'static` as Pingora needs.
 pub struct CacheZone {
@@ -91,8 +91,12 @@ impl std::fmt::Debug for Caches {
 }
 
 impl Caches {
-    /// Opens every zone of the config.
+    /// Opens every zone of the config. With at least one zone, also makes `SIGXFSZ` harmless
+    /// for the process (see [`survive_file_size_limit`]).
     pub fn open(settings: &CacheSettings) -> std::io::Result<Caches> {
+        if !settings.zones.is_empty() {
+            survive_file_size_limit();
+        }
         let zones = settings
             .zones
             .iter()
@@ -130,6 +134,36 @@ impl Caches {
     /// A zone by name.
     pub fn zone(&self, name: &str) -> Option<&CacheZone> {
         self.zones.iter().find(|z| z.settings.name == name)
+    }
+}
+
+/// `SIGXFSZ` on Linux (x86-64 and arm64 alike).
+const SIGXFSZ: i32 = 25;
+
+/// Installs a `SIGXFSZ` disposition so that a write past the process's file-size limit
+/// (`RLIMIT_FSIZE`, systemd's `LimitFSIZE=`) fails that write with `EFBIG`, which the cache
+/// treats as any disk error, instead of killing the process (the default action). Tokio never
+/// restores the default once installed. Errors are logged.
+pub fn survive_file_size_limit() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let install = || {
+        if let Err(e) = signal(SignalKind::from_raw(SIGXFSZ)) {
+            log::error!("cannot install a SIGXFSZ handler: {e}");
+        }
+    };
+    if tokio::runtime::Handle::try_current().is_ok() {
+        install();
+        return;
+    }
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    {
+        Ok(rt) => {
+            let _enter = rt.enter();
+            install();
+        }
+        Err(e) => log::error!("cannot install a SIGXFSZ handler: {e}"),
     }
 }
 

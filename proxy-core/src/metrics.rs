@@ -462,6 +462,17 @@ fn scrape_families(state: &ProxyState) -> Result<Vec<MetricFamily>, MetricsError
         per_zone(&|z| get(&z.stats.corrupt)),
     )?);
     out.extend(counters(
+        "galion_edge_cache_disk_errors_total",
+        "Disk operations of a cache zone that failed (op: read, write, remove, lost); responses \
+         are served uncached meanwhile.",
+        &["zone", "op"],
+        zones.iter().flat_map(|z| {
+            crate::cache::DiskOp::ALL
+                .iter()
+                .map(|op| (vec![z.name, op.as_str()], z.stats.disk_errors(*op)))
+        }),
+    )?);
+    out.extend(counters(
         "galion_edge_cache_evictions_total",
         "Entries evicted from a tier to make room.",
         &["zone", "tier"],

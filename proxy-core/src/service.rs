@@ -864,6 +864,15 @@ impl ProxyHttp for GalionProxy {
         if let Some(start) = ctx.upstream_start {
             ctx.upstream_time.get_or_insert(start.elapsed());
         }
+        // RFC 9110 §15: a status is 100..=599. Anything else (`HTTP/1.1 999`) is garbage: 502.
+        if resp.status.as_u16() > 599 {
+            let mut e = Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                format!("upstream answered status {}", resp.status.as_u16()),
+            );
+            e.as_up();
+            return Err(e);
+        }
         let mut gone = Vec::new();
         headers::strip_hop_by_hop(&resp.headers, resp.status.as_u16() == 101, |n| {
             gone.push(n.clone())
