@@ -466,7 +466,7 @@ async fn exact_counters_after_known_traffic() {
     // Bounded label sets: only these names, and never a path, a client's host or a client IP.
     let allowed = [
         "site", "route", "status", "upstream", "backend", "zone", "tier", "class", "reason",
-        "action", "le", "reused",
+        "action", "le", "reused", "op",
     ];
     let paths = [
         "/hello",
