@@ -11,7 +11,7 @@
 //!   [`TieredStorage::open`] re-admits what is on disk at start, oldest first.
 //! - Disk faults (full, read-only, directory removed, I/O errors) never fail a request: the
 //!   response is served uncached, the error is counted by [`DiskOp`] in
-//!   [`ZoneStats::disk_errors`] and logged at most once per [`LOG_EVERY`], and the next fill
+//!   [`ZoneStats::disk_errors()`] and logged at most once per [`LOG_EVERY`], and the next fill
 //!   tries the disk again (recreating the zone directory if it is gone), so caching resumes
 //!   by itself when the disk recovers.
 
