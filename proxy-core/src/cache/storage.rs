@@ -368,18 +368,19 @@ impl TieredStorage {
             return;
         }
         let more = self.health.suppressed.swap(0, Ordering::Relaxed);
-        let consequence = match op {
-            DiskOp::Write => "responses are served uncached until the disk works again",
-            DiskOp::Read => "answered as a miss",
-            DiskOp::Remove => "the file stays on disk",
-            DiskOp::Lost => "the entry is forgotten",
+        let (name, path) = (&self.name, path.display());
+        let what = match op {
+            DiskOp::Write => format!(
+                "disk write failed on {path}: {e}; responses are served uncached until the disk \
+                 works again"
+            ),
+            DiskOp::Read => format!("disk read failed on {path}: {e}; answered as a miss"),
+            DiskOp::Remove => format!("cannot remove {path}: {e}; the file stays on disk"),
+            DiskOp::Lost => format!("{path} is gone ({e}); the entry is forgotten"),
         };
         warn!(
-            "cache zone {}: disk {} failed on {}: {e}; {consequence} ({more} more disk errors \
-             in this zone since the last message, which are not logged)",
-            self.name,
-            op.as_str(),
-            path.display(),
+            "cache zone {name}: {what} ({more} more disk errors in this zone since the last \
+             message, not logged)"
         );
     }
 
