@@ -79,6 +79,8 @@ pub mod compression;
 pub mod config;
 pub mod errors;
 pub mod front;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod headers;
 pub mod metrics;
 pub mod ratelimit;
