@@ -101,6 +101,13 @@ pub struct DownstreamSettings {
     pub max_body_size: u64,
     /// Default 128.
     pub h2_max_concurrent_streams: u32,
+    /// Default 0 (no cap). Most connections one TCP peer (IPv6: one /64) may hold open at once
+    /// on a listener; a connection beyond it is closed at once, before anything is read. Peers
+    /// in `[client_ip] trusted` are exempt.
+    pub max_connections_per_peer: u32,
+    /// Default 60s (nginx `send_timeout`). A write to a client that makes no progress for this
+    /// long ends the request and closes the connection (a slow-read client); 0 is an error.
+    pub send_timeout: Duration,
 }
 
 /// Access log format.
@@ -1229,6 +1236,12 @@ impl Validator {
                 1 << 40,
             ),
             h2_max_concurrent_streams: h2_streams.clamp(1, 1000),
+            max_connections_per_peer: raw.max_connections_per_peer.unwrap_or(0),
+            send_timeout: self.duration(
+                "downstream.send_timeout",
+                &raw.send_timeout,
+                Duration::from_secs(60),
+            ),
         }
     }
 

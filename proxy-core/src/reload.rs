@@ -177,6 +177,11 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         "downstream.h2_max_concurrent_streams",
     );
     check(
+        o.max_connections_per_peer != n.max_connections_per_peer,
+        "downstream.max_connections_per_peer",
+    );
+    check(o.send_timeout != n.send_timeout, "downstream.send_timeout");
+    check(
         old.tls_reload_interval != new.tls_reload_interval,
         "tls.reload_interval",
     );

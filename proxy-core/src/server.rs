@@ -5,6 +5,7 @@
 //! to its own. The `_with` variants take [`ProxyOptions`] (today: a custom
 //! [`RouteDecider`]).
 
+use crate::client_ip::TrustedProxies;
 use crate::config::Config;
 use crate::front::Front;
 use crate::headers::HeaderPolicy;
@@ -207,9 +208,18 @@ pub fn add_to_server_with(
         let mut h2 = H2Options::new();
         h2.max_concurrent_streams(config.downstream.h2_max_concurrent_streams)
             .max_header_list_size(config.downstream.max_header_bytes as u32)
-            .max_send_buffer_size(1 << 20);
+            .max_send_buffer_size(1 << 20)
+            // Abuse bounds, explicit rather than the h2 crate's defaults of the day (see
+            // docs/security.md). Rapid reset (CVE-2023-44487): at most 20 streams reset by the
+            // client before they were accepted, then GOAWAY(ENHANCE_YOUR_CALM).
+            .max_pending_accept_reset_streams(20)
+            // Streams the proxy reset and still remembers (to ignore late frames), 1 s each.
+            .max_concurrent_reset_streams(50)
+            // Resets the client forces through protocol errors, then GOAWAY(ENHANCE_YOUR_CALM).
+            .max_local_error_reset_streams(Some(1024));
         proxy.h2_options = Some(h2);
         Front::new(proxy, config.downstream.clone(), default_policy.clone())
+            .with_exempt_peers(TrustedProxies::new(config.client_ip.trusted.clone()))
             .with_connection_gauge(current.metrics.downstream_connections())
     };
 

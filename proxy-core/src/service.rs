@@ -560,6 +560,19 @@ impl ProxyHttp for GalionProxy {
         if session.subrequest_ctx.is_none() {
             ctx.in_flight = Some(ctx.state.metrics.in_flight());
         }
+        // Pingora sets no downstream write timeout: a client that stops reading would hold the
+        // request (and its upstream connection) for as long as TCP keeps the socket.
+        session.set_write_timeout(Some(ctx.state.config.downstream.send_timeout));
+        // Where a chunked body ends is Pingora's parser's call (it reads an empty chunk-size
+        // line as the last chunk, for one): never read another request after one, so bytes a
+        // client meant as body can never be served as a request of their own.
+        if session
+            .req_header()
+            .headers
+            .contains_key(header::TRANSFER_ENCODING)
+        {
+            session.set_keepalive(None);
+        }
         let req = session.req_header();
         ctx.request_id = headers::request_id(req);
         ctx.peer = client_ip(session);

@@ -106,6 +106,10 @@ pub struct RawDownstream {
     pub max_body_size: Option<RawSize>,
     /// Most concurrent HTTP/2 streams per connection.
     pub h2_max_concurrent_streams: Option<u32>,
+    /// Most open connections per TCP peer (0: no cap); trusted proxies are exempt.
+    pub max_connections_per_peer: Option<u32>,
+    /// Longest a write to a client may wait (a client that stopped reading).
+    pub send_timeout: Option<RawDuration>,
 }
 
 /// `[tls]`
