@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, unit and end-to-end tests, docs.
-# End-to-end tests start the real galion-edge binary against real origins on 127.0.0.1 only.
+# End-to-end tests start the real galion-edge binary against real origins on 127.0.0.1 only;
+# the Redis tests start their own redis-server (installed by setup.sh) on a loopback port.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

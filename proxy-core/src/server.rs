@@ -141,7 +141,8 @@ pub fn build_server_with(
 ///
 /// Added: one listening service per non-empty listener list of the config (`https` with the
 /// certificate reloader, `http_proxy`, the port-80 `http` redirect, `[admin] listen`), the
-/// health checker, and the signal handler (SIGHUP reloads `options.config_path`, SIGUSR1
+/// health checker, the Redis link's service when `[redis]` is set
+/// ([`RedisService`](crate::redis_link::RedisService)), and the signal handler (SIGHUP reloads `options.config_path`, SIGUSR1
 /// reopens the access log; see [`crate::reload`]). The SIGHUP and SIGUSR1 handlers are
 /// installed for the whole process when this is called. The server's own [`ServerConf`] applies (threads, keepalive pool, retries);
 /// the config's `[server]` section is only read by [`build_server`]. Nothing is bound until the
@@ -278,6 +279,12 @@ pub fn add_to_server_with(
         "health checks",
         HealthChecker::new(state.clone()),
     ));
+    if current.redis.is_some() {
+        server.add_service(background_service(
+            "redis",
+            crate::redis_link::RedisService::new(state.clone()),
+        ));
+    }
     crate::reload::install_signal_dispositions();
     server.add_service(background_service(
         "config reload",
