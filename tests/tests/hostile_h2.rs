@@ -1,6 +1,7 @@
 //! Hostile HTTP/2 clients against the real proxy over TLS (ALPN h2): rapid reset (streams
 //! opened and cancelled in a loop), SETTINGS and PING floods written as raw frames, more
-//! streams than `h2_max_concurrent_streams`, and a foreign `:authority`. Each attack is bounded
+//! streams than `h2_max_concurrent_streams`, slow readers that never open their flow-control
+//! window, and a foreign `:authority`. Each attack is bounded
 //! in count and time; the proxy must stay up with bounded memory while a well-behaved client
 //! on fresh connections keeps being served.
 
@@ -23,6 +24,11 @@ struct Setup {
 }
 
 async fn setup(extra: &str) -> Setup {
+    setup_with(extra, "").await
+}
+
+/// [`setup`] with `downstream` lines added to `[downstream]`.
+async fn setup_with(extra: &str, downstream: &str) -> Setup {
     let app = origin("app").await;
     let dir = tempfile::tempdir().unwrap();
     let cert = gen_cert(&["galion.app"]);
@@ -43,7 +49,11 @@ routes = [{{ path = "/", upstream = "app" }}]
 "#,
         app.addr
     );
-    let proxy = Proxy::start(bin!(), dir.path(), &base_config(true, &body));
+    let text = base_config(true, &body).replace(
+        "max_body_size = \"1MB\"\n",
+        &format!("max_body_size = \"1MB\"\n{downstream}\n"),
+    );
+    let proxy = Proxy::start(bin!(), dir.path(), &text);
     Setup {
         app,
         cert,
@@ -542,6 +552,93 @@ async fn streams_beyond_the_limit_are_refused_and_never_reach_the_origin() {
         "answered {}, refused {}, other {other_resets:?}, goaway {goaway:?}",
         answered.len(),
         refused.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_h2_readers_are_bounded_by_flow_control_and_timed_out() {
+    let s = setup_with("", "send_timeout = \"3s\"").await;
+    let addr = s.proxy.https_addr();
+    let rss_before = rss_kib(s.proxy.pid());
+
+    // Ten streams on one connection ask for 32 MiB each; the client never sends WINDOW_UPDATE,
+    // so flow control lets the proxy send 64 KiB in all.
+    const SIZE: usize = 32 << 20;
+    let tls = tls_h2(addr, &s.cert).await;
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let mut out = PREFACE.to_vec();
+    out.extend(frame(SETTINGS, 0, 0, &[]));
+    for i in 0..10u32 {
+        out.extend(get_headers(
+            2 * i + 1,
+            "galion.app",
+            &format!("/big/bytes?n={SIZE}&i={i}"),
+        ));
+    }
+    wr.write_all(&out).await.unwrap();
+    let by = h2_bystander(&s);
+    let start = Instant::now();
+    let mut data = 0usize;
+    let mut ended = std::collections::BTreeSet::new();
+    let mut goaway = false;
+    let mut rss_stalled = 0;
+    while ended.len() < 10 && start.elapsed() < Duration::from_secs(20) {
+        if rss_stalled == 0 && start.elapsed() > Duration::from_secs(2) {
+            rss_stalled = rss_kib(s.proxy.pid());
+        }
+        let Ok(Some((kind, flags, stream, payload))) =
+            tokio::time::timeout(Duration::from_millis(500), read_frame(&mut rd)).await
+        else {
+            continue;
+        };
+        match kind {
+            SETTINGS if flags & ACK == 0 => {
+                wr.write_all(&frame(SETTINGS, ACK, 0, &[])).await.unwrap()
+            }
+            DATA => {
+                data += payload.len();
+                if flags & 0x1 != 0 {
+                    ended.insert(stream);
+                }
+            }
+            RST_STREAM => {
+                ended.insert(stream);
+            }
+            GOAWAY => {
+                goaway = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let elapsed = start.elapsed();
+    let report = by.stop().await;
+    let rss_peak = peak_rss_kib(s.proxy.pid());
+    eprintln!(
+        "slow h2 read: {data} bytes of DATA received for 10 x {} MiB; {} streams ended by the \
+         proxy, GOAWAY {goaway}, after {elapsed:?}; RSS before {rss_before} KiB, stalled \
+         {rss_stalled} KiB, peak {rss_peak} KiB; bystander {} ok",
+        SIZE >> 20,
+        ended.len(),
+        report.ok
+    );
+    assert!(
+        data <= 65_535,
+        "{data} bytes sent past the flow-control window"
+    );
+    assert!(
+        goaway || ended.len() == 10,
+        "streams still open after {elapsed:?}: {ended:?}"
+    );
+    // Ended by send_timeout (3 s), not before.
+    assert!(
+        elapsed >= Duration::from_millis(2500),
+        "ended after {elapsed:?}"
+    );
+    assert_served(&report, "slow h2 readers");
+    assert!(
+        rss_peak < rss_before + 64 * 1024,
+        "10 stalled 32 MiB h2 downloads grew the proxy from {rss_before} to {rss_peak} KiB"
     );
 }
 
