@@ -3,7 +3,8 @@
 //! at scale, the per-peer connection cap, slow readers, cache poisoning through unkeyed
 //! headers, open-proxy attempts, and ACME webroot escapes. Each attack is bounded in count and
 //! time, runs on loopback, and checks that a well-behaved client is served while it runs.
-//! HTTP/2 abuse is in `hostile_h2.rs`.
+//! HTTP/2 abuse is in `hostile_h2.rs`; docs/security.md maps each test to its defence. The last
+//! test checks that `check` validates the settings added for these defences.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -307,7 +308,8 @@ async fn bad_chunk_sizes_get_400_close_and_nothing_complete_upstream() {
                 "{what}: {raw:?}"
             );
         } else {
-            assert_eq!(status_of(&raw), 400, "{what}: {raw:?}");
+            // The proxy's own 400, with its headers, and the connection closed.
+            assert_refused(&raw, closed, 400, what);
         }
     }
 
@@ -921,4 +923,35 @@ async fn acme_webroot_escapes_are_refused() {
     let report = by.stop().await;
     assert_served(&report, "acme escapes", 1);
     assert!(app.requests().iter().all(|r| r.uri == "/ok"));
+}
+
+#[test]
+fn the_new_downstream_settings_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[listeners]\nhttp_proxy = [\"127.0.0.1:1\"]\n\n[downstream]\n{LINES}\n\n\
+                [upstreams.web]\nbackends = [\"127.0.0.1:3001\"]\n\n[[sites]]\nhosts = \
+                [\"example.test\"]\nroutes = [{ path = \"/\", upstream = \"web\" }]\n";
+    let check = |lines: &str| {
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text.replace("{LINES}", lines)).unwrap();
+        let out = std::process::Command::new(bin!())
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), said)
+    };
+    let (ok, err) = check("send_timeout = \"30s\"\nmax_connections_per_peer = 64");
+    assert!(ok, "{err}");
+    let (ok, err) = check("send_timeout = \"0s\"");
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("downstream.send_timeout = \"0s\"") && err.contains("greater than zero"),
+        "{err}"
+    );
+    let (ok, err) = check("max_connections_per_peer = -1");
+    assert!(!ok, "{err}");
+    assert!(err.contains("downstream.max_connections_per_peer"), "{err}");
 }

@@ -1,6 +1,7 @@
 //! Hostile HTTP/2 clients against the real proxy over TLS (ALPN h2): rapid reset (streams
 //! opened and cancelled in a loop), SETTINGS and PING floods written as raw frames, more
-//! streams than `h2_max_concurrent_streams`, and a foreign `:authority`. Each attack is bounded
+//! streams than `h2_max_concurrent_streams`, slow readers that never open their flow-control
+//! window, and a foreign `:authority`. Each attack is bounded
 //! in count and time; the proxy must stay up with bounded memory while a well-behaved client
 //! on fresh connections keeps being served.
 
@@ -22,13 +23,20 @@ struct Setup {
     _dir: tempfile::TempDir,
 }
 
-async fn setup() -> Setup {
+async fn setup(extra: &str) -> Setup {
+    setup_with(extra, "").await
+}
+
+/// [`setup`] with `downstream` lines added to `[downstream]`.
+async fn setup_with(extra: &str, downstream: &str) -> Setup {
     let app = origin("app").await;
     let dir = tempfile::tempdir().unwrap();
     let cert = gen_cert(&["galion.app"]);
     let (c, k) = cert.write(dir.path(), "app");
     let body = format!(
         r#"
+{extra}
+
 [upstreams.app]
 backends = ["{}"]
 health_check = {{ kind = "none" }}
@@ -41,7 +49,11 @@ routes = [{{ path = "/", upstream = "app" }}]
 "#,
         app.addr
     );
-    let proxy = Proxy::start(bin!(), dir.path(), &base_config(true, &body));
+    let text = base_config(true, &body).replace(
+        "max_body_size = \"1MB\"\n",
+        &format!("max_body_size = \"1MB\"\n{downstream}\n"),
+    );
+    let proxy = Proxy::start(bin!(), dir.path(), &text);
     Setup {
         app,
         cert,
@@ -143,77 +155,140 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> Option<(u8, u
     Some((head[3], head[4], stream, payload))
 }
 
+/// What the server sent, as far as the rapid-reset client cares.
+enum Event {
+    PingAck,
+    GoAway(u32),
+    Closed,
+}
+
+/// What a rapid-reset run did.
+#[derive(Debug)]
+struct RapidReset {
+    /// Streams opened and cancelled (written).
+    written: usize,
+    /// Of those, streams the server processed (a PING behind their batch was acknowledged).
+    processed: usize,
+    connections: usize,
+    /// GOAWAY error codes received, with counts.
+    goaways: std::collections::BTreeMap<u32, usize>,
+    elapsed: Duration,
+}
+
+/// HEADERS then RST_STREAM(CANCEL), stream after stream, written as raw frames in batches of
+/// `batch`, each batch followed by a PING whose ACK shows the server processed it; on one
+/// connection until the server sends GOAWAY or closes, then on a new one; `streams` in all, or
+/// 60 s.
+async fn rapid_reset(
+    addr: SocketAddr,
+    cert: &TestCert,
+    batch: usize,
+    streams: usize,
+) -> RapidReset {
+    let start = Instant::now();
+    let mut run = RapidReset {
+        written: 0,
+        processed: 0,
+        connections: 0,
+        goaways: std::collections::BTreeMap::new(),
+        elapsed: Duration::ZERO,
+    };
+    while run.written < streams && start.elapsed() < Duration::from_secs(60) {
+        let tls = tls_h2(addr, cert).await;
+        run.connections += 1;
+        let (mut rd, mut wr) = tokio::io::split(tls);
+        let mut out = PREFACE.to_vec();
+        out.extend(frame(SETTINGS, 0, 0, &[]));
+        wr.write_all(&out).await.unwrap();
+        // The reader reports PING ACKs, GOAWAY (with its code) and the end of the connection.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            while let Some((kind, flags, _, payload)) = read_frame(&mut rd).await {
+                if kind == PING && flags & ACK != 0 {
+                    let _ = tx.send(Event::PingAck);
+                }
+                if kind == GOAWAY && payload.len() >= 8 {
+                    let code = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
+                    let _ = tx.send(Event::GoAway(code));
+                    return;
+                }
+            }
+            let _ = tx.send(Event::Closed);
+        });
+        let mut id = 1u32;
+        while run.written < streams && start.elapsed() < Duration::from_secs(60) {
+            let mut out = Vec::new();
+            for _ in 0..batch {
+                let mut headers = get_headers(id, "galion.app", &format!("/rr/{}", run.written));
+                headers[4] = 0x4; // END_HEADERS only: the request is still open
+                out.extend(headers);
+                out.extend(frame(RST_STREAM, 0, id, &0x8u32.to_be_bytes())); // CANCEL
+                id += 2;
+            }
+            out.extend(frame(PING, 0, 0, b"rapidrst"));
+            if !matches!(
+                tokio::time::timeout(Duration::from_secs(5), wr.write_all(&out)).await,
+                Ok(Ok(()))
+            ) {
+                break;
+            }
+            run.written += batch;
+            match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+                Ok(Some(Event::PingAck)) => run.processed += batch,
+                Ok(Some(Event::GoAway(code))) => {
+                    *run.goaways.entry(code).or_insert(0) += 1;
+                    break;
+                }
+                _ => break,
+            }
+        }
+        reader.abort();
+    }
+    run.elapsed = start.elapsed();
+    run
+}
+
+fn reached(app: &Origin, prefix: &str) -> usize {
+    app.requests()
+        .iter()
+        .filter(|r| r.uri.starts_with(prefix))
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rapid_reset_keeps_the_proxy_up_and_bounded() {
-    let s = setup().await;
+    let s = setup("").await;
     let addr = s.proxy.https_addr();
     let rss_before = rss_kib(s.proxy.pid());
     let by = h2_bystander(&s);
 
-    const STREAMS: usize = 20_000;
-    let start = Instant::now();
-    let mut sent = 0;
-    let mut connections = 0;
-    let mut goaways = Vec::new();
-    while sent < STREAMS && start.elapsed() < Duration::from_secs(60) {
-        let tls = tls_h2(addr, &s.cert).await;
-        let (client, conn) = h2::client::Builder::new()
-            .handshake::<_, bytes::Bytes>(tls)
-            .await
-            .unwrap();
-        connections += 1;
-        let driver = tokio::spawn(conn);
-        let mut client = Some(client);
-        while sent < STREAMS && start.elapsed() < Duration::from_secs(60) {
-            let Some(c) = client.take() else { break };
-            let mut c = match tokio::time::timeout(Duration::from_secs(5), c.ready()).await {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => {
-                    goaways.push(format!("{e}"));
-                    break;
-                }
-                Err(_) => break,
-            };
-            let req = http::Request::get(format!("https://galion.app/rr/{sent}"))
-                .body(())
-                .unwrap();
-            match c.send_request(req, false) {
-                Ok((resp, mut stream)) => {
-                    stream.send_reset(h2::Reason::CANCEL);
-                    drop(resp);
-                    sent += 1;
-                }
-                Err(e) => {
-                    goaways.push(format!("{e}"));
-                    break;
-                }
-            }
-            client = Some(c);
-        }
-        drop(client);
-        driver.abort();
-    }
-    let elapsed = start.elapsed();
+    // Bursts of 50 resets: more than the 20 pending-accept resets allowed, so every
+    // connection ends with GOAWAY(ENHANCE_YOUR_CALM) after its first burst.
+    let burst = rapid_reset(addr, &s.cert, 50, 2_000).await;
+    // Paced in batches of 10 (below that limit): the attack a client can keep up.
+    let paced = rapid_reset(addr, &s.cert, 10, 20_000).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let report = by.stop().await;
     let rss_after = rss_kib(s.proxy.pid());
     let rss_peak = peak_rss_kib(s.proxy.pid());
-    let reached = s
-        .app
-        .requests()
-        .iter()
-        .filter(|r| r.uri.starts_with("/rr/"))
-        .count();
-    goaways.sort();
-    goaways.dedup();
+    let reached = reached(&s.app, "/rr/");
     eprintln!(
-        "rapid reset: {sent} streams opened and cancelled on {connections} connections in \
-         {elapsed:?}; {reached} reached the origin; connection errors seen: {goaways:?}; RSS \
-         before {rss_before} KiB, after {rss_after} KiB, peak {rss_peak} KiB; bystander {} ok, \
-         slowest {:?}",
+        "rapid reset: bursts of 50: {burst:?}; paced by 10: {paced:?}; {reached} cancelled \
+         streams reached the origin in all; RSS before {rss_before} KiB, after {rss_after} KiB, \
+         peak {rss_peak} KiB; bystander {} ok, slowest {:?}",
         report.ok, report.slowest
     );
-    assert_eq!(sent, STREAMS, "the attack ran to its end within 60 s");
+    assert_eq!(burst.written, 2_000, "{burst:?}");
+    assert_eq!(burst.processed, 0, "no burst was accepted: {burst:?}");
+    assert_eq!(
+        burst.goaways.get(&0xb),
+        Some(&burst.connections),
+        "ENHANCE_YOUR_CALM: {burst:?}"
+    );
+    assert_eq!(
+        paced.written, 20_000,
+        "the attack ran to its end within 60 s: {paced:?}"
+    );
     assert_served(&report, "rapid reset");
     assert!(
         rss_peak < rss_before + 128 * 1024,
@@ -228,6 +303,35 @@ async fn rapid_reset_keeps_the_proxy_up_and_bounded() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.version(), http::Version::HTTP_2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_bounds_what_a_paced_rapid_reset_sends_upstream() {
+    // Paced resets each become a request upstream; the per-client rate limit is what bounds
+    // them (the bystander's path is exempt, as a health check would be).
+    let s = setup(
+        r#"
+[limits]
+window = "60s"
+exempt_paths = ["/ok"]
+[limits.classes.default]
+rate = 500
+burst = 0
+"#,
+    )
+    .await;
+    let by = h2_bystander(&s);
+    let paced = rapid_reset(s.proxy.https_addr(), &s.cert, 10, 5_000).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = by.stop().await;
+    let reached = reached(&s.app, "/rr/");
+    eprintln!("rapid reset under a 500/min rate limit: {paced:?}; {reached} reached the origin");
+    assert_eq!(paced.written, 5_000, "{paced:?}");
+    assert!(
+        reached <= 500,
+        "{reached} cancelled streams reached the origin; the rate is 500"
+    );
+    assert_served(&report, "rapid reset, rate-limited");
 }
 
 /// Writes `count` copies of `one` in batches for at most `limit`, while a reader counts the
@@ -295,7 +399,7 @@ async fn flood(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_and_ping_floods_keep_the_proxy_up_and_bounded() {
-    let s = setup().await;
+    let s = setup("").await;
     let addr = s.proxy.https_addr();
     let rss_before = rss_kib(s.proxy.pid());
     let by = h2_bystander(&s);
@@ -372,7 +476,7 @@ async fn settings_and_ping_floods_keep_the_proxy_up_and_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_beyond_the_limit_are_refused_and_never_reach_the_origin() {
-    let s = setup().await;
+    let s = setup("").await;
     let addr = s.proxy.https_addr();
     let by = h2_bystander(&s);
 
@@ -452,8 +556,95 @@ async fn streams_beyond_the_limit_are_refused_and_never_reach_the_origin() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_h2_readers_are_bounded_by_flow_control_and_timed_out() {
+    let s = setup_with("", "send_timeout = \"3s\"").await;
+    let addr = s.proxy.https_addr();
+    let rss_before = rss_kib(s.proxy.pid());
+
+    // Ten streams on one connection ask for 32 MiB each; the client never sends WINDOW_UPDATE,
+    // so flow control lets the proxy send 64 KiB in all.
+    const SIZE: usize = 32 << 20;
+    let tls = tls_h2(addr, &s.cert).await;
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let mut out = PREFACE.to_vec();
+    out.extend(frame(SETTINGS, 0, 0, &[]));
+    for i in 0..10u32 {
+        out.extend(get_headers(
+            2 * i + 1,
+            "galion.app",
+            &format!("/big/bytes?n={SIZE}&i={i}"),
+        ));
+    }
+    wr.write_all(&out).await.unwrap();
+    let by = h2_bystander(&s);
+    let start = Instant::now();
+    let mut data = 0usize;
+    let mut ended = std::collections::BTreeSet::new();
+    let mut goaway = false;
+    let mut rss_stalled = 0;
+    while ended.len() < 10 && start.elapsed() < Duration::from_secs(20) {
+        if rss_stalled == 0 && start.elapsed() > Duration::from_secs(2) {
+            rss_stalled = rss_kib(s.proxy.pid());
+        }
+        let Ok(Some((kind, flags, stream, payload))) =
+            tokio::time::timeout(Duration::from_millis(500), read_frame(&mut rd)).await
+        else {
+            continue;
+        };
+        match kind {
+            SETTINGS if flags & ACK == 0 => {
+                wr.write_all(&frame(SETTINGS, ACK, 0, &[])).await.unwrap()
+            }
+            DATA => {
+                data += payload.len();
+                if flags & 0x1 != 0 {
+                    ended.insert(stream);
+                }
+            }
+            RST_STREAM => {
+                ended.insert(stream);
+            }
+            GOAWAY => {
+                goaway = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let elapsed = start.elapsed();
+    let report = by.stop().await;
+    let rss_peak = peak_rss_kib(s.proxy.pid());
+    eprintln!(
+        "slow h2 read: {data} bytes of DATA received for 10 x {} MiB; {} streams ended by the \
+         proxy, GOAWAY {goaway}, after {elapsed:?}; RSS before {rss_before} KiB, stalled \
+         {rss_stalled} KiB, peak {rss_peak} KiB; bystander {} ok",
+        SIZE >> 20,
+        ended.len(),
+        report.ok
+    );
+    assert!(
+        data <= 65_535,
+        "{data} bytes sent past the flow-control window"
+    );
+    assert!(
+        goaway || ended.len() == 10,
+        "streams still open after {elapsed:?}: {ended:?}"
+    );
+    // Ended by send_timeout (3 s), not before.
+    assert!(
+        elapsed >= Duration::from_millis(2500),
+        "ended after {elapsed:?}"
+    );
+    assert_served(&report, "slow h2 readers");
+    assert!(
+        rss_peak < rss_before + 64 * 1024,
+        "10 stalled 32 MiB h2 downloads grew the proxy from {rss_before} to {rss_peak} KiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_authority_over_h2_is_refused() {
-    let s = setup().await;
+    let s = setup("").await;
     let tls = tls_h2(s.proxy.https_addr(), &s.cert).await;
     let (client, conn) = h2::client::handshake(tls).await.unwrap();
     let driver = tokio::spawn(conn);
