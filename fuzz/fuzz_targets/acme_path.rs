@@ -13,7 +13,7 @@ fn fixture() -> &'static AcmeFixture {
             .prefix("galion-edge-fuzz-acme-")
             .tempdir()
             .unwrap_or_else(|e| panic!("temp dir: {e}"))
-            .into_path();
+            .keep();
         AcmeFixture::new(&dir).unwrap_or_else(|e| panic!("acme fixture: {e}"))
     })
 }
