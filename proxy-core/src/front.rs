@@ -169,6 +169,11 @@ fn head_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
+/// Whether `b` may appear in a token (RFC 9110 §5.6.2), such as a method.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 /// The authority of an absolute-form `http://` or `https://` target, if it is one.
 fn absolute_form_authority(target: &[u8]) -> Option<&[u8]> {
     let rest = [&b"http://"[..], b"https://"].iter().find_map(|scheme| {
@@ -212,7 +217,8 @@ pub enum Malformed {
     UserInfo,
     /// `CONNECT`: the proxy is not a tunnel (answered `405`).
     Connect,
-    /// A control byte (NUL, DEL, bare CR, …) in the request line.
+    /// A request line with a control byte (NUL, DEL, bare CR, …), a method that is not a
+    /// token, or a version other than `HTTP/1.0` and `HTTP/1.1` at its end.
     BadRequestLine,
     /// A target that is neither a path (`/…`), nor an `http(s)://` absolute form, nor `*` for
     /// `OPTIONS`: authority-form (`host:port`) outside `CONNECT`, other schemes.
@@ -236,7 +242,7 @@ impl Malformed {
             Malformed::HostMismatch => "bad request: host differs from the request target\n",
             Malformed::UserInfo => "bad request: userinfo in host\n",
             Malformed::Connect => "method not allowed: this server is not a proxy\n",
-            Malformed::BadRequestLine => "bad request: control byte in the request line\n",
+            Malformed::BadRequestLine => "bad request: malformed request line\n",
             Malformed::BadTarget => "bad request: request target is not a path\n",
         }
     }
@@ -281,6 +287,16 @@ pub fn check_head(buf: &[u8]) -> Result<(), Malformed> {
     let mut parts = request_line.split(|b| *b == b' ').filter(|p| !p.is_empty());
     let method = parts.next().unwrap_or_default();
     let target = parts.next().unwrap_or_default();
+    let version = request_line
+        .rsplit(|b| *b == b' ')
+        .next()
+        .unwrap_or_default();
+    if method.is_empty()
+        || !method.iter().all(|b| is_tchar(*b))
+        || !(version == b"HTTP/1.1" || version == b"HTTP/1.0")
+    {
+        return Err(Malformed::BadRequestLine);
+    }
     if method == b"CONNECT" {
         return Err(Malformed::Connect);
     }
@@ -654,6 +670,15 @@ mod tests {
             assert_eq!(check_head(&head), Err(Malformed::BadTarget));
         }
         assert_eq!(check_head(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), Ok(()));
+        for bad in [
+            &b"GET / HTTP/9.9\r\nHost: a\r\n\r\n"[..],
+            b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+            b"GET /\r\nHost: a\r\n\r\n",
+            b"G@T / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / http/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(check_head(bad), Err(Malformed::BadRequestLine), "{bad:?}");
+        }
         // The rest of the request line is Pingora's to judge.
         assert_eq!(
             check_head(b"GET /a|b{c} HTTP/1.1\r\nHost: a\r\n\r\n"),

@@ -253,6 +253,21 @@ async fn smuggling_shapes_get_400_close_and_never_reach_the_origin() {
     )
     .await;
     assert_refused(&raw, closed, 400, "TE on HTTP/1.0");
+    // Malformed request lines get the proxy's own 400 too, not Pingora's bare one.
+    for req in [
+        &b"GET /s/v HTTP/9.9\r\nHost: galion.app\r\n\r\n"[..],
+        b"GET /s/v HTTP/2.0\r\nHost: galion.app\r\n\r\n",
+        b"G@T /s/v HTTP/1.1\r\nHost: galion.app\r\n\r\n",
+        b"GET /s/v\r\nHost: galion.app\r\n\r\n",
+    ] {
+        let what = String::from_utf8_lossy(req)
+            .lines()
+            .next()
+            .unwrap()
+            .to_string();
+        let (raw, closed) = exchange(addr, req, Duration::from_secs(5)).await;
+        assert_refused(&raw, closed, 400, &what);
+    }
 
     let report = by.stop().await;
     assert_served(&report, "smuggling", 1);

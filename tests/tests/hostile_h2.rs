@@ -1,9 +1,9 @@
 //! Hostile HTTP/2 clients against the real proxy over TLS (ALPN h2): rapid reset (streams
 //! opened and cancelled in a loop), SETTINGS and PING floods written as raw frames, more
 //! streams than `h2_max_concurrent_streams`, slow readers that never open their flow-control
-//! window, and a foreign `:authority`. Each attack is bounded
-//! in count and time; the proxy must stay up with bounded memory while a well-behaved client
-//! on fresh connections keeps being served.
+//! window, and a foreign `:authority`. Each attack is bounded in count and time; the proxy must
+//! stay up with bounded memory while a well-behaved client on fresh connections keeps being
+//! served.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
