@@ -572,6 +572,8 @@ pub fn raise_fd_limit() -> u64 {
         .and_then(|l| l.split_whitespace().nth(3))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
 /// A `redis-server` of the test's own on a free loopback port, with no persistence and its
 /// files in a temp dir (never a system Redis). Stopped on drop; [`RedisServer::stop`] and
 /// [`RedisServer::start_again`] take it down and bring it back (empty) on the same port.
