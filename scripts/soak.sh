@@ -138,4 +138,6 @@ awk -F, 'NR > 1 { t[NR] = $1; r[NR] = $2; if ($2 > max) max = $2; n = NR }
   }' "$SOAK_DIR/rss.csv"
 echo "proxy log: $(wc -l <"$SOAK_DIR/proxy.log") lines, $(grep -c ' ERROR ' "$SOAK_DIR/proxy.log" || true) errors"
 curl -s "http://127.0.0.1:$ADMIN/cache/stats"; echo
+echo "access log: $(wc -l <"$SOAK_DIR/access.log") lines (file removed)"
+rm -f "$SOAK_DIR/access.log"
 kill -0 "$PROXY" 2>/dev/null || { echo "soak: the proxy died" >&2; exit 1; }
