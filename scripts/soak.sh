@@ -10,11 +10,11 @@
 # (disk fills and evictions), 1 MiB objects, uncached compressed pages, 404s, POST bodies and a
 # second site. VmRSS of the proxy is written every 10 s to $SOAK_DIR/rss.csv; at the end the
 # script prints RSS at start, middle and end, the max, request totals by status and socket errors,
-# and the cache statistics. Ports: SOAK_PORT (default 38000) + 88 / 113 / 1 / 2 / 3.
+# and the cache statistics. Ports: SOAK_PORT (default 21000, below the ephemeral range) + 88 / 113 / 1 / 2 / 3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-600}
-BASE=${SOAK_PORT:-38000}
+BASE=${SOAK_PORT:-21000}
 PLAIN=$((BASE + 88)); ADMIN=$((BASE + 113))
 API=$((BASE + 1)); WEB=$((BASE + 2)); STUDIO=$((BASE + 3))
 SOAK_DIR=${SOAK_DIR:-$(mktemp -d /tmp/galion-soak.XXXXXX)}
@@ -138,4 +138,6 @@ awk -F, 'NR > 1 { t[NR] = $1; r[NR] = $2; if ($2 > max) max = $2; n = NR }
   }' "$SOAK_DIR/rss.csv"
 echo "proxy log: $(wc -l <"$SOAK_DIR/proxy.log") lines, $(grep -c ' ERROR ' "$SOAK_DIR/proxy.log" || true) errors"
 curl -s "http://127.0.0.1:$ADMIN/cache/stats"; echo
+echo "access log: $(wc -l <"$SOAK_DIR/access.log") lines (file removed)"
+rm -f "$SOAK_DIR/access.log"
 kill -0 "$PROXY" 2>/dev/null || { echo "soak: the proxy died" >&2; exit 1; }

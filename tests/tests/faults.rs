@@ -538,6 +538,47 @@ async fn a_full_then_read_only_disk_serves_uncached_and_recovers() {
     assert_eq!(per_request, 0, "no per-request warning\n{}", proxy.stderr());
     assert_eq!(temp_files(&zone), 0, "failed fills leave no temp file");
 
+    // Nearly full: small objects fit, large ones do not, so writes fail and succeed by turns.
+    // The log stays rate-limited (one window for errors, one for recoveries).
+    std::fs::remove_file(&filler).unwrap();
+    let avail = |p: &Path| -> u64 {
+        let out = run("df", &["--output=avail", "-B1", p.to_str().unwrap()]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let leave = 512 * 1024;
+    let fill = (avail(&mnt.0) - leave) / 4096 * 4096;
+    std::fs::write(&filler, vec![0u8; fill as usize]).unwrap();
+    for i in 0..10 {
+        let small = format!("/api/flap/{i}/data?n=20000");
+        assert_eq!(get_data(&proxy, &small, 20_000).await, "MISS");
+        assert_eq!(
+            get_data(&proxy, &small, 20_000).await,
+            "HIT",
+            "{small} fits"
+        );
+        let big = format!("/api/flap/{i}/data?n=1000000");
+        assert_eq!(get_data(&proxy, &big, 1_000_000).await, "MISS");
+        assert_eq!(
+            get_data(&proxy, &big, 1_000_000).await,
+            "MISS",
+            "{big} does not"
+        );
+    }
+    let log = proxy.stderr();
+    let recoveries = log.matches("disk writes work again").count();
+    let (lines, _) = log_lines(&proxy);
+    assert!(
+        lines <= 4 && recoveries <= 3,
+        "20 failures and 10 recoveries by turns: {lines} error lines and {recoveries} recovery \
+         lines, not one per request\n{log}"
+    );
+
     // Space again: caching resumes without a restart.
     std::fs::remove_file(&filler).unwrap();
     let p = "/api/after-full/data?n=200000";
@@ -558,9 +599,15 @@ async fn a_full_then_read_only_disk_serves_uncached_and_recovers() {
         assert_eq!(get_data(&proxy, &p, n).await, "MISS", "{p}: not stored");
     }
     assert!(disk_errors(&proxy, "write").await >= before + 20);
+    // This episode is logged within one window (10 s) of the last line.
+    tokio::time::sleep(proxy_core::cache::storage::LOG_EVERY + Duration::from_millis(200)).await;
+    assert_eq!(
+        get_data(&proxy, "/api/ro/last/data?n=200000", n).await,
+        "MISS"
+    );
     assert!(
         proxy.stderr().contains("Read-only file system"),
-        "a new episode is logged at once\n{}",
+        "{}",
         proxy.stderr()
     );
     assert_eq!(get_data(&proxy, p, n).await, "HIT", "reads still work");

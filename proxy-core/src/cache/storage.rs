@@ -112,6 +112,9 @@ struct DiskHealth {
     epoch: Instant,
     /// Milliseconds since `epoch` before which no error is logged.
     quiet_until: AtomicU64,
+    /// The same for "disk writes work again" (a disk that flaps between full and not must not
+    /// log once per request either).
+    recovery_quiet_until: AtomicU64,
     /// Errors not logged since the last line.
     suppressed: AtomicU64,
     /// Set by a write error, cleared (and logged) by the next complete fill.
@@ -218,6 +221,7 @@ impl TieredStorage {
             health: DiskHealth {
                 epoch: Instant::now(),
                 quiet_until: AtomicU64::new(0),
+                recovery_quiet_until: AtomicU64::new(0),
                 suppressed: AtomicU64::new(0),
                 failing: AtomicBool::new(false),
             },
@@ -350,20 +354,7 @@ impl TieredStorage {
         if op == DiskOp::Write {
             self.health.failing.store(true, Ordering::Relaxed);
         }
-        let now = self.health.epoch.elapsed().as_millis() as u64;
-        let quiet_until = self.health.quiet_until.load(Ordering::Relaxed);
-        let log_now = now >= quiet_until
-            && self
-                .health
-                .quiet_until
-                .compare_exchange(
-                    quiet_until,
-                    now + LOG_EVERY.as_millis() as u64,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok();
-        if !log_now {
+        if !self.log_slot(&self.health.quiet_until) {
             self.health.suppressed.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -384,15 +375,30 @@ impl TieredStorage {
         );
     }
 
-    /// Notes a complete fill: if writes were failing, they work again.
+    /// Whether a line may be logged now under the window `cell` (at most one per
+    /// [`LOG_EVERY`]); if so, starts the next window.
+    fn log_slot(&self, cell: &AtomicU64) -> bool {
+        let now = self.health.epoch.elapsed().as_millis() as u64;
+        let quiet_until = cell.load(Ordering::Relaxed);
+        now >= quiet_until
+            && cell
+                .compare_exchange(
+                    quiet_until,
+                    now + LOG_EVERY.as_millis() as u64,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    /// Notes a complete fill: if writes were failing, they work again. Logged at most once per
+    /// [`LOG_EVERY`], like the errors.
     fn disk_ok(&self) {
-        if self.health.failing.swap(false, Ordering::Relaxed) {
-            // The next failure starts a new episode: its first error is logged at once.
-            let more = self.health.suppressed.swap(0, Ordering::Relaxed);
-            self.health.quiet_until.store(0, Ordering::Relaxed);
+        if self.health.failing.swap(false, Ordering::Relaxed)
+            && self.log_slot(&self.health.recovery_quiet_until)
+        {
             info!(
-                "cache zone {}: disk writes work again, caching resumed ({more} disk errors \
-                 since the last message were not logged)",
+                "cache zone {}: disk writes work again, caching resumed",
                 self.name
             );
         }
