@@ -135,6 +135,12 @@ awk -F, 'NR > 1 { t[NR] = $1; r[NR] = $2; if ($2 > max) max = $2; n = NR }
     printf "RSS (KiB): start %d (t=%ss)  middle %d (t=%ss)  end %d (t=%ss)  max %d  samples %d\n",
       r[2], t[2], r[mid], t[mid], r[n], t[n], max, n - 1
     printf "RSS end - middle: %+d KiB\n", r[n] - r[mid]
+    # Means of the second minute (memory tiers filling) and of the last minute (steady state).
+    for (i = 2; i <= n; i++) {
+      if (t[i] >= 60 && t[i] < 120) { a += r[i]; na++ }
+      if (t[i] >= t[n] - 60) { b += r[i]; nb++ }
+    }
+    if (na && nb) printf "RSS mean 60-120 s: %d KiB, last minute: %d KiB\n", a / na, b / nb
   }' "$SOAK_DIR/rss.csv"
 echo "proxy log: $(wc -l <"$SOAK_DIR/proxy.log") lines, $(grep -c ' ERROR ' "$SOAK_DIR/proxy.log" || true) errors"
 curl -s "http://127.0.0.1:$ADMIN/cache/stats"; echo
