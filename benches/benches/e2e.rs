@@ -37,6 +37,10 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// The allocator the `galion-edge` binary uses, so the proxy in this process runs as shipped.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A loopback port that was free a moment ago.
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -159,32 +163,35 @@ impl Client {
 struct Scenario {
     name: &'static str,
     path: &'static str,
-    body_len: usize,
-    /// What `X-Cache-Status` the proxy must answer with once warm.
-    cache: &'static str,
+    /// The body length, where fixed (the JSON echo's varies with the request headers).
+    body_len: Option<usize>,
+    /// What `X-Cache-Status` the proxy may answer with once warm.
+    cache: &'static [&'static str],
     target: Target,
 }
 
 const SCENARIOS: [Scenario; 3] = [
     Scenario {
         name: "pass_api",
-        path: "/api/me/bytes?n=512&cc=no-store",
-        body_len: 512,
-        cache: "MISS",
+        // The JSON echo with `Cache-Control: no-store`: looked up, fetched, never stored
+        // (MISS, then BYPASS once Pingora's predictor has seen it is uncacheable).
+        path: "/api/me?cc=no-store",
+        body_len: None,
+        cache: &["MISS", "BYPASS"],
         target: API_CALL,
     },
     Scenario {
         name: "hit_1k_json",
         path: "/api/users/bytes?n=1024",
-        body_len: 1024,
-        cache: "HIT",
+        body_len: Some(1024),
+        cache: &["HIT"],
         target: CACHE_HIT,
     },
     Scenario {
         name: "hit_100k_js",
         path: "/static/js/main/text?n=102400",
-        body_len: 102_400,
-        cache: "HIT",
+        body_len: Some(102_400),
+        cache: &["HIT"],
         target: CACHE_HIT,
     },
 ];
@@ -247,14 +254,25 @@ fn e2e(c: &mut Criterion) {
             proxied.get(s.path);
         }
         let (status, cache, len) = proxied.get(s.path);
-        assert_eq!(
-            (status, cache.as_str(), len),
-            (200, s.cache, s.body_len),
-            "{} through the proxy",
+        assert_eq!(status, 200, "{} through the proxy", s.name);
+        assert!(
+            s.cache.contains(&cache.as_str()),
+            "{} through the proxy: X-Cache-Status {cache}, expected one of {:?}",
+            s.name,
+            s.cache
+        );
+        assert!(
+            s.body_len.is_none_or(|n| n == len),
+            "{}: {len} bytes",
             s.name
         );
         let (status, _, len) = direct.get(s.path);
-        assert_eq!((status, len), (200, s.body_len), "{} direct", s.name);
+        assert_eq!(status, 200, "{} direct", s.name);
+        assert!(
+            s.body_len.is_none_or(|n| n == len),
+            "{}: {len} bytes",
+            s.name
+        );
     }
 
     let mut results = Vec::new();
