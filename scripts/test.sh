@@ -19,6 +19,11 @@ step "cargo test"
 # Test processes each start several proxies; two at a time suits a 2-core machine.
 cargo test --workspace -- --test-threads="${GALION_TEST_THREADS:-4}"
 
+step "benches compile and run once"
+# Criterion's test mode: every measurement runs once (no long loads); the e2e bench starts the
+# proxy and an origin on loopback and sends a few dozen requests.
+cargo test -p galion-edge-benches --benches
+
 step "cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 

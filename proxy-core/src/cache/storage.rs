@@ -643,16 +643,17 @@ impl HandleHit for BodyHit {
 
 fn hit(meta: &(Vec<u8>, Vec<u8>), body: Bytes) -> Result<(CacheMeta, HitHandler)> {
     let meta = CacheMeta::deserialize(&meta.0, &meta.1)?;
+    Ok((meta, body_hit(body)))
+}
+
+fn body_hit(body: Bytes) -> HitHandler {
     let end = body.len();
-    Ok((
-        meta,
-        Box::new(BodyHit {
-            body,
-            done: false,
-            start: 0,
-            end,
-        }),
-    ))
+    Box::new(BodyHit {
+        body,
+        done: false,
+        start: 0,
+        end,
+    })
 }
 
 /// A fill in progress: the body goes to a temp file as it arrives.
@@ -805,13 +806,10 @@ impl HandleMiss for DiskFill {
             );
         }
         match self.copy.take() {
-            Some(copy) => self.storage.memory.insert(
-                self.key,
-                MemObject {
-                    meta: self.meta.clone(),
-                    body: copy.freeze(),
-                },
-            ),
+            Some(copy) => self
+                .storage
+                .memory
+                .insert(self.key, MemObject::new(self.meta.clone(), copy.freeze())),
             // A new, larger version must not leave the old one in memory.
             None => {
                 self.storage.memory.remove(&self.key);
@@ -840,7 +838,11 @@ impl Storage for TieredStorage {
         let k = key.combined_bin();
         if let Some(obj) = self.memory.get(&k) {
             self.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
-            return hit(&obj.meta, obj.body.clone()).map(Some);
+            // The meta parsed on the object's first hit: no zstd and header parse per hit.
+            return match obj.meta() {
+                Some(meta) => Ok(Some((meta, body_hit(obj.body.clone())))),
+                None => hit(&obj.meta, obj.body.clone()).map(Some),
+            };
         }
         let found = tokio::task::spawn_blocking(move || self.read_entry(&k))
             .await
@@ -852,13 +854,7 @@ impl Storage for TieredStorage {
         self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
         let result = hit(&footer.meta, body.clone());
         if result.is_ok() {
-            self.memory.insert(
-                k,
-                MemObject {
-                    meta: footer.meta,
-                    body,
-                },
-            );
+            self.memory.insert(k, MemObject::new(footer.meta, body));
         } else {
             self.stats.corrupt.fetch_add(1, Ordering::Relaxed);
             self.drop_entry(&k);
