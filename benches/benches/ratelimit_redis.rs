@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use galion_edge_benches::{report_margin, CACHE_HIT_TARGET};
+use galion_edge_benches::{report_margin, CACHE_HIT};
 use proxy_core::config::RedisSettings;
 use proxy_core::ratelimit::redis::RedisLimiter;
 use proxy_core::ratelimit::{LimitClass, RateLimiter};
@@ -115,7 +115,7 @@ fn bench(c: &mut Criterion) {
             f();
         }
         let t = start.elapsed() / n;
-        report_margin(what, t, CACHE_HIT_TARGET);
+        report_margin(what, t, CACHE_HIT);
         t
     };
     let l = per_op("local limiter, allowed", 1_000_000, &mut || {
