@@ -25,6 +25,16 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
+/// Whether origins keep every request they receive in [`Origin::seen`] (the default). The
+/// load-test origins (`galion-edge origins`) turn it off: millions of requests would otherwise
+/// grow their memory without bound.
+static RECORDING: AtomicBool = AtomicBool::new(true);
+
+/// Turns the recording of requests on or off for every origin of this process.
+pub fn set_recording(on: bool) {
+    RECORDING.store(on, Ordering::Relaxed);
+}
+
 /// A request as an origin saw it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -321,6 +331,9 @@ fn add_cache_headers(
 }
 
 fn record(o: &Origin, method: &str, uri: &str, headers: &[(String, String)], body_len: usize) {
+    if !RECORDING.load(Ordering::Relaxed) {
+        return;
+    }
     if let Ok(mut v) = o.seen.lock() {
         v.push(Recorded {
             method: method.to_string(),
