@@ -42,6 +42,7 @@ if [ -z "${SKIP_BUILD:-}" ]; then
 fi
 
 RUN=$(mktemp -d /tmp/galion-edge-bench.XXXXXX)
+chmod 755 "$RUN"   # nginx's workers (user nobody) write its cache under it
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -75,11 +76,11 @@ nginx -p "$RUN/nginx/" -c "$ROOT/configs/bench/nginx.conf" -g 'daemon off;' &
 NGINX=$!; PIDS+=("$NGINX")
 
 ready() { curl -sf -o /dev/null -H 'Host: galion.app' "http://127.0.0.1:$1/api/health"; }
-for _ in $(seq 100); do
+for _ in $(seq 300); do
   ready "$GE_PLAIN" && ready "$NG_PLAIN" && ready "${ORIGIN_PORT[8001]}" && break
   sleep 0.2
 done
-ready "$GE_PLAIN" && ready "$NG_PLAIN" || { echo "servers did not come up; logs in $RUN" >&2; tail "$RUN"/*.log >&2; exit 1; }
+ready "$GE_PLAIN" && ready "$NG_PLAIN" || { echo "servers did not come up; logs in $RUN" >&2; tail "$RUN"/*.log "$RUN"/nginx/logs/error.log >&2; exit 1; }
 
 mkdir -p "$OUT"
 {
