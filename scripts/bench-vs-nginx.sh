@@ -12,6 +12,9 @@
 #   SCENARIOS="api-hit br-hit" scripts/bench-vs-nginx.sh 1 5s   # a subset
 #   OUT=dir                       where the reports go (default bench-results/DATE)
 #   SKIP_BUILD=1                  use target/release/galion-edge as it is
+#   RATE=3000                     also run api-pass at this fixed rate per target (0 = skip):
+#                                 closed-loop latency hides a server that parks connections
+#                                 (coordinated omission); at a fixed rate every late answer counts
 # Bounded: ROUNDS x (up to 3 targets) x (scenarios) runs of DURATION each, plus warm-ups.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,15 +23,24 @@ ROUNDS=${1:-3}
 DURATION=${2:-8s}
 CONNS=${3:-32}
 SCENARIOS=${SCENARIOS:-"static-hit api-hit api-pass gzip-hit br-hit pass-1mb tls-h1 tls-h2 mix ws-idle"}
+RATE=${RATE:-3000}
 # Scenarios where the origin answered directly is a meaningful baseline.
 ORIGIN_SCENARIOS=" static-hit api-hit api-pass pass-1mb mix "
 OUT=${OUT:-bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
-BIN=$ROOT/target/release/galion-edge
+# The release binary of this checkout (honours CARGO_TARGET_DIR, like cargo).
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/galion-edge
 
 # Benchmark ports (configs/bench/nginx.conf uses the same).
-GE_PLAIN=18088 GE_HTTPS=18443 GE_HTTP=18080 GE_ADMIN=19113
-NG_PLAIN=28088 NG_HTTPS=28443
-declare -A ORIGIN_PORT=([3001]=13001 [8001]=18001 [8002]=18002 [3003]=13003 [8003]=18003 [8004]=18004)
+GE_PLAIN=26088 GE_HTTPS=26443 GE_HTTP=26080 GE_ADMIN=26113
+NG_PLAIN=27088 NG_HTTPS=27443
+declare -A ORIGIN_PORT=([3001]=26301 [8001]=26801 [8002]=26802 [3003]=26303 [8003]=26803 [8004]=26804)
+
+# Other programs on these ports would silently take part in the measurement.
+for p in $GE_PLAIN $GE_HTTPS $GE_HTTP $GE_ADMIN $NG_PLAIN $NG_HTTPS "${ORIGIN_PORT[@]}"; do
+  if ss -ltnH "sport = :$p" | grep -q .; then
+    echo "port $p is in use (ss -ltnp 'sport = :$p'); the benchmark needs it free" >&2; exit 1
+  fi
+done
 
 sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
 if ! command -v nginx >/dev/null || [ ! -f /usr/lib/nginx/modules/ngx_http_brotli_filter_module.so ]; then
@@ -110,10 +122,10 @@ run_one() { # round target scenario
 }
 
 targets=(origin galion-edge nginx)
-for round in $(seq "$ROUNDS"); do
+run_round() { # round scenarios...
+  local round=$1; shift
   mkdir -p "$OUT/round-$round"
-  echo "round $round/$ROUNDS"
-  for sc in $SCENARIOS; do
+  for sc in "$@"; do
     echo " $sc"
     # Interleaved: the order of the targets rotates every round.
     for i in 0 1 2; do
@@ -122,9 +134,47 @@ for round in $(seq "$ROUNDS"); do
       run_one "$round" "$t" "$sc"
     done
   done
+}
+# ws-idle goes after every HTTP round: the memory it leaves behind in a server (galion-edge's
+# allocator keeps it, see docs/benchmarks.md) would otherwise count in the next round's RSS.
+HTTP_SCENARIOS=() WS_SCENARIOS=()
+for sc in $SCENARIOS; do
+  if [ "$sc" = ws-idle ]; then WS_SCENARIOS+=("$sc"); else HTTP_SCENARIOS+=("$sc"); fi
 done
+for round in $(seq "$ROUNDS"); do
+  echo "round $round/$ROUNDS"
+  run_round "$round" "${HTTP_SCENARIOS[@]}"
+done
+if [ "${RATE:-0}" != 0 ] && [[ " $SCENARIOS " == *" api-pass "* ]]; then
+  mkdir -p "$OUT/fixed-rate"
+  for round in $(seq "$ROUNDS"); do
+    echo "api-pass at a fixed $RATE req/s, round $round/$ROUNDS"
+    for i in 0 1 2; do
+      t=${targets[$(( (i + round - 1) % 3 ))]}
+      case $t in
+        origin) args=(--url "http://127.0.0.1:${ORIGIN_PORT[8001]}" --pid "$ORIGINS") ;;
+        galion-edge) args=(--url "http://127.0.0.1:$GE_PLAIN" --pid "$PROXY") ;;
+        nginx) args=(--url "http://127.0.0.1:$NG_PLAIN" --pid "$NGINX") ;;
+      esac
+      "$BIN" loadtest "${args[@]}" --label "$t" -s api-pass -d "$DURATION" -c "$CONNS" --rate "$RATE" \
+        -o "$OUT/fixed-rate/round-$round-$t" > "$OUT/fixed-rate/round-$round-$t.txt" 2>&1 \
+        || { echo "  $t FAILED:"; tail -5 "$OUT/fixed-rate/round-$round-$t.txt"; }
+      awk -v t="$t" 'NR==3 {printf "  %-12s %s\n", t, $0}' "$OUT/fixed-rate/round-$round-$t.txt"
+    done
+  done
+fi
+if [ ${#WS_SCENARIOS[@]} -gt 0 ]; then
+  for round in $(seq "$ROUNDS"); do
+    echo "round $round/$ROUNDS (WebSockets)"
+    run_round "$round" "${WS_SCENARIOS[@]}"
+  done
+fi
 
-"$BIN" loadtest --summarize "$OUT" > "$OUT/summary.md"
+"$BIN" loadtest --summarize "$OUT"/round-* > "$OUT/summary.md"
+if [ -d "$OUT/fixed-rate" ]; then
+  { echo; echo "api-pass at a fixed $RATE req/s (latency from the intended send time):"; echo
+    "$BIN" loadtest --summarize "$OUT/fixed-rate"; } >> "$OUT/summary.md"
+fi
 echo
 cat "$OUT/machine.txt"
 echo

@@ -422,6 +422,7 @@ struct Cell {
     hit: f64,
     cpu: f64,
     rss: f64,
+    rss_before: f64,
     errors: f64,
     ws_bytes: f64,
     ws_opened: f64,
@@ -462,6 +463,11 @@ pub fn summarize(reports: &[Report]) -> String {
                     .as_ref()
                     .map_or(f64::NAN, |u| u.peak_rss_bytes as f64)
             }),
+            rss_before: m(&|s| {
+                s.server
+                    .as_ref()
+                    .map_or(f64::NAN, |u| u.rss_before_bytes as f64)
+            }),
             errors: m(&|s| s.errors.total() as f64),
             ws_bytes: m(&|s| {
                 s.websockets
@@ -495,11 +501,11 @@ pub fn summarize(reports: &[Report]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| scenario | target | rounds | req/s | p50 ms | p99 ms | p99.9 ms | hit % | server CPU % | server peak RSS MiB | errors |"
+        "| scenario | target | rounds | req/s | p50 ms | p99 ms | p99.9 ms | hit % | server CPU % | server RSS before MiB | server peak RSS MiB | errors |"
     );
     let _ = writeln!(
         out,
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for sc in &scenarios {
         for label in &labels {
@@ -507,11 +513,12 @@ pub fn summarize(reports: &[Report]) -> String {
             if !c.ws_bytes.is_nan() {
                 let _ = writeln!(
                     out,
-                    "| {sc} | {label} | {} | {} WebSockets open: {} KiB per connection | | | | | {} | {} | {} |",
+                    "| {sc} | {label} | {} | {} WebSockets open: {} KiB per connection | | | | | {} | {} | {} | {} |",
                     c.rounds,
                     num(c.ws_opened, 0),
                     num(c.ws_bytes / 1024.0, 1),
                     num(c.cpu, 0),
+                    mib(c.rss_before),
                     mib(c.rss),
                     num(c.errors, 0)
                 );
@@ -519,7 +526,7 @@ pub fn summarize(reports: &[Report]) -> String {
             }
             let _ = writeln!(
                 out,
-                "| {sc} | {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {sc} | {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 c.rounds,
                 num(c.rps, 0),
                 ms(c.p50),
@@ -527,6 +534,7 @@ pub fn summarize(reports: &[Report]) -> String {
                 ms(c.p999),
                 num(c.hit * 100.0, 1),
                 num(c.cpu, 0),
+                mib(c.rss_before),
                 mib(c.rss),
                 num(c.errors, 0)
             );
@@ -560,13 +568,14 @@ pub fn summarize(reports: &[Report]) -> String {
             }
             let rps = a.rps / b.rps;
             let p99 = a.p99 / b.p99;
-            let met = rps >= 1.2 && p99 <= 1.0;
+            let rss = a.rss / b.rss;
+            let met = rps >= 1.2 && p99 <= 1.0 && rss < 1.0;
             let _ = writeln!(
                 out,
                 "| {sc} | {} | {} | {} | {} |",
                 num(rps, 2),
                 num(p99, 2),
-                num(a.rss / b.rss, 2),
+                num(rss, 2),
                 if met {
                     "yes".to_string()
                 } else {
@@ -579,6 +588,9 @@ pub fn summarize(reports: &[Report]) -> String {
                     }
                     if p99 > 1.0 {
                         why.push(format!("p99 {:.0}% higher", (p99 - 1.0) * 100.0));
+                    }
+                    if rss >= 1.0 {
+                        why.push(format!("peak RSS {:.0}% higher", (rss - 1.0) * 100.0));
                     }
                     format!("no: {}", why.join(", "))
                 }
