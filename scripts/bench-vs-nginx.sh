@@ -118,7 +118,7 @@ run_one() { # round target scenario
   "$BIN" loadtest "${args[@]}" --label "$target" -s "$sc" -d "$DURATION" -c "$CONNS" \
     -o "$OUT/round-$round/$target-$sc" > "$OUT/round-$round/$target-$sc.txt" 2>&1 \
     || { echo "  $target $sc FAILED:"; tail -5 "$OUT/round-$round/$target-$sc.txt"; }
-  awk -v t="$target" -v s="$sc" 'NR==3 {printf "  %-12s %s\n", t, $0}' "$OUT/round-$round/$target-$sc.txt"
+  awk -v t="$target" -v s="$sc" 'NR==4 {printf "  %-12s %s\n", t, $0}' "$OUT/round-$round/$target-$sc.txt"
 }
 
 targets=(origin galion-edge nginx)
@@ -159,7 +159,7 @@ if [ "${RATE:-0}" != 0 ] && [[ " $SCENARIOS " == *" api-pass "* ]]; then
       "$BIN" loadtest "${args[@]}" --label "$t" -s api-pass -d "$DURATION" -c "$CONNS" --rate "$RATE" \
         -o "$OUT/fixed-rate/round-$round-$t" > "$OUT/fixed-rate/round-$round-$t.txt" 2>&1 \
         || { echo "  $t FAILED:"; tail -5 "$OUT/fixed-rate/round-$round-$t.txt"; }
-      awk -v t="$t" 'NR==3 {printf "  %-12s %s\n", t, $0}' "$OUT/fixed-rate/round-$round-$t.txt"
+      awk -v t="$t" 'NR==4 {printf "  %-12s %s\n", t, $0}' "$OUT/fixed-rate/round-$round-$t.txt"
     done
   done
 fi
