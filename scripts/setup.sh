@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs what building Galion Edge needs beyond the Rust toolchain, on Debian/Ubuntu:
-# cmake (Pingora's zlib-ng build) and a C compiler. Safe to run repeatedly.
+# cmake (Pingora's zlib-ng build) and a C compiler, and redis-server (with redis-cli) for the
+# scale-out tests and bench, which start their own on a loopback port. Safe to run repeatedly.
 set -euo pipefail
 
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# tests/tests/redis.rs and benches/benches/ratelimit_redis.rs (never a system Redis).
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, unit and end-to-end tests, docs.
-# End-to-end tests start the real galion-edge binary against real origins on 127.0.0.1 only.
+# End-to-end tests start the real galion-edge binary against real origins on 127.0.0.1 only;
+# the Redis tests start their own redis-server (installed by setup.sh) on a loopback port.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -17,6 +18,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test"
 # Test processes each start several proxies; two at a time suits a 2-core machine.
 cargo test --workspace -- --test-threads="${GALION_TEST_THREADS:-4}"
+
+step "benches compile and run once"
+# Criterion's test mode: every measurement runs once (no long loads); the e2e bench starts the
+# proxy and an origin on loopback and sends a few dozen requests.
+cargo test -p galion-edge-benches --benches
 
 step "cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps

@@ -7,13 +7,13 @@
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use galion_edge_benches::{report_margin, CACHE_HIT_TARGET};
+use galion_edge_benches::{bench, criterion, CACHE_HIT};
 use pingora_cache::storage::Storage;
 use pingora_cache::trace::Span;
 use pingora_cache::{CacheKey, CacheMeta};
 use proxy_core::cache::{DiskEviction, TieredStorage};
 use proxy_core::pingora::http::ResponseHeader;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 fn leak<T>(t: T) -> &'static T {
     Box::leak(Box::new(t))
@@ -40,7 +40,7 @@ async fn hit(storage: &'static TieredStorage, key: &CacheKey) -> usize {
     h.read_body().await.unwrap().unwrap().len()
 }
 
-fn bench(c: &mut Criterion) {
+fn cache_hits(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -69,26 +69,18 @@ fn bench(c: &mut Criterion) {
         rt.block_on(fill(warm, &key, body.clone()));
         rt.block_on(fill(cold, &key, body));
         rt.block_on(hit(warm, &key));
-        c.bench_function(&format!("cache_hit/memory/{name}"), |b| {
-            b.iter(|| rt.block_on(hit(warm, &key)))
+        bench(c, &format!("cache_hit/memory/{name}"), CACHE_HIT, || {
+            rt.block_on(hit(warm, &key))
         });
-        c.bench_function(&format!("cache_hit/disk/{name}"), |b| {
-            b.iter(|| rt.block_on(hit(cold, &key)))
+        bench(c, &format!("cache_hit/disk/{name}"), CACHE_HIT, || {
+            rt.block_on(hit(cold, &key))
         });
-        for (tier, storage) in [("memory", warm), ("disk", cold)] {
-            let n = 2000u32;
-            let start = Instant::now();
-            for _ in 0..n {
-                rt.block_on(hit(storage, &key));
-            }
-            report_margin(
-                &format!("{tier} hit, {name}"),
-                start.elapsed() / n,
-                CACHE_HIT_TARGET,
-            );
-        }
     }
 }
 
-criterion_group!(benches, bench);
+criterion_group! {
+    name = benches;
+    config = criterion();
+    targets = cache_hits
+}
 criterion_main!(benches);

@@ -5,9 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use galion_edge_benches::{production_config, report_margin, CACHE_HIT_TARGET};
+use galion_edge_benches::{bench, criterion, production_config, CACHE_HIT};
 use proxy_core::RouteTable;
-use std::time::Instant;
 
 const REQUESTS: [(&str, &str); 6] = [
     ("galion.app", "/api/v1/users/42?expand=profile"),
@@ -18,27 +17,22 @@ const REQUESTS: [(&str, &str); 6] = [
     ("unknown.example", "/"),
 ];
 
-fn bench(c: &mut Criterion) {
+fn routing(c: &mut Criterion) {
     let config = production_config();
     let table = RouteTable::new(&config);
-    c.bench_function("route_decision/mixed", |b| {
-        b.iter(|| {
-            for (host, path) in REQUESTS {
-                let _ = black_box(table.decide(black_box(host), black_box(path)));
-            }
-        })
+    bench(c, "route_decision/api_lowercase_host", CACHE_HIT, || {
+        table.decide(black_box("galion.app"), black_box("/api/v1/users"))
     });
-    c.bench_function("route_decision/lowercase_host", |b| {
-        b.iter(|| black_box(table.decide(black_box("galion.app"), black_box("/api/v1/users"))))
+    bench(c, "route_decision/mixed_6_requests", CACHE_HIT, || {
+        for (host, path) in REQUESTS {
+            let _ = black_box(table.decide(black_box(host), black_box(path)));
+        }
     });
-
-    let n = 200_000u32;
-    let start = Instant::now();
-    for _ in 0..n {
-        let _ = black_box(table.decide(black_box("galion.app"), black_box("/api/v1/users")));
-    }
-    report_margin("route decision", start.elapsed() / n, CACHE_HIT_TARGET);
 }
 
-criterion_group!(benches, bench);
+criterion_group! {
+    name = benches;
+    config = criterion();
+    targets = routing
+}
 criterion_main!(benches);

@@ -51,7 +51,6 @@ pub fn write_local_config(dir: &Path) -> std::io::Result<PathBuf> {
 /// `path`, then waits until the process is killed (`galion-edge origins -c FILE`).
 pub fn run_origins(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    crate::origin::set_recording(false);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -66,6 +65,9 @@ pub fn run_origins(path: &Path) -> anyhow::Result<()> {
                         g.name
                     )
                 })?;
+                // Millions of load-test requests would otherwise grow `Origin::seen`
+                // without bound.
+                origin.set_recording(false);
                 println!("origin {:<16} {}", origin.name, origin.addr);
                 started.push(origin);
             }

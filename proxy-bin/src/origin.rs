@@ -7,10 +7,20 @@
 //! Any path also takes `gz=1` (send the body gzip-encoded, whatever the client accepts), `cc=` (a `Cache-Control` value), `etag=` (an `ETag`,
 //! answering `If-None-Match` with 304), `vary=`, `cookie=1` (a `Set-Cookie`) and `fail=1` (answer
 //! 503), percent-encoded. A WebSocket upgrade on any path becomes an echo server.
+//!
+//! For fault tests:
+//! - `data?n=N`: N bytes that depend only on the request target (path and query, as the origin
+//!   receives it): [`url_body`] computes the same bytes, so a test can check any copy of it.
+//! - `chunked=1`: the body is sent with chunked encoding (no `Content-Length`), 16 KiB a chunk.
+//! - `pace=MS`: wait MS milliseconds before each chunk after the first.
+//! - `die=N`: send the head (with the full `Content-Length`, unless `chunked=1`) and the first
+//!   N bytes of the body, then close the connection: the response is cut short, with no
+//!   terminating chunk when chunked.
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -24,16 +34,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
-
-/// Whether origins keep every request they receive in [`Origin::seen`] (the default). The
-/// load-test origins (`galion-edge origins`) turn it off: millions of requests would otherwise
-/// grow their memory without bound.
-static RECORDING: AtomicBool = AtomicBool::new(true);
-
-/// Turns the recording of requests on or off for every origin of this process.
-pub fn set_recording(on: bool) {
-    RECORDING.store(on, Ordering::Relaxed);
-}
 
 /// A request as an origin saw it.
 #[derive(Debug, Clone)]
@@ -72,6 +72,8 @@ pub struct Origin {
     pub healthy: Arc<AtomicBool>,
     /// While true, every request but `/health` gets 503.
     pub failing: Arc<AtomicBool>,
+    /// While true (the default), requests are kept in `seen`; turn it off for long runs.
+    pub recording: Arc<AtomicBool>,
     accept: Arc<tokio::task::JoinHandle<()>>,
     stopped: tokio::sync::watch::Sender<bool>,
 }
@@ -94,6 +96,12 @@ impl Origin {
         self.failing.store(failing, Ordering::SeqCst);
     }
 
+    /// Sets whether requests are kept in [`Origin::seen`] (on by default; a soak run turns it
+    /// off so the origin's memory stays flat).
+    pub fn set_recording(&self, recording: bool) {
+        self.recording.store(recording, Ordering::SeqCst);
+    }
+
     /// Sets what `/health` answers.
     pub fn set_healthy(&self, healthy: bool) {
         self.healthy.store(healthy, Ordering::SeqCst);
@@ -107,6 +115,7 @@ pub async fn spawn_origin(name: &str, addr: SocketAddr) -> std::io::Result<Origi
     let seen = Arc::new(Mutex::new(Vec::new()));
     let healthy = Arc::new(AtomicBool::new(true));
     let failing = Arc::new(AtomicBool::new(false));
+    let recording = Arc::new(AtomicBool::new(true));
     let (stopped, stop_rx) = tokio::sync::watch::channel(false);
     let o = Origin {
         name: name.to_string(),
@@ -114,6 +123,7 @@ pub async fn spawn_origin(name: &str, addr: SocketAddr) -> std::io::Result<Origi
         seen: seen.clone(),
         healthy: healthy.clone(),
         failing: failing.clone(),
+        recording: recording.clone(),
         accept: Arc::new(tokio::spawn(async {})),
         stopped: stopped.clone(),
     };
@@ -143,6 +153,7 @@ pub async fn spawn_origin(name: &str, addr: SocketAddr) -> std::io::Result<Origi
         seen,
         healthy,
         failing,
+        recording,
         accept: Arc::new(accept),
         stopped,
     })
@@ -162,7 +173,96 @@ fn query_num(req: &Request<Incoming>, key: &str) -> Option<u64> {
     })
 }
 
-async fn handle(
+/// The body type the origins answer with: whole, or streamed for `chunked=`, `pace=`, `die=`.
+type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// Bytes per chunk when a body is streamed.
+const CHUNK: usize = 16 * 1024;
+
+/// How `chunked=`, `pace=` and `die=` asked the body to be sent.
+#[derive(Debug, Clone, Copy, Default)]
+struct Shape {
+    chunked: bool,
+    pace: Option<u64>,
+    die: Option<u64>,
+}
+
+async fn handle(o: Origin, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let shape = Shape {
+        chunked: query_str(&req, "chunked").is_some(),
+        pace: query_num(&req, "pace").map(|ms| ms.min(10_000)),
+        die: query_num(&req, "die"),
+    };
+    let resp = answer(o, req).await?;
+    Ok(shaped(resp, shape).await)
+}
+
+/// Sends `resp` as `shape` says.
+async fn shaped(resp: Response<Full<Bytes>>, shape: Shape) -> Response<Body> {
+    if !shape.chunked && shape.pace.is_none() && shape.die.is_none() {
+        return resp.map(|b| b.map_err(|never| match never {}).boxed_unsync());
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = match body.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(never) => match never {},
+    };
+    if shape.chunked {
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+    } else {
+        parts
+            .headers
+            .insert(http::header::CONTENT_LENGTH, bytes.len().into());
+    }
+    let limit = shape
+        .die
+        .map_or(bytes.len(), |d| (d as usize).min(bytes.len()));
+    // State: the body, how far it was sent, whether the connection was broken already.
+    let stream = futures_util::stream::unfold(
+        (bytes, 0usize, false),
+        move |(bytes, pos, broken)| async move {
+            if broken {
+                return None;
+            }
+            if pos >= limit {
+                shape.die?;
+                // Let the connection flush what was sent, then break it.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let e = std::io::Error::other("the origin dies here (die=)");
+                return Some((Err(e), (bytes, pos, true)));
+            }
+            if pos > 0 {
+                if let Some(ms) = shape.pace {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+            }
+            let end = (pos + CHUNK).min(limit);
+            let frame = hyper::body::Frame::data(bytes.slice(pos..end));
+            Some((Ok(frame), (bytes, end, false)))
+        },
+    );
+    Response::from_parts(parts, StreamBody::new(stream).boxed_unsync())
+}
+
+/// The body of `data?n=N` for the request target `uri` (path and query as the origin receives
+/// them): `len` pseudo-random bytes seeded by the target.
+pub fn url_body(uri: &str, len: usize) -> Vec<u8> {
+    // FNV-1a of the target seeds a xorshift64* generator.
+    let mut x = uri.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    }) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+async fn answer(
     o: Origin,
     mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -234,6 +334,16 @@ async fn handle(
         if gzip_body {
             h.insert("content-encoding", http::HeaderValue::from_static("gzip"));
         }
+        add_cache_headers(&mut r, &cc, &etag, &vary, cookie);
+        return Ok(r);
+    }
+    if path.ends_with("/data") {
+        let len = n.unwrap_or(1024).min(64 << 20) as usize;
+        let mut r = Response::new(Full::new(Bytes::from(url_body(&uri, len))));
+        r.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/octet-stream"),
+        );
         add_cache_headers(&mut r, &cc, &etag, &vary, cookie);
         return Ok(r);
     }
@@ -331,7 +441,7 @@ fn add_cache_headers(
 }
 
 fn record(o: &Origin, method: &str, uri: &str, headers: &[(String, String)], body_len: usize) {
-    if !RECORDING.load(Ordering::Relaxed) {
+    if !o.recording.load(Ordering::Relaxed) {
         return;
     }
     if let Ok(mut v) = o.seen.lock() {

@@ -14,8 +14,12 @@
 //! | `POST /reload` | reloads the config file: `200 {"reloaded":true,"needs_restart":[…]}`, or `400 {"reloaded":false,"errors":[…]}` and the old config keeps serving (see [`crate::reload`]) |
 //!
 //! Purges answer `{"purged": N}`. URLs are matched without their scheme, so an entry cached
-//! through the https and the plain listener goes alike.
+//! through the https and the plain listener goes alike. With a `[redis] purge_channel`, the
+//! purge is also published to every other instance and the answer says so:
+//! `{"purged": N, "fanout": "published"}`, or `"queued"` while Redis is unreachable (see
+//! [`crate::purge_bus`]).
 
+use crate::purge_bus::Purge;
 use crate::reload::Reloader;
 use crate::service::ProxyState;
 use arc_swap::ArcSwap;
@@ -112,49 +116,11 @@ impl Admin {
         }
     }
 
-    /// Carries out a purge request's query; an error (with the reason) if it names no target.
+    /// Carries out a purge request's query on this instance's zones; an error (with the
+    /// reason) if it names no target. (The HTTP handler also publishes it, see
+    /// [`crate::purge_bus`].)
     pub fn purge(&self, query: &str) -> Result<usize, String> {
-        let param = |name: &str| {
-            query.split('&').find_map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                (k == name).then(|| percent_decode(v))
-            })
-        };
-        if let Some(url) = param("url") {
-            return Ok(self.each(|z| z.purge_url(&url)));
-        }
-        if let Some(prefix) = param("prefix") {
-            if prefix
-                .trim_start_matches("https://")
-                .trim_start_matches("http://")
-                .is_empty()
-            {
-                return Err(
-                    "prefix must name at least a host; use all=1 to purge everything".into(),
-                );
-            }
-            return Ok(self.each(|z| z.purge_prefix(&prefix)));
-        }
-        if let Some(name) = param("zone") {
-            return match self.state.load().caches.zone(&name) {
-                Some(z) => Ok(z.storage.purge_all()),
-                None => Err(format!("no cache zone named {name:?}")),
-            };
-        }
-        if param("all").is_some() {
-            return Ok(self.each(|z| z.purge_all()));
-        }
-        Err("say what to purge: url=, prefix=, zone= or all=1".into())
-    }
-
-    fn each(&self, f: impl Fn(&crate::cache::TieredStorage) -> usize) -> usize {
-        self.state
-            .load()
-            .caches
-            .zones
-            .iter()
-            .map(|z| f(z.storage))
-            .sum()
+        Purge::from_query(query)?.apply(&self.state.load().caches)
     }
 
     /// The `/cache/stats` document.
@@ -334,8 +300,15 @@ impl ServeHttp for Admin {
             }
             (Method::GET | Method::HEAD, "/cache/stats") => answer(StatusCode::OK, self.stats()),
             (m, "/cache/purge") if m == Method::POST || m.as_str() == "PURGE" => {
-                match self.purge(&query) {
-                    Ok(n) => answer(StatusCode::OK, serde_json::json!({ "purged": n })),
+                let state = self.state.load_full();
+                match Purge::from_query(&query).and_then(|p| Ok((p.apply(&state.caches)?, p))) {
+                    Ok((n, purge)) => {
+                        let mut body = serde_json::json!({ "purged": n });
+                        if let Some(bus) = &state.purge_bus {
+                            body["fanout"] = bus.publish(purge).await.label().into();
+                        }
+                        answer(StatusCode::OK, body)
+                    }
                     Err(e) => answer(StatusCode::BAD_REQUEST, serde_json::json!({ "error": e })),
                 }
             }

@@ -27,7 +27,7 @@ use pingora_cache::{
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::time::{Duration, SystemTime};
 
-pub use storage::{DiskEviction, TieredStorage, ZoneStats, ZoneUsage};
+pub use storage::{DiskEviction, DiskOp, TieredStorage, ZoneStats, ZoneUsage};
 
 /// One zone: its settings, storage and disk eviction manager, all `'static` as Pingora needs.
 pub struct CacheZone {
@@ -91,8 +91,12 @@ impl std::fmt::Debug for Caches {
 }
 
 impl Caches {
-    /// Opens every zone of the config.
+    /// Opens every zone of the config. With at least one zone, also makes `SIGXFSZ` harmless
+    /// for the process (see [`survive_file_size_limit`]).
     pub fn open(settings: &CacheSettings) -> std::io::Result<Caches> {
+        if !settings.zones.is_empty() {
+            survive_file_size_limit();
+        }
         let zones = settings
             .zones
             .iter()
@@ -130,6 +134,36 @@ impl Caches {
     /// A zone by name.
     pub fn zone(&self, name: &str) -> Option<&CacheZone> {
         self.zones.iter().find(|z| z.settings.name == name)
+    }
+}
+
+/// `SIGXFSZ` on Linux (x86-64 and arm64 alike).
+const SIGXFSZ: i32 = 25;
+
+/// Installs a `SIGXFSZ` disposition so that a write past the process's file-size limit
+/// (`RLIMIT_FSIZE`, systemd's `LimitFSIZE=`) fails that write with `EFBIG`, which the cache
+/// treats as any disk error, instead of killing the process (the default action). Tokio never
+/// restores the default once installed. Errors are logged.
+pub fn survive_file_size_limit() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let install = || {
+        if let Err(e) = signal(SignalKind::from_raw(SIGXFSZ)) {
+            log::error!("cannot install a SIGXFSZ handler: {e}");
+        }
+    };
+    if tokio::runtime::Handle::try_current().is_ok() {
+        install();
+        return;
+    }
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    {
+        Ok(rt) => {
+            let _enter = rt.enter();
+            install();
+        }
+        Err(e) => log::error!("cannot install a SIGXFSZ handler: {e}"),
     }
 }
 
@@ -173,7 +207,8 @@ fn heuristically_cacheable(status: u16) -> bool {
 ///
 /// In order: `Set-Cookie` and `Vary: *` are never stored; a request with `Authorization` is
 /// stored only if the response says `public` (or `s-maxage`/`must-revalidate`); `no-store` and
-/// `private` are obeyed; `s-maxage`, `max-age` and `Expires` give the freshness; otherwise
+/// `private` are obeyed (a bare `private` or `no-cache` wins over a later `private="…"` or
+/// `no-cache="…"`; `no-cache` responses are stored stale, so every use revalidates); `s-maxage`, `max-age` and `Expires` give the freshness; otherwise
 /// `ttl` applies (the route's or zone's default; at most a minute for 404/410). The stale
 /// windows come from `stale-while-revalidate`/`stale-if-error`, or the zone's defaults unless
 /// the origin said `no-cache`, `must-revalidate` or `proxy-revalidate`.
@@ -202,15 +237,25 @@ pub fn response_cacheability(
     {
         return RespCacheable::Uncacheable(NoCacheReason::Custom("authorization"));
     }
-    if cc
-        .as_ref()
-        .is_some_and(|c| c.is_cacheable() == CcCacheable::No)
+    // Pingora's parser keeps the last value of a repeated directive, so `private,
+    // private="x"` reads as the qualified form only; a bare `private` or `no-cache` anywhere
+    // still applies to the whole response (found with the `cache_control` fuzz target's check).
+    let bare_no_cache = has_bare_directive(resp, b"no-cache");
+    if has_bare_directive(resp, b"private")
+        || cc
+            .as_ref()
+            .is_some_and(|c| c.is_cacheable() == CcCacheable::No)
     {
         return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
     }
     let now = SystemTime::now();
     let no_defaults = CacheMetaDefaults::new(no_default_ttl, 0, 0);
-    let explicit = calculate_fresh_until(now, cc.as_ref(), resp, authorization, &no_defaults);
+    let explicit = if bare_no_cache {
+        // Stored stale, as Pingora does for `no-cache`: every use revalidates.
+        Some(now.checked_sub(Duration::from_secs(1)).unwrap_or(now))
+    } else {
+        calculate_fresh_until(now, cc.as_ref(), resp, authorization, &no_defaults)
+    };
     let fresh_until = match explicit {
         Some(t) => t,
         None if heuristically_cacheable(status) => {
@@ -227,9 +272,10 @@ pub fn response_cacheability(
     let sie = zone.stale_if_error.as_secs().min(u32::MAX as u64) as u32;
     // `no-cache`, `must-revalidate` and `proxy-revalidate` forbid serving stale unless the
     // origin itself allows it: the zone's defaults do not apply then.
-    let strict = cc
-        .as_ref()
-        .is_some_and(|c| c.no_cache() || c.must_revalidate() || c.proxy_revalidate());
+    let strict = bare_no_cache
+        || cc
+            .as_ref()
+            .is_some_and(|c| c.no_cache() || c.must_revalidate() || c.proxy_revalidate());
     let (swr, sie) = if strict { (0, 0) } else { (swr, sie) };
     let zone_defaults = CacheMetaDefaults::new(no_default_ttl, swr, sie);
     let (swr, sie) = calculate_serve_stale_durations(cc.as_ref(), &zone_defaults);
@@ -238,6 +284,17 @@ pub fn response_cacheability(
         cc.strip_private_headers(&mut stored);
     }
     RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, swr, sie, stored))
+}
+
+/// Whether a `Cache-Control` line has `name` as a directive without a value. Directives are
+/// split on `,` and `;` as Pingora's parser does; a quoted string containing `, private,` also
+/// counts, which errs on the side of not storing.
+fn has_bare_directive(resp: &ResponseHeader, name: &[u8]) -> bool {
+    resp.headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',' || *b == b';')
+            .any(|d| d.trim_ascii().eq_ignore_ascii_case(name))
+    })
 }
 
 /// `Accept-Encoding` reduced to the encoding a response would use: `br`, `gzip` or `identity`,
@@ -314,5 +371,54 @@ mod tests {
         assert_eq!(extension("/api/v1/users"), None);
         assert_eq!(extension("/dir.d/file"), None);
         assert_eq!(extension("/x."), None);
+    }
+
+    fn decide(lines: &[&str]) -> RespCacheable {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for l in lines {
+            resp.append_header(header::CACHE_CONTROL, *l).unwrap();
+        }
+        let zone = crate::fuzzing::cache_control_zone();
+        response_cacheability(&resp, false, Duration::from_secs(600), &zone)
+    }
+
+    /// Found with the `cache_control` fuzz target's invariants: Pingora's parser keeps the last value of a
+    /// repeated directive, so a later `private="x"` hid a bare `private` (the response was
+    /// stored in the shared cache), and a later `no-cache=x` a bare `no-cache` (stored fresh).
+    #[test]
+    fn a_bare_private_or_no_cache_is_not_overridden() {
+        for lines in [
+            &["private, max-age=600", "private=\"set-cookie\""][..],
+            &["private; private=x-user; max-age=60"],
+            &["PRIVATE , s-maxage=60, private=a"],
+        ] {
+            assert!(
+                matches!(decide(lines), RespCacheable::Uncacheable(_)),
+                "{lines:?} stored"
+            );
+        }
+        // The qualified form alone is storable (without the named headers).
+        assert!(matches!(
+            decide(&["private=\"x-user\", max-age=60"]),
+            RespCacheable::Cacheable(_)
+        ));
+        for lines in [
+            &["no-cache; max-age=600; no-cache=x-user"][..],
+            &["no-cache, max-age=600", "no-cache=\"x\""],
+        ] {
+            let RespCacheable::Cacheable(meta) = decide(lines) else {
+                panic!("{lines:?} not stored");
+            };
+            assert!(
+                meta.fresh_until() < meta.created(),
+                "{lines:?} stored fresh"
+            );
+            assert_eq!(meta.stale_while_revalidate_sec(), 0);
+            assert_eq!(meta.stale_if_error_sec(), 0);
+        }
+        let RespCacheable::Cacheable(meta) = decide(&["max-age=600"]) else {
+            panic!("max-age=600 not stored");
+        };
+        assert!(meta.fresh_until() > meta.created());
     }
 }

@@ -101,6 +101,13 @@ pub struct DownstreamSettings {
     pub max_body_size: u64,
     /// Default 128.
     pub h2_max_concurrent_streams: u32,
+    /// Default 0 (no cap). Most connections one TCP peer (IPv6: one /64) may hold open at once
+    /// on a listener; a connection beyond it is closed at once, before anything is read. Peers
+    /// in `[client_ip] trusted` are exempt.
+    pub max_connections_per_peer: u32,
+    /// Default 60s (nginx `send_timeout`). A write to a client that makes no progress for this
+    /// long ends the request and closes the connection (a slow-read client); 0 is an error.
+    pub send_timeout: Duration,
 }
 
 /// Access log format.
@@ -280,6 +287,69 @@ pub struct LimitsSettings {
     pub max_connections_per_ip: u32,
     /// Classes in name order.
     pub classes: Vec<LimitClassSettings>,
+    /// Where the counts live. Default [`LimitBackend::Local`].
+    pub backend: LimitBackend,
+}
+
+/// Where rate-limit counts live, from `[limits] backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LimitBackend {
+    /// This process's sketch (`"local"`, the default): each instance counts on its own.
+    #[default]
+    Local,
+    /// Redis (`"redis"`, needs `[redis]`): every instance sharing the Redis shares the counts;
+    /// the local sketch answers while Redis cannot (see `ratelimit::redis`).
+    Redis,
+}
+
+/// `[redis]`: the Redis that several instances share (rate-limit counts, purge fan-out).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host[:port][/db]` as written (production: DB 4, see
+    /// ARCHITECTURE.md). Required.
+    pub url: String,
+    /// The database number from the URL (default 0).
+    pub db: i64,
+    /// Prefix of every key the proxy writes. Default `"galion-edge:"`.
+    pub key_prefix: String,
+    /// Time allowed for one command on the request path; past it the request is decided by
+    /// the local limiter. Default 50ms.
+    pub timeout: Duration,
+    /// Time allowed to open a connection (background, never on the request path). Default 1s.
+    pub connect_timeout: Duration,
+    /// How often an unreachable Redis is tried again. Default 1s.
+    pub retry_interval: Duration,
+    /// Multiplexed connections in the pool, used in turn. Default 2.
+    pub connections: usize,
+    /// Pub/sub channel of cache purges; `None` (written `""`) when the fan-out is off.
+    /// Default `"<key_prefix>purge"`.
+    pub purge_channel: Option<String>,
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(&self.url))
+            .field("db", &self.db)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("retry_interval", &self.retry_interval)
+            .field("connections", &self.connections)
+            .field("purge_channel", &self.purge_channel)
+            .finish()
+    }
+}
+
+/// `url` with any password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s + 3 => match url[s + 3..at].find(':') {
+            Some(c) => format!("{}:***{}", &url[..s + 3 + c], &url[at..]),
+            None => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
 }
 
 /// `[compression]`.
@@ -361,6 +431,8 @@ pub struct Config {
     pub client_ip: ClientIpSettings,
     /// `[limits]`
     pub limits: LimitsSettings,
+    /// `[redis]`, if any.
+    pub redis: Option<RedisSettings>,
     /// `[compression]`
     pub compression: CompressionSettings,
     /// Admin listener addresses (`[admin] listen`); empty for none.
@@ -645,6 +717,14 @@ impl Validator {
         let cache = self.cache(&raw.cache);
         let client_ip = self.client_ip(&raw.client_ip);
         let limits = self.limits(&raw.limits);
+        let redis = raw.redis.as_ref().map(|r| self.redis(r));
+        if limits.backend == LimitBackend::Redis && redis.is_none() {
+            self.err(
+                "limits.backend",
+                "\"redis\"",
+                "needs a [redis] section with url = \"redis://127.0.0.1:6379/4\", or use backend = \"local\"",
+            );
+        }
         let compression = self.compression(&raw.compression);
         if !raw.admin.allow_remote.unwrap_or(false) {
             for (i, a) in admin_listen.iter().enumerate() {
@@ -709,6 +789,7 @@ impl Validator {
             cache,
             client_ip,
             limits,
+            redis,
             compression,
             admin_listen,
             upstreams,
@@ -1008,6 +1089,137 @@ impl Validator {
             exempt_paths,
             max_connections_per_ip: raw.max_connections_per_ip.unwrap_or(0),
             classes,
+            backend: match raw.backend.as_deref() {
+                None | Some("local") => LimitBackend::Local,
+                Some("redis") => LimitBackend::Redis,
+                Some(other) => {
+                    self.err(
+                        "limits.backend",
+                        format!("{other:?}"),
+                        "expected \"local\" (this process counts) or \"redis\" (shared through [redis])",
+                    );
+                    LimitBackend::Local
+                }
+            },
+        }
+    }
+
+    fn redis(&mut self, raw: &RawRedis) -> RedisSettings {
+        use redis::IntoConnectionInfo as _;
+        let url = raw.url.clone().unwrap_or_default();
+        let mut db = 0;
+        if url.is_empty() {
+            self.err(
+                "redis.url",
+                "",
+                "missing: the Redis to share, such as \"redis://127.0.0.1:6379/4\"",
+            );
+        } else if !url.starts_with("redis://") {
+            self.err(
+                "redis.url",
+                format!("{:?}", redact_url(&url)),
+                "expected a redis:// URL such as \"redis://127.0.0.1:6379/4\" (TLS and unix sockets are not supported)",
+            );
+        } else {
+            match url.as_str().into_connection_info() {
+                Ok(info) if (0..=15).contains(&info.redis.db) => db = info.redis.db,
+                Ok(info) => self.err(
+                    "redis.url",
+                    format!("{:?}", redact_url(&url)),
+                    format!(
+                        "database {} is outside 0..15 (Redis's default `databases 16`); production uses /4",
+                        info.redis.db
+                    ),
+                ),
+                Err(e) => self.err(
+                    "redis.url",
+                    format!("{:?}", redact_url(&url)),
+                    format!("not a Redis URL ({e}); expected redis://[user:password@]host[:port][/db]"),
+                ),
+            }
+        }
+        let key_prefix = raw
+            .key_prefix
+            .clone()
+            .unwrap_or_else(|| "galion-edge:".to_string());
+        if key_prefix.len() > 64
+            || key_prefix
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            self.err(
+                "redis.key_prefix",
+                format!("{key_prefix:?}"),
+                "at most 64 characters, no spaces or control characters, such as \"galion-edge:\"",
+            );
+        }
+        let bounded = |v: &mut Validator,
+                       field: &str,
+                       raw: &Option<RawDuration>,
+                       default: Duration,
+                       max: Duration| {
+            let d = v.duration(field, raw, default);
+            if d < Duration::from_millis(1) || d > max {
+                v.err(
+                    field,
+                    raw.as_ref().map(|d| d.shown()).unwrap_or_default(),
+                    format!("must be from 1ms to {}", humantime::format_duration(max)),
+                );
+                return default;
+            }
+            d
+        };
+        let timeout = bounded(
+            self,
+            "redis.timeout",
+            &raw.timeout,
+            Duration::from_millis(50),
+            Duration::from_secs(5),
+        );
+        let connect_timeout = bounded(
+            self,
+            "redis.connect_timeout",
+            &raw.connect_timeout,
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        );
+        let retry_interval = bounded(
+            self,
+            "redis.retry_interval",
+            &raw.retry_interval,
+            Duration::from_secs(1),
+            Duration::from_secs(300),
+        );
+        let connections = raw.connections.unwrap_or(2);
+        if !(1..=64).contains(&connections) {
+            self.err(
+                "redis.connections",
+                connections.to_string(),
+                "must be between 1 and 64 (each is multiplexed; 2 is plenty for one proxy)",
+            );
+        }
+        let purge_channel = match raw.purge_channel.as_deref() {
+            None => Some(format!("{key_prefix}purge")),
+            Some("") => None,
+            Some(c) if c.chars().any(|ch| ch.is_whitespace() || ch.is_control()) => {
+                self.err(
+                    "redis.purge_channel",
+                    format!("{c:?}"),
+                    "no spaces or control characters; or \"\" to turn the purge fan-out off",
+                );
+                None
+            }
+            Some(c) => Some(c.to_string()),
+        };
+        RedisSettings {
+            url,
+            db,
+            key_prefix,
+            timeout,
+            connect_timeout,
+            retry_interval,
+            connections: connections.clamp(1, 64),
+            purge_channel,
         }
     }
 
@@ -1229,6 +1441,12 @@ impl Validator {
                 1 << 40,
             ),
             h2_max_concurrent_streams: h2_streams.clamp(1, 1000),
+            max_connections_per_peer: raw.max_connections_per_peer.unwrap_or(0),
+            send_timeout: self.duration(
+                "downstream.send_timeout",
+                &raw.send_timeout,
+                Duration::from_secs(60),
+            ),
         }
     }
 

@@ -7,12 +7,23 @@
 //! connection: waits for the first byte (up to `client_header_timeout` on a new connection, the
 //! keepalive timeout between requests; silence is closed without an answer), then gives the whole head
 //! `client_header_timeout` to arrive (408 after), refuses heads over `max_header_bytes` or with
-//! more than `max_header_count` lines (431), and hands the bytes read to Pingora's parser as a
-//! prefix. HTTP/2 connections go straight to the app; the h2 layer enforces its own limits.
+//! more than `max_header_count` lines (431), refuses heads whose framing could be read two ways
+//! (request smuggling shapes, see [`check_head`]: 400), and hands the bytes read to Pingora's
+//! parser as a prefix. HTTP/2 connections go straight to the app; the h2 layer enforces its own
+//! limits.
+//!
+//! Every refusal carries `Connection: close` and the `[headers]` security headers, and the
+//! connection is closed after it: nothing of a refused request reaches Pingora or an upstream.
+//!
+//! Before any of that, a TCP peer that already holds `max_connections_per_peer` connections
+//! (HTTP/1 or HTTP/2, any listener of the same service) has the new one closed at once, unless
+//! the peer is a trusted proxy (`[client_ip] trusted`).
 
+use crate::client_ip::{canonical, TrustedProxies};
 use crate::config::DownstreamSettings;
 use crate::headers::HeaderPolicy;
 use crate::metrics::InFlight;
+use crate::ratelimit::ConnLimiter;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
@@ -31,17 +42,31 @@ pub struct Front<A> {
     limits: DownstreamSettings,
     policy: HeaderPolicy,
     open: Option<IntGauge>,
+    per_peer: ConnLimiter,
+    exempt: TrustedProxies,
 }
 
 impl<A> Front<A> {
-    /// Wraps `app`; `policy` supplies the security headers of the front's own 408/431 answers.
+    /// Wraps `app`; `policy` supplies the security headers of the front's own 400/408/431
+    /// answers. `limits.max_connections_per_peer` caps the connections of each TCP peer (0: no
+    /// cap); no peer is exempt until [`Front::with_exempt_peers`].
     pub fn new(app: A, limits: DownstreamSettings, policy: HeaderPolicy) -> Self {
         Front {
             app: Arc::new(app),
+            per_peer: ConnLimiter::new(limits.max_connections_per_peer),
             limits,
             policy,
             open: None,
+            exempt: TrustedProxies::new(Vec::new()),
         }
+    }
+
+    /// Peers whose connections are never capped by `max_connections_per_peer`: the proxy's
+    /// own trusted proxies (`[client_ip] trusted`, e.g. Cloudflare), which carry many clients
+    /// each.
+    pub fn with_exempt_peers(mut self, exempt: TrustedProxies) -> Self {
+        self.exempt = exempt;
+        self
     }
 
     /// Counts the connections being served in `gauge`: up when [`ServerApp::process_new`]
@@ -144,6 +169,208 @@ fn head_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
+/// Whether `b` may appear in a token (RFC 9110 §5.6.2), such as a method.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The authority of an absolute-form `http://` or `https://` target, if it is one.
+fn absolute_form_authority(target: &[u8]) -> Option<&[u8]> {
+    let rest = [&b"http://"[..], b"https://"].iter().find_map(|scheme| {
+        (target.len() >= scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme))
+            .then(|| &target[scheme.len()..])
+    })?;
+    let end = rest
+        .iter()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+/// Why [`check_head`] refused a complete HTTP/1 request head. Each is answered with `400`
+/// and a closed connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    /// A header line does not parse: no colon, whitespace before the colon, a control byte
+    /// (NUL, bare CR) in a name or value.
+    BadHeader,
+    /// A header line starts with a space or tab (obsolete line folding, RFC 9112 §5.2).
+    ObsFold,
+    /// Both `Content-Length` and `Transfer-Encoding` (RFC 9112 §6.3 allows a server to reject
+    /// this; an upstream that reads the other one would see a different body).
+    LengthAndChunked,
+    /// More than one `Content-Length` line, or a comma-separated list.
+    DuplicateContentLength,
+    /// A `Content-Length` that is not 1–18 decimal digits.
+    BadContentLength,
+    /// A `Transfer-Encoding` other than one `chunked`, or one on an HTTP/1.0 request.
+    BadTransferEncoding,
+    /// More than one `Host` line.
+    DuplicateHost,
+    /// `Content_Length` or `Transfer_Encoding`: servers that fold `_` into `-` (CGI/WSGI
+    /// conventions) would read them as framing headers the proxy did not.
+    LookalikeFraming,
+    /// An absolute-form target (`GET http://a/ HTTP/1.1`) whose authority differs from `Host`
+    /// (RFC 9112 §3.2.2 lets either win; a proxy and an origin could pick differently).
+    HostMismatch,
+    /// Userinfo (`user@`) in `Host` or in an absolute-form target.
+    UserInfo,
+    /// `CONNECT`: the proxy is not a tunnel (answered `405`).
+    Connect,
+    /// A request line with a control byte (NUL, DEL, bare CR, …), a method that is not a
+    /// token, or a version other than `HTTP/1.0` and `HTTP/1.1` at its end.
+    BadRequestLine,
+    /// A target that is neither a path (`/…`), nor an `http(s)://` absolute form, nor `*` for
+    /// `OPTIONS`: authority-form (`host:port`) outside `CONNECT`, other schemes.
+    BadTarget,
+}
+
+impl Malformed {
+    /// The body of the `400` answer: one line naming the problem.
+    pub fn message(self) -> &'static str {
+        match self {
+            Malformed::BadHeader => "bad request: malformed header line\n",
+            Malformed::ObsFold => "bad request: obsolete header line folding\n",
+            Malformed::LengthAndChunked => {
+                "bad request: both content-length and transfer-encoding\n"
+            }
+            Malformed::DuplicateContentLength => "bad request: more than one content-length\n",
+            Malformed::BadContentLength => "bad request: invalid content-length\n",
+            Malformed::BadTransferEncoding => "bad request: unsupported transfer-encoding\n",
+            Malformed::DuplicateHost => "bad request: more than one host\n",
+            Malformed::LookalikeFraming => "bad request: header name with '_' mimics framing\n",
+            Malformed::HostMismatch => "bad request: host differs from the request target\n",
+            Malformed::UserInfo => "bad request: userinfo in host\n",
+            Malformed::Connect => "method not allowed: this server is not a proxy\n",
+            Malformed::BadRequestLine => "bad request: malformed request line\n",
+            Malformed::BadTarget => "bad request: request target is not a path\n",
+        }
+    }
+
+    /// The status code and reason phrase of the answer: `405` for [`Malformed::Connect`],
+    /// `400` otherwise.
+    pub fn status(self) -> (u16, &'static str) {
+        match self {
+            Malformed::Connect => (405, "Method Not Allowed"),
+            _ => (400, "Bad Request"),
+        }
+    }
+}
+
+/// Most header lines [`check_head`] parses; the front's `max_header_count` (≤ 250) refuses
+/// more before it is called.
+const MAX_CHECKED_HEADERS: usize = 256;
+
+/// Checks a complete head (as returned in [`Head::Ready`]) for shapes that two HTTP parsers
+/// could read differently: framing (`Content-Length`/`Transfer-Encoding`), folded or malformed
+/// header lines, and which host is meant (duplicate `Host`, userinfo, an absolute-form target
+/// naming another host), plus `CONNECT`. The rest of the request line is left to Pingora's
+/// parser (which percent-escapes some illegal target bytes rather than failing); routing then
+/// refuses bad targets. Allocation-free.
+pub fn check_head(buf: &[u8]) -> Result<(), Malformed> {
+    let Some(end) = head_end(buf) else {
+        return Ok(());
+    };
+    let start = buf
+        .iter()
+        .position(|b| *b != b'\r' && *b != b'\n')
+        .unwrap_or(end);
+    let head = &buf[start..end];
+    let Some(nl) = head.iter().position(|b| *b == b'\n') else {
+        return Ok(());
+    };
+    let request_line = head[..nl].trim_ascii_end();
+    // Pingora percent-escapes some illegal target bytes; control bytes are refused here.
+    if request_line.iter().any(|b| b.is_ascii_control()) {
+        return Err(Malformed::BadRequestLine);
+    }
+    let mut parts = request_line.split(|b| *b == b' ').filter(|p| !p.is_empty());
+    let method = parts.next().unwrap_or_default();
+    let target = parts.next().unwrap_or_default();
+    let version = request_line
+        .rsplit(|b| *b == b' ')
+        .next()
+        .unwrap_or_default();
+    if method.is_empty()
+        || !method.iter().all(|b| is_tchar(*b))
+        || !(version == b"HTTP/1.1" || version == b"HTTP/1.0")
+    {
+        return Err(Malformed::BadRequestLine);
+    }
+    if method == b"CONNECT" {
+        return Err(Malformed::Connect);
+    }
+    let target_authority = absolute_form_authority(target);
+    if target.first() != Some(&b'/')
+        && target_authority.is_none()
+        && !(method == b"OPTIONS" && target == b"*")
+    {
+        return Err(Malformed::BadTarget);
+    }
+    if target_authority.is_some_and(|a| a.contains(&b'@')) {
+        return Err(Malformed::UserInfo);
+    }
+    let fields = &head[nl + 1..];
+    if fields
+        .split(|b| *b == b'\n')
+        .any(|line| matches!(line.first(), Some(b' ' | b'\t')))
+    {
+        return Err(Malformed::ObsFold);
+    }
+    let mut storage = [httparse::EMPTY_HEADER; MAX_CHECKED_HEADERS];
+    let headers = match httparse::parse_headers(fields, &mut storage) {
+        Ok(httparse::Status::Complete((_, headers))) => headers,
+        // The front's line count refuses more than 250 headers before this is reached.
+        Err(httparse::Error::TooManyHeaders) | Ok(httparse::Status::Partial) => return Ok(()),
+        Err(_) => return Err(Malformed::BadHeader),
+    };
+    let (mut lengths, mut encodings, mut hosts) = (0u32, 0u32, 0u32);
+    for h in headers.iter() {
+        let name = h.name.as_bytes();
+        let value = h.value.trim_ascii();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            lengths += 1;
+            if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+                return Err(if value.contains(&b',') {
+                    Malformed::DuplicateContentLength
+                } else {
+                    Malformed::BadContentLength
+                });
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            encodings += 1;
+            if !value.eq_ignore_ascii_case(b"chunked") {
+                return Err(Malformed::BadTransferEncoding);
+            }
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+            if value.contains(&b'@') {
+                return Err(Malformed::UserInfo);
+            }
+            if target_authority.is_some_and(|a| a != value) {
+                return Err(Malformed::HostMismatch);
+            }
+        } else if name.eq_ignore_ascii_case(b"content_length")
+            || name.eq_ignore_ascii_case(b"transfer_encoding")
+        {
+            return Err(Malformed::LookalikeFraming);
+        }
+    }
+    if lengths > 1 {
+        return Err(Malformed::DuplicateContentLength);
+    }
+    if encodings > 1 || (encodings == 1 && request_line.ends_with(b"HTTP/1.0")) {
+        return Err(Malformed::BadTransferEncoding);
+    }
+    if encodings == 1 && lengths == 1 {
+        return Err(Malformed::LengthAndChunked);
+    }
+    if hosts > 1 {
+        return Err(Malformed::DuplicateHost);
+    }
+    Ok(())
+}
+
 impl<A> Front<A> {
     async fn refuse(&self, stream: &mut Stream, status: u16, reason: &str, body: &str) {
         let mut out = format!(
@@ -170,6 +397,21 @@ impl<A> Front<A> {
     }
 }
 
+/// After a refusal: reads and discards what the client is still sending (a body behind a
+/// refused head), for at most 64 KiB or 1 s, so that closing does not reset the connection
+/// before the client has read the answer.
+async fn drain(stream: &mut Stream) {
+    let mut buf = [0u8; 4096];
+    let mut left = 64usize << 10;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while left > 0 {
+        match timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+            _ => return,
+        }
+    }
+}
+
 #[async_trait]
 impl<A> ServerApp for Front<A>
 where
@@ -181,6 +423,22 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let _open = self.open.as_ref().map(InFlight::enter);
+        let peer = stream.get_socket_digest().and_then(|d| {
+            d.peer_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| canonical(a.ip()))
+        });
+        // Held for the life of the connection; dropping it frees the peer's slot.
+        let _slot = match peer {
+            Some(ip) if !self.exempt.contains(ip) => match self.per_peer.acquire(ip) {
+                Ok(slot) => slot,
+                Err(held) => {
+                    log::debug!("{ip}: connection closed, it already holds {held}");
+                    return None;
+                }
+            },
+            _ => None,
+        };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return ServerApp::process_new(&self.app, stream, shutdown).await;
         }
@@ -235,6 +493,14 @@ where
                     return None;
                 }
             };
+            if let Err(why) = check_head(&buf) {
+                log::debug!("refused a request head: {why:?}");
+                let (status, reason) = why.status();
+                self.refuse(&mut stream, status, reason, why.message())
+                    .await;
+                drain(&mut stream).await;
+                return None;
+            }
             let mut session = ServerSession::new_http1(stream);
             match persistent.take() {
                 Some(p) => p.apply_to_session(&mut session),
@@ -294,5 +560,129 @@ mod tests {
         );
         let mut empty: &[u8] = b"";
         assert_eq!(read_head(&mut empty, d, d, 1024, 10).await, Head::Closed);
+    }
+
+    #[test]
+    fn smuggling_shapes_are_refused() {
+        let ok = |extra: &str| {
+            check_head(format!("POST / HTTP/1.1\r\nHost: a\r\n{extra}\r\n").as_bytes())
+        };
+        assert_eq!(ok(""), Ok(()));
+        assert_eq!(ok("Content-Length: 5\r\n"), Ok(()));
+        assert_eq!(ok("Transfer-Encoding: chunked\r\n"), Ok(()));
+        assert_eq!(ok("transfer-encoding:  Chunked \r\n"), Ok(()));
+        assert_eq!(
+            ok("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"),
+            Err(Malformed::LengthAndChunked)
+        );
+        assert_eq!(
+            ok("Content-Length: 5\r\nContent-Length: 5\r\n"),
+            Err(Malformed::DuplicateContentLength)
+        );
+        assert_eq!(
+            ok("Content-Length: 5, 5\r\n"),
+            Err(Malformed::DuplicateContentLength)
+        );
+        for bad in ["+5", "-1", "0x10", "", "5 5", "1234567890123456789"] {
+            assert_eq!(
+                ok(&format!("Content-Length: {bad}\r\n")),
+                Err(Malformed::BadContentLength),
+                "{bad:?}"
+            );
+        }
+        for bad in [
+            "chunked, identity",
+            "identity",
+            "xchunked",
+            "gzip, chunked",
+            "chunked;x=1",
+        ] {
+            assert_eq!(
+                ok(&format!("Transfer-Encoding: {bad}\r\n")),
+                Err(Malformed::BadTransferEncoding),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            ok("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"),
+            Err(Malformed::BadTransferEncoding)
+        );
+        assert_eq!(
+            check_head(b"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(Malformed::BadTransferEncoding)
+        );
+        assert_eq!(ok("X-A: 1\r\n  folded\r\n"), Err(Malformed::ObsFold));
+        assert_eq!(ok("X-A: 1\r\n\tfolded\r\n"), Err(Malformed::ObsFold));
+        assert_eq!(
+            check_head(b"GET / HTTP/1.1\r\n Host: a\r\n\r\n"),
+            Err(Malformed::ObsFold)
+        );
+        assert_eq!(
+            ok("Transfer-Encoding : chunked\r\n"),
+            Err(Malformed::BadHeader)
+        );
+        assert_eq!(ok("X-A: a\0b\r\n"), Err(Malformed::BadHeader));
+        assert_eq!(ok("X-A: a\rb\r\n"), Err(Malformed::BadHeader));
+        assert_eq!(ok("NoColon\r\n"), Err(Malformed::BadHeader));
+        assert_eq!(ok("Host: b\r\n"), Err(Malformed::DuplicateHost));
+        assert_eq!(
+            ok("Transfer_Encoding: chunked\r\n"),
+            Err(Malformed::LookalikeFraming)
+        );
+        assert_eq!(
+            ok("content_length: 3\r\n"),
+            Err(Malformed::LookalikeFraming)
+        );
+        // Bare LF line endings and leading empty lines are fine.
+        assert_eq!(check_head(b"\r\nGET / HTTP/1.1\nHost: a\n\n"), Ok(()));
+        assert_eq!(
+            check_head(b"GET http://evil.example/ HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Err(Malformed::HostMismatch)
+        );
+        assert_eq!(
+            check_head(b"GET HTTP://a/x HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Ok(())
+        );
+        assert_eq!(
+            check_head(b"GET http://a@b/ HTTP/1.1\r\nHost: a@b\r\n\r\n"),
+            Err(Malformed::UserInfo)
+        );
+        assert_eq!(
+            ok("X: 1\r\n").and(check_head(b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n")),
+            Err(Malformed::UserInfo)
+        );
+        assert_eq!(
+            check_head(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"),
+            Err(Malformed::Connect)
+        );
+        assert_eq!(
+            check_head(b"GET /a\0b HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Err(Malformed::BadRequestLine)
+        );
+        assert_eq!(
+            check_head(b"GET /a\rb HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Err(Malformed::BadRequestLine)
+        );
+        for bad in [&b"evil.example:80"[..], b"ftp://a/x", b"*", b"a/b"] {
+            let mut head = b"GET ".to_vec();
+            head.extend_from_slice(bad);
+            head.extend_from_slice(b" HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert_eq!(check_head(&head), Err(Malformed::BadTarget));
+        }
+        assert_eq!(check_head(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), Ok(()));
+        for bad in [
+            &b"GET / HTTP/9.9\r\nHost: a\r\n\r\n"[..],
+            b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+            b"GET /\r\nHost: a\r\n\r\n",
+            b"G@T / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / http/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(check_head(bad), Err(Malformed::BadRequestLine), "{bad:?}");
+        }
+        // The rest of the request line is Pingora's to judge.
+        assert_eq!(
+            check_head(b"GET /a|b{c} HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Ok(())
+        );
     }
 }

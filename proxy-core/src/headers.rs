@@ -277,11 +277,34 @@ pub fn request_id(req: &RequestHeader) -> HeaderValue {
     }
 }
 
+/// Request headers that frameworks read to rewrite the URL, host, scheme, port or method of a
+/// request (Symfony/IIS `X-Original-URL`, Rails/Rack `X-Forwarded-Scheme`, Express/Django
+/// "trust proxy" settings, method overrides). The proxy neither keys its cache on them nor sets
+/// them, so a client could use them to make an origin answer one URL with another's content and
+/// have that stored for everyone (web cache poisoning): [`set_forwarded`] removes them from every
+/// upstream request. The proxy's own `X-Forwarded-Host`/`-Proto` are set, never passed on.
+pub const UNTRUSTED_OVERRIDES: [HeaderName; 13] = [
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-original-host"),
+    HeaderName::from_static("x-host"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-ssl"),
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
+
 /// Sets the forwarded headers on an upstream request: `X-Forwarded-For` is replaced by
 /// `forwarded_for` (the chain as the client-IP resolver vouches for it, see
 /// [`crate::client_ip::ClientIpResolver::forwarded_for`]), `X-Real-IP` by the resolved client,
 /// `X-Forwarded-Proto` by the listener's scheme (a client cannot forge any of them),
 /// `X-Forwarded-Host` carries the host the client asked for, and `X-Request-Id` is set.
+/// The [`UNTRUSTED_OVERRIDES`] a client sent are removed.
 pub fn set_forwarded(
     req: &mut RequestHeader,
     client: Option<IpAddr>,
@@ -312,6 +335,11 @@ pub fn set_forwarded(
         let _ = req.insert_header(X_FORWARDED_HOST, v);
     }
     let _ = req.insert_header(X_REQUEST_ID, request_id.clone());
+    for name in &UNTRUSTED_OVERRIDES {
+        if req.headers.contains_key(name) {
+            let _ = req.remove_header(name);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,8 @@
 //!   │                                      routing::RouteDecider over routing::RouteTable
 //!   │                                      (host → site, prefix → route, 421 / 404 / 400)
 //!   │                                      acme (port 80 challenges), 301 to https, 413 on CL
-//!   │                                      ratelimit::{RateLimiter, ConnLimiter} (429)
+//!   │                                      ratelimit::{RateLimiter, ConnLimiter} (429),
+//!   │                                      ratelimit::redis::RedisLimiter (shared, Redis)
 //!   ├─ request_cache_filter … ─────────── cache (zone choice, key, policy, Vary;
 //!   │                                      cache::TieredStorage memory over disk)
 //!   ├─ upstream_peer / fail_to_connect ── upstream::UpstreamGroup (round robin, health, retry)
@@ -32,6 +33,8 @@
 //!                                          cache stats and purges, /reload;
 //!                                          metrics::Metrics::render)
 //! SIGHUP / SIGUSR1 ────────────────────── reload::SignalHandler (config reload, log reopen)
+//! Redis (optional) ────────────────────── redis_link::RedisService (pool, breaker, reconnect),
+//!                                          purge_bus::PurgeBus (purges to every instance)
 //! ```
 //!
 //! [`service::GalionProxy`] is the `ProxyHttp` implementation; each hook calls one module.
@@ -79,9 +82,13 @@ pub mod compression;
 pub mod config;
 pub mod errors;
 pub mod front;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod headers;
 pub mod metrics;
+pub mod purge_bus;
 pub mod ratelimit;
+pub mod redis_link;
 pub mod reload;
 pub mod routing;
 pub mod server;

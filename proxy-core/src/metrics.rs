@@ -374,9 +374,76 @@ fn gauge_value(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// The Redis link's series (only with `[redis]`), read from its counters.
+fn redis_families(link: &crate::redis_link::RedisLink) -> Result<Vec<MetricFamily>, MetricsError> {
+    use crate::redis_link::{FailKind, Op};
+    let s = &link.stats;
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let mut out = Vec::new();
+    out.extend(gauges(
+        "galion_edge_redis_up",
+        "1 while the request path uses Redis (shared limits, purges published), 0 while it \
+         decides locally and retries.",
+        &[],
+        [(vec![], i64::from(link.is_up()))],
+    )?);
+    out.extend(counters(
+        "galion_edge_redis_transitions_total",
+        "Times the Redis link came up or went down.",
+        &["to"],
+        [
+            (vec!["up"], get(&s.came_up)),
+            (vec!["down"], get(&s.went_down)),
+        ],
+    )?);
+    let errors: Vec<(Vec<&str>, u64)> = Op::ALL
+        .iter()
+        .flat_map(|op| {
+            FailKind::ALL
+                .iter()
+                .map(move |k| (vec![op.label(), k.label()], s.errors_of(*op, *k)))
+        })
+        .collect();
+    out.extend(counters(
+        "galion_edge_redis_errors_total",
+        "Redis commands that failed, by what they were for and how.",
+        &["op", "kind"],
+        errors,
+    )?);
+    out.extend(counters(
+        "galion_edge_ratelimit_decisions_total",
+        "Rate-limit decisions with [limits] backend = \"redis\": by=\"redis\" one round trip, \
+         by=\"refused_locally\" refused without one (Redis refused the client and its wait has \
+         not passed), by=\"fallback\" the local limiter because Redis was down or slow.",
+        &["by"],
+        [
+            (vec!["redis"], get(&s.limit_redis)),
+            (vec!["refused_locally"], get(&s.limit_refused_locally)),
+            (vec!["fallback"], get(&s.limit_fallback)),
+        ],
+    )?);
+    out.extend(counters(
+        "galion_edge_purge_fanout_total",
+        "Cache purges through Redis: published by this instance, queued while Redis was \
+         unreachable, applied from other instances, and whole-cache clears after purges may \
+         have been missed (resync_clear).",
+        &["event"],
+        [
+            (vec!["published"], get(&s.purges_published)),
+            (vec!["queued"], get(&s.purges_queued)),
+            (vec!["applied"], get(&s.purges_applied)),
+            (vec!["resync_clear"], get(&s.purge_resync_clears)),
+        ],
+    )?);
+    Ok(out)
+}
+
 /// The series read at scrape time from what the proxy already keeps.
 fn scrape_families(state: &ProxyState) -> Result<Vec<MetricFamily>, MetricsError> {
     let mut out = Vec::new();
+    if let Some(link) = &state.redis {
+        out.extend(redis_families(link)?);
+    }
     let backends: Vec<(String, String, bool)> = state
         .upstreams
         .iter()
@@ -460,6 +527,17 @@ fn scrape_families(state: &ProxyState) -> Result<Vec<MetricFamily>, MetricsError
         "Disk entries found corrupt and dropped.",
         &["zone"],
         per_zone(&|z| get(&z.stats.corrupt)),
+    )?);
+    out.extend(counters(
+        "galion_edge_cache_disk_errors_total",
+        "Disk operations of a cache zone that failed (op: read, write, remove, lost); responses \
+         are served uncached meanwhile.",
+        &["zone", "op"],
+        zones.iter().flat_map(|z| {
+            crate::cache::DiskOp::ALL
+                .iter()
+                .map(|op| (vec![z.name, op.as_str()], z.stats.disk_errors(*op)))
+        }),
     )?);
     out.extend(counters(
         "galion_edge_cache_evictions_total",

@@ -13,6 +13,11 @@
 //! IPv4 address, and IPv6 addresses are grouped by their /64 prefix by default (one subscriber
 //! line or host usually owns a whole /64, so a per-address IPv6 limit could be dodged by
 //! changing address). See `with_ipv6_prefix_len` on each limiter.
+//!
+//! With `[limits] backend = "redis"`, [`redis::RedisLimiter`] counts in Redis instead, shared
+//! by every instance, and this sketch answers while Redis cannot.
+
+pub mod redis;
 
 use crate::client_ip::canonical;
 use bytes::Bytes;
@@ -254,6 +259,16 @@ impl RateLimiter {
                 retry_after_secs: retry_after(prev, curr, frac, window, limit),
             }
         }
+    }
+}
+
+impl RateLimiter {
+    /// Counts one request of `ip` in `class` without deciding anything: the shared limiter
+    /// ([`redis::RedisLimiter`]) records here what Redis allowed, so that a fallback to this
+    /// limiter starts from this instance's share of the window. Never fails, never allocates.
+    pub fn record(&self, class: &LimitClass, ip: IpAddr) {
+        self.rate
+            .observe(&(class.id, key_bits(ip, self.v6_mask)), 1);
     }
 }
 

@@ -131,8 +131,10 @@ impl Reloader {
 
 /// The settings of `new` that differ from `old` but are bound or built once at start, by field
 /// path: listener and admin addresses, `[server]`, the front's `[downstream]` limits (all but
-/// `max_body_size`, which routes read per request), `tls.reload_interval`, and the hosts and
-/// certificate paths of TLS sites (certificate *contents* reload on their own).
+/// `max_body_size`, which routes read per request), `tls.reload_interval`, the hosts and
+/// certificate paths of TLS sites (certificate *contents* reload on their own), and `[redis]`
+/// (the link and its background service are built at start; `[limits] backend` does reload,
+/// between `"local"` and `"redis"` when `[redis]` was there at start).
 pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
     let mut check = |changed: bool, field: &str| {
@@ -177,6 +179,11 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         "downstream.h2_max_concurrent_streams",
     );
     check(
+        o.max_connections_per_peer != n.max_connections_per_peer,
+        "downstream.max_connections_per_peer",
+    );
+    check(o.send_timeout != n.send_timeout, "downstream.send_timeout");
+    check(
         old.tls_reload_interval != new.tls_reload_interval,
         "tls.reload_interval",
     );
@@ -194,6 +201,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         old.cache.zones != new.cache.zones,
         "cache.zones (zone paths and sizes)",
     );
+    check(old.redis != new.redis, "redis");
     out
 }
 
@@ -229,6 +237,11 @@ fn keep_running_values(old: &Config, new: &mut Config) -> Result<Vec<String>, Re
     };
     new.tls_reload_interval = old.tls_reload_interval;
     new.cache.zones = old.cache.zones.clone();
+    new.redis = old.redis.clone();
+    if new.redis.is_none() && new.limits.backend == crate::config::LimitBackend::Redis {
+        // `[redis]` was added by this reload, which cannot connect it: count locally.
+        new.limits.backend = crate::config::LimitBackend::Local;
+    }
     Ok(changed)
 }
 

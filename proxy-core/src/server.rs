@@ -5,6 +5,7 @@
 //! to its own. The `_with` variants take [`ProxyOptions`] (today: a custom
 //! [`RouteDecider`]).
 
+use crate::client_ip::TrustedProxies;
 use crate::config::Config;
 use crate::front::Front;
 use crate::headers::HeaderPolicy;
@@ -140,7 +141,8 @@ pub fn build_server_with(
 ///
 /// Added: one listening service per non-empty listener list of the config (`https` with the
 /// certificate reloader, `http_proxy`, the port-80 `http` redirect, `[admin] listen`), the
-/// health checker, and the signal handler (SIGHUP reloads `options.config_path`, SIGUSR1
+/// health checker, the Redis link's service when `[redis]` is set
+/// ([`RedisService`](crate::redis_link::RedisService)), and the signal handler (SIGHUP reloads `options.config_path`, SIGUSR1
 /// reopens the access log; see [`crate::reload`]). The SIGHUP and SIGUSR1 handlers are
 /// installed for the whole process when this is called. The server's own [`ServerConf`] applies (threads, keepalive pool, retries);
 /// the config's `[server]` section is only read by [`build_server`]. Nothing is bound until the
@@ -207,9 +209,18 @@ pub fn add_to_server_with(
         let mut h2 = H2Options::new();
         h2.max_concurrent_streams(config.downstream.h2_max_concurrent_streams)
             .max_header_list_size(config.downstream.max_header_bytes as u32)
-            .max_send_buffer_size(1 << 20);
+            .max_send_buffer_size(1 << 20)
+            // Abuse bounds, explicit rather than the h2 crate's defaults of the day (see
+            // docs/security.md). Rapid reset (CVE-2023-44487): at most 20 streams reset by the
+            // client before they were accepted, then GOAWAY(ENHANCE_YOUR_CALM).
+            .max_pending_accept_reset_streams(20)
+            // Streams the proxy reset and still remembers (to ignore late frames), 1 s each.
+            .max_concurrent_reset_streams(50)
+            // Resets the client forces through protocol errors, then GOAWAY(ENHANCE_YOUR_CALM).
+            .max_local_error_reset_streams(Some(1024));
         proxy.h2_options = Some(h2);
         Front::new(proxy, config.downstream.clone(), default_policy.clone())
+            .with_exempt_peers(TrustedProxies::new(config.client_ip.trusted.clone()))
             .with_connection_gauge(current.metrics.downstream_connections())
     };
 
@@ -268,6 +279,12 @@ pub fn add_to_server_with(
         "health checks",
         HealthChecker::new(state.clone()),
     ));
+    if current.redis.is_some() {
+        server.add_service(background_service(
+            "redis",
+            crate::redis_link::RedisService::new(state.clone()),
+        ));
+    }
     crate::reload::install_signal_dispositions();
     server.add_service(background_service(
         "config reload",

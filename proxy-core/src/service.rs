@@ -20,7 +20,10 @@ use crate::config::Config;
 use crate::errors::{answer_for, body_for};
 use crate::headers::{self, HeaderPolicy, X_CACHE_STATUS, X_REQUEST_ID};
 use crate::metrics::{InFlight, MetricHandles, Metrics};
+use crate::purge_bus::PurgeBus;
+use crate::ratelimit::redis::RedisLimiter;
 use crate::ratelimit::{self, ConnLimiter, Decision, LimitClass, RateLimiter};
+use crate::redis_link::RedisLink;
 use crate::routing::{path_is_clean, HostPathDecider, RouteDecider, RouteError, RouteTable};
 use crate::upstream::UpstreamGroup;
 use arc_swap::ArcSwap;
@@ -63,6 +66,13 @@ pub struct ProxyState {
     pub limit_classes: Vec<LimitClass>,
     limit_policies: Vec<HeaderValue>,
     limit_allow: TrustedProxies,
+    /// The link to `[redis]`, if configured (the same across reloads).
+    pub redis: Option<Arc<RedisLink>>,
+    /// Rate limits counted in Redis, with `[limits] backend = "redis"`; `limiter` answers
+    /// while Redis cannot.
+    pub redis_limiter: Option<Arc<RedisLimiter>>,
+    /// Purges fanned out to the other instances, with a `[redis] purge_channel`.
+    pub purge_bus: Option<Arc<PurgeBus>>,
     /// Response compression, if enabled.
     pub compression: Option<CompressionPolicy>,
     /// Compression counters (the same `Arc` as [`Metrics::compression_stats`], so they
@@ -188,6 +198,7 @@ impl ProxyState {
             Some(p) if p.config.access_log == config.access_log => p.access_log.clone(),
             _ => AccessLog::open(&config.access_log)?,
         };
+        let (redis, redis_limiter, purge_bus) = redis_parts(&config, previous)?;
         Ok(ProxyState {
             routes: RouteTable::new(&config),
             upstreams,
@@ -208,6 +219,9 @@ impl ProxyState {
             limit_classes,
             limit_policies,
             limit_allow: TrustedProxies::new(limits.allow.clone()),
+            redis,
+            redis_limiter,
+            purge_bus,
             compression: config.compression.enabled.then(|| {
                 let c = &config.compression;
                 CompressionPolicy::new(
@@ -225,6 +239,44 @@ impl ProxyState {
             config,
         })
     }
+}
+
+type RedisParts = (
+    Option<Arc<RedisLink>>,
+    Option<Arc<RedisLimiter>>,
+    Option<Arc<PurgeBus>>,
+);
+
+/// The Redis link, shared limiter and purge bus of `config`, keeping `previous`'s where they
+/// still fit (a reload keeps `[redis]` as running, so the link always carries over).
+fn redis_parts(config: &Config, previous: Option<&ProxyState>) -> std::io::Result<RedisParts> {
+    let Some(settings) = &config.redis else {
+        return Ok((None, None, None));
+    };
+    let link = match previous.and_then(|p| p.redis.clone()) {
+        Some(l) if l.settings() == settings => l,
+        _ => Arc::new(RedisLink::new(settings).map_err(std::io::Error::other)?),
+    };
+    let limits = &config.limits;
+    let limiter = (limits.backend == crate::config::LimitBackend::Redis).then(|| {
+        match previous.and_then(|p| p.redis_limiter.clone().map(|r| (p, r))) {
+            Some((p, r))
+                if Arc::ptr_eq(r.link(), &link)
+                    && p.config.limits.window == limits.window
+                    && p.config.limits.classes == limits.classes =>
+            {
+                r
+            }
+            _ => Arc::new(RedisLimiter::new(link.clone(), limits.window)),
+        }
+    });
+    let bus = settings.purge_channel.as_ref().map(|channel| {
+        match previous.and_then(|p| p.purge_bus.clone()) {
+            Some(b) if b.channel() == channel => b,
+            _ => Arc::new(PurgeBus::new(link.clone(), channel)),
+        }
+    });
+    Ok((Some(link), limiter, bus))
 }
 
 /// What a listener does with requests.
@@ -400,7 +452,7 @@ enum Refusal {
 
 impl GalionProxy {
     /// Applies the connection cap and the route's rate class to the resolved client.
-    fn check_limits(
+    async fn check_limits(
         &self,
         ctx: &mut RequestCtx,
         class: Option<usize>,
@@ -423,7 +475,15 @@ impl GalionProxy {
             Err(_) => return Some(Refusal::Concurrency { class }),
         }
         let class = class?;
-        match state.limiter.check(&state.limit_classes[class], ip) {
+        let decision = match &state.redis_limiter {
+            Some(shared) => {
+                shared
+                    .check(&state.limiter, &state.limit_classes[class], ip)
+                    .await
+            }
+            None => state.limiter.check(&state.limit_classes[class], ip),
+        };
+        match decision {
             Decision::Allow {
                 remaining,
                 reset_secs,
@@ -560,6 +620,19 @@ impl ProxyHttp for GalionProxy {
         if session.subrequest_ctx.is_none() {
             ctx.in_flight = Some(ctx.state.metrics.in_flight());
         }
+        // Pingora sets no downstream write timeout: a client that stops reading would hold the
+        // request (and its upstream connection) for as long as TCP keeps the socket.
+        session.set_write_timeout(Some(ctx.state.config.downstream.send_timeout));
+        // Where a chunked body ends is Pingora's parser's call (it reads an empty chunk-size
+        // line as the last chunk, for one): never read another request after one, so bytes a
+        // client meant as body can never be served as a request of their own.
+        if session
+            .req_header()
+            .headers
+            .contains_key(header::TRANSFER_ENCODING)
+        {
+            session.set_keepalive(None);
+        }
         let req = session.req_header();
         ctx.request_id = headers::request_id(req);
         ctx.peer = client_ip(session);
@@ -617,7 +690,7 @@ impl ProxyHttp for GalionProxy {
             return refuse(session, ctx, 413).await;
         }
         let class = ctx.state.config.sites[decision.site].routes[decision.route].limit;
-        if let Some(refusal) = self.check_limits(ctx, class, path) {
+        if let Some(refusal) = self.check_limits(ctx, class, path).await {
             return self.too_many(session, ctx, refusal).await;
         }
         Ok(false)
@@ -863,6 +936,15 @@ impl ProxyHttp for GalionProxy {
     ) -> Result<()> {
         if let Some(start) = ctx.upstream_start {
             ctx.upstream_time.get_or_insert(start.elapsed());
+        }
+        // RFC 9110 §15: a status is 100..=599. Anything else (`HTTP/1.1 999`) is garbage: 502.
+        if resp.status.as_u16() > 599 {
+            let mut e = Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                format!("upstream answered status {}", resp.status.as_u16()),
+            );
+            e.as_up();
+            return Err(e);
         }
         let mut gone = Vec::new();
         headers::strip_hop_by_hop(&resp.headers, resp.status.as_u16() == 101, |n| {

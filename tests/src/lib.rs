@@ -453,3 +453,218 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// What a [`Bystander`] saw.
+#[derive(Debug, Default, Clone)]
+pub struct BystanderReport {
+    /// Answers with the expected status.
+    pub ok: usize,
+    /// Everything else: unexpected statuses and transport errors, described.
+    pub failed: Vec<String>,
+    /// The slowest answer.
+    pub slowest: Duration,
+}
+
+/// A well-behaved client that keeps asking for one URL while an attack runs, to show that
+/// others are still served. Each request is made on the given client (build it with
+/// `pool_max_idle_per_host(0)` for a fresh connection every time).
+pub struct Bystander {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<BystanderReport>,
+}
+
+impl Bystander {
+    /// Starts asking `url` (with `Host: host` if given) every `every`, expecting `200`.
+    pub fn start(
+        client: reqwest::Client,
+        url: String,
+        host: Option<&str>,
+        every: Duration,
+    ) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let host = host.map(str::to_string);
+        let task = tokio::spawn(async move {
+            let mut report = BystanderReport::default();
+            // Bounded: at most 100,000 requests or until stopped.
+            for _ in 0..100_000 {
+                if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let t = Instant::now();
+                let mut req = client.get(&url);
+                if let Some(h) = &host {
+                    req = req.header("host", h);
+                }
+                match req.send().await {
+                    Ok(r) if r.status() == 200 => match r.bytes().await {
+                        Ok(_) => report.ok += 1,
+                        Err(e) => report.failed.push(format!("body: {e}")),
+                    },
+                    Ok(r) => report.failed.push(format!("status {}", r.status())),
+                    Err(e) => report.failed.push(format!("{e:?}")),
+                }
+                report.slowest = report.slowest.max(t.elapsed());
+                tokio::time::sleep(every).await;
+            }
+            report
+        });
+        Bystander { stop, task }
+    }
+
+    /// Stops and returns what it saw.
+    pub async fn stop(self) -> BystanderReport {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.await.unwrap()
+    }
+}
+
+/// A plain-HTTP client that opens a new connection for every request.
+pub fn fresh_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(0)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The resident set size of process `pid` in KiB (`VmRSS` in `/proc/PID/status`), 0 if unknown.
+pub fn rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+/// The peak resident set size of process `pid` in KiB (`VmHWM`), 0 if unknown.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmHWM:")
+}
+
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    let status = read(Path::new(&format!("/proc/{pid}/status")));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Raises this process's soft open-files limit to its hard limit (tests that hold hundreds of
+/// connections), returning the new soft limit.
+pub fn raise_fd_limit() -> u64 {
+    let out = Command::new("sh").args(["-c", "ulimit -Hn"]).output();
+    let hard: u64 = out
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024);
+    // `prlimit` from util-linux sets another process's limit without unsafe code here.
+    let _ = Command::new("prlimit")
+        .args([
+            "--pid",
+            &std::process::id().to_string(),
+            &format!("--nofile={hard}:{hard}"),
+        ])
+        .status();
+    let soft = read(Path::new("/proc/self/limits"));
+    soft.lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A `redis-server` of the test's own on a free loopback port, with no persistence and its
+/// files in a temp dir (never a system Redis). Stopped on drop; [`RedisServer::stop`] and
+/// [`RedisServer::start_again`] take it down and bring it back (empty) on the same port.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` and waits (up to 10 s) until it answers `PING`. Panics with how
+    /// to install it if it is not installed: this never skips silently.
+    pub fn start() -> RedisServer {
+        let found = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            found,
+            "redis-server is not installed: `bash scripts/setup.sh` installs it (Debian package \
+             redis-server), which these tests start on a loopback port of their own"
+        );
+        let mut r = RedisServer {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        r.start_again();
+        r
+    }
+
+    /// `redis://127.0.0.1:PORT/DB`.
+    pub fn url(&self, db: u8) -> String {
+        format!("redis://127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Starts the server (again, empty) on its port; waits until it answers `PING`.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::File::create(self.dir.path().join("redis.log")).unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--protected-mode", "yes"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.cli(&["PING"]).trim() != "PONG" {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} did not answer PING in 10 s: {}",
+                self.port,
+                read(&self.dir.path().join("redis.log"))
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server (SIGKILL: no goodbye to its clients, like a crash) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs `redis-cli -p PORT ARGS…` and returns its output ("" if it could not run).
+    pub fn cli(&self, args: &[&str]) -> String {
+        Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

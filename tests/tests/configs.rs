@@ -475,6 +475,47 @@ fn bad_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             ],
         ),
         (
+            "redis limits without [redis]",
+            format!("[limits]\nbackend = \"redis\"\n\n{VALID}"),
+            vec![
+                "error: limits.backend = \"redis\"",
+                "needs a [redis] section",
+            ],
+        ),
+        (
+            "unknown limits backend",
+            format!("[limits]\nbackend = \"memcached\"\n\n{VALID}"),
+            vec![
+                "error: limits.backend = \"memcached\"",
+                "expected \"local\"",
+            ],
+        ),
+        (
+            "redis url of another scheme, password redacted",
+            format!("[redis]\nurl = \"http://u:secret@127.0.0.1:6379/4\"\n\n{VALID}"),
+            vec![
+                "error: redis.url = \"http://u:***@127.0.0.1:6379/4\"",
+                "expected a redis:// URL",
+            ],
+        ),
+        (
+            "redis database out of range",
+            format!("[redis]\nurl = \"redis://127.0.0.1:6379/16\"\n\n{VALID}"),
+            vec!["error: redis.url", "database 16 is outside 0..15"],
+        ),
+        (
+            "redis timeout too long",
+            format!(
+                "[redis]\nurl = \"redis://127.0.0.1:6379/4\"\ntimeout = \"10s\"\n\n{VALID}"
+            ),
+            vec!["error: redis.timeout = \"10s\"", "must be from 1ms to 5s"],
+        ),
+        (
+            "redis without connections",
+            format!("[redis]\nurl = \"redis://127.0.0.1:6379/4\"\nconnections = 0\n\n{VALID}"),
+            vec!["error: redis.connections = 0", "between 1 and 64"],
+        ),
+        (
             "missing ACME webroot",
             format!("[acme]\nwebroot = \"no-such-dir\"\n\n{VALID}"),
             vec![
@@ -491,6 +532,11 @@ fn the_valid_base_configs_pass() {
     write_cert_files(dir.path());
     check_text(dir.path(), VALID).assert_ok("VALID");
     check_text(dir.path(), &with_tls("good.crt", "good.key")).assert_ok("VALID with tls");
+    let shared = format!(
+        "[redis]\nurl = \"redis://127.0.0.1:6379/4\"\nkey_prefix = \"galion:\"\ntimeout = \"20ms\"\n\
+         purge_channel = \"\"\n\n[limits]\nbackend = \"redis\"\n\n{VALID}"
+    );
+    check_text(dir.path(), &shared).assert_ok("VALID with Redis limits");
 }
 
 #[test]

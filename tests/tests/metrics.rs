@@ -466,7 +466,7 @@ async fn exact_counters_after_known_traffic() {
     // Bounded label sets: only these names, and never a path, a client's host or a client IP.
     let allowed = [
         "site", "route", "status", "upstream", "backend", "zone", "tier", "class", "reason",
-        "action", "le", "reused",
+        "action", "le", "reused", "op",
     ];
     let paths = [
         "/hello",
@@ -550,16 +550,32 @@ routes = [{{ path = "/", upstream = "app" }}]
     // comes before `logging`), so the first request opens a connection and every later one
     // takes it from the pool.
     const N: usize = 5;
-    let keep = client();
+    // One raw TCP connection, so the client side cannot open a second one behind our back
+    // (a pooling client may, when the previous connection is not yet back in its pool).
+    let mut keep = std::net::TcpStream::connect(proxy.plain_addr()).unwrap();
+    keep.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     for _ in 0..N {
-        let r = keep
-            .get(format!("http://{}/hello", proxy.plain_addr()))
-            .header("host", "galion.app")
-            .send()
-            .await
+        use std::io::{Read, Write};
+        keep.write_all(b"GET /hello HTTP/1.1\r\nHost: galion.app\r\n\r\n")
             .unwrap();
-        assert_eq!(r.status(), 200);
-        r.bytes().await.unwrap();
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            assert_eq!(keep.read(&mut byte).unwrap(), 1, "connection closed early");
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .expect("a content-length")
+            .trim()
+            .parse()
+            .unwrap();
+        let mut body = vec![0u8; len];
+        keep.read_exact(&mut body).unwrap();
     }
     let (m, text) = scrape(&proxy).await;
     let conns = |reused: &str| {

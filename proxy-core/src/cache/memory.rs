@@ -6,10 +6,13 @@
 
 use bytes::Bytes;
 use pingora_cache::key::HashBinary;
+use pingora_cache::CacheMeta;
+use pingora_http::ResponseHeader;
 use pingora_lru::Lru;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::SystemTime;
 
 const SHARDS: usize = 16;
 
@@ -20,9 +23,79 @@ pub struct MemObject {
     pub meta: (Vec<u8>, Vec<u8>),
     /// The body.
     pub body: Bytes,
+    /// The meta parsed once, on the first hit (`None` inside if it cannot be rebuilt exactly).
+    parsed: OnceLock<Option<ParsedMeta>>,
+}
+
+/// A `CacheMeta` kept parsed, so a memory hit does not decompress (zstd) and parse the stored
+/// response header again: it clones the header and sets the same fields.
+#[derive(Debug)]
+struct ParsedMeta {
+    header: ResponseHeader,
+    fresh_until: SystemTime,
+    created: SystemTime,
+    stale_while_revalidate: u32,
+    stale_if_error: u32,
+    variance: Option<HashBinary>,
+    epoch_override: Option<SystemTime>,
+}
+
+impl ParsedMeta {
+    /// Parses `meta`, and keeps the result only if rebuilding it gives a meta whose serialized
+    /// internal part is byte for byte the stored one (fields this cannot set, such as a
+    /// revalidated entry's `updated`, make it `None`: such hits take the full parse).
+    fn verified(meta: &(Vec<u8>, Vec<u8>)) -> Option<ParsedMeta> {
+        let m = CacheMeta::deserialize(&meta.0, &meta.1).ok()?;
+        let parsed = ParsedMeta {
+            header: m.response_header_copy(),
+            fresh_until: m.fresh_until(),
+            created: m.created(),
+            stale_while_revalidate: m.stale_while_revalidate_sec(),
+            stale_if_error: m.stale_if_error_sec(),
+            variance: m.variance(),
+            epoch_override: m.epoch_override(),
+        };
+        let (internal, _) = parsed.rebuild().serialize().ok()?;
+        (internal == meta.0).then_some(parsed)
+    }
+
+    fn rebuild(&self) -> CacheMeta {
+        let mut m = CacheMeta::new(
+            self.fresh_until,
+            self.created,
+            self.stale_while_revalidate,
+            self.stale_if_error,
+            self.header.clone(),
+        );
+        if let Some(v) = self.variance {
+            m.set_variance(v);
+        }
+        if let Some(e) = self.epoch_override {
+            m.set_epoch_override(e);
+        }
+        m
+    }
 }
 
 impl MemObject {
+    /// An object from its serialized meta and body.
+    pub fn new(meta: (Vec<u8>, Vec<u8>), body: Bytes) -> Self {
+        MemObject {
+            meta,
+            body,
+            parsed: OnceLock::new(),
+        }
+    }
+
+    /// The meta, rebuilt from its parsed form (parsed on the first call), or `None` if this
+    /// object's meta must be deserialized in full each time.
+    pub fn meta(&self) -> Option<CacheMeta> {
+        self.parsed
+            .get_or_init(|| ParsedMeta::verified(&self.meta))
+            .as_ref()
+            .map(ParsedMeta::rebuild)
+    }
+
     fn weight(&self) -> usize {
         self.body.len() + self.meta.0.len() + self.meta.1.len() + 128
     }
@@ -102,13 +175,7 @@ impl MemoryTier {
     pub fn update_meta(&self, key: &HashBinary, meta: (Vec<u8>, Vec<u8>)) {
         if let Ok(mut m) = self.shard(key).write() {
             if let Some(old) = m.get(key).cloned() {
-                m.insert(
-                    *key,
-                    Arc::new(MemObject {
-                        meta,
-                        body: old.body.clone(),
-                    }),
-                );
+                m.insert(*key, Arc::new(MemObject::new(meta, old.body.clone())));
             }
         }
     }
@@ -158,10 +225,7 @@ mod tests {
     use super::*;
 
     fn obj(n: usize) -> MemObject {
-        MemObject {
-            meta: (vec![], vec![]),
-            body: Bytes::from(vec![0u8; n]),
-        }
+        MemObject::new((vec![], vec![]), Bytes::from(vec![0u8; n]))
     }
 
     #[test]
@@ -181,5 +245,34 @@ mod tests {
         assert!(t.get(&cold).is_none(), "an old cold key is evicted");
         assert!(t.evictions() > 0);
         assert!(!t.admits(9 * 1024), "over 1/8 of the tier is not admitted");
+    }
+
+    #[test]
+    fn parsed_meta_rebuilds_the_stored_meta_exactly() {
+        let created = SystemTime::now() - std::time::Duration::from_secs(10);
+        let mut h = ResponseHeader::build(200, None).unwrap();
+        h.insert_header("Content-Type", "text/plain").unwrap();
+        h.insert_header("vary", "Accept-Encoding").unwrap();
+        let fresh = created + std::time::Duration::from_secs(60);
+        let mut m = CacheMeta::new(fresh, created, 30, 600, h);
+        m.set_variance([7u8; 16]);
+        let stored = m.serialize().unwrap();
+        let o = MemObject::new(stored.clone(), Bytes::new());
+        let rebuilt = o.meta().expect("a fresh entry is kept parsed");
+        assert_eq!(rebuilt.serialize().unwrap(), stored);
+        assert_eq!(rebuilt.variance(), Some([7u8; 16]));
+        assert_eq!(rebuilt.headers()["vary"], "Accept-Encoding");
+        // The second hit gives the same.
+        assert_eq!(o.meta().unwrap().serialize().unwrap(), stored);
+
+        // A revalidated entry (`updated` after `created`) cannot be rebuilt: full parse.
+        let mut revalidated = CacheMeta::deserialize(&stored.0, &stored.1).unwrap();
+        revalidated.update_freshness(fresh, 30, 600);
+        let o = MemObject::new(revalidated.serialize().unwrap(), Bytes::new());
+        assert!(o.meta().is_none());
+        // So does anything that does not parse.
+        assert!(MemObject::new((vec![1, 2], vec![3]), Bytes::new())
+            .meta()
+            .is_none());
     }
 }

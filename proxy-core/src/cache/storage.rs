@@ -9,6 +9,11 @@
 //! - Capacity: Pingora's LRU eviction manager (`pingora_cache::eviction::lru::Manager`) tracks
 //!   every entry's size on disk (rounded up to 4 KiB blocks) and tells Pingora what to purge;
 //!   [`TieredStorage::open`] re-admits what is on disk at start, oldest first.
+//! - Disk faults (full, read-only, directory removed, I/O errors) never fail a request: the
+//!   response is served uncached, the error is counted by [`DiskOp`] in
+//!   [`ZoneStats::disk_errors()`] and logged at most once per [`LOG_EVERY`], and the next fill
+//!   tries the disk again (recreating the zone directory if it is gone), so caching resumes
+//!   by itself when the disk recovers.
 
 use super::disk::{self, Corrupt, Footer};
 use super::memory::{MemObject, MemoryTier};
@@ -29,9 +34,9 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::RwLock;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 /// Disk accounting unit: what a file really occupies on a 4 KiB-block filesystem.
 const BLOCK: u64 = 4096;
@@ -56,6 +61,64 @@ pub struct ZoneStats {
     pub corrupt: AtomicU64,
     /// Entries evicted from disk.
     pub disk_evictions: AtomicU64,
+    /// Disk operations that failed, indexed by [`DiskOp`] (`DiskOp::X as usize`).
+    pub disk_errors: [AtomicU64; DiskOp::ALL.len()],
+}
+
+impl ZoneStats {
+    /// Disk errors of one kind so far.
+    pub fn disk_errors(&self, op: DiskOp) -> u64 {
+        self.disk_errors[op as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// A kind of disk operation that can fail, for `galion_edge_cache_disk_errors_total{op}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskOp {
+    /// Reading an entry file (other than it not existing).
+    Read = 0,
+    /// Creating, writing or renaming an entry or temp file, or recreating the zone directory:
+    /// the disk is full, read-only or failing, or a file-size limit was hit.
+    Write = 1,
+    /// Deleting an entry file (purge, eviction, corrupt entry).
+    Remove = 2,
+    /// An entry the index knew of was gone from disk (the zone directory or files were
+    /// removed behind the proxy's back).
+    Lost = 3,
+}
+
+impl DiskOp {
+    /// Every kind, in index order.
+    pub const ALL: [DiskOp; 4] = [DiskOp::Read, DiskOp::Write, DiskOp::Remove, DiskOp::Lost];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskOp::Read => "read",
+            DiskOp::Write => "write",
+            DiskOp::Remove => "remove",
+            DiskOp::Lost => "lost",
+        }
+    }
+}
+
+/// Disk errors of a zone are logged at most once per this interval (with the count of those
+/// not logged), so a full disk does not turn into one log line per request.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Rate-limited logging of disk errors, and whether the disk is failing now.
+#[derive(Debug)]
+struct DiskHealth {
+    epoch: Instant,
+    /// Milliseconds since `epoch` before which no error is logged.
+    quiet_until: AtomicU64,
+    /// The same for "disk writes work again" (a disk that flaps between full and not must not
+    /// log once per request either).
+    recovery_quiet_until: AtomicU64,
+    /// Errors not logged since the last line.
+    suppressed: AtomicU64,
+    /// Set by a write error, cleared (and logged) by the next complete fill.
+    failing: AtomicBool,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +177,7 @@ pub struct TieredStorage {
     eviction: &'static DiskEviction,
     max_object: u64,
     seq: AtomicU64,
+    health: DiskHealth,
     /// Counters.
     pub stats: ZoneStats,
 }
@@ -125,10 +189,6 @@ impl std::fmt::Debug for TieredStorage {
             .field("dir", &self.dir)
             .finish()
     }
-}
-
-fn io_err(context: &'static str) -> impl FnOnce(std::io::Error) -> Box<Error> {
-    move |e| Error::because(ErrorType::InternalError, context, e)
 }
 
 fn weight_of(file_len: u64) -> u64 {
@@ -158,6 +218,13 @@ impl TieredStorage {
             eviction,
             max_object,
             seq: AtomicU64::new(0),
+            health: DiskHealth {
+                epoch: Instant::now(),
+                quiet_until: AtomicU64::new(0),
+                recovery_quiet_until: AtomicU64::new(0),
+                suppressed: AtomicU64::new(0),
+                failing: AtomicBool::new(false),
+            },
             stats: ZoneStats::default(),
         };
         storage.scan()?;
@@ -269,8 +336,125 @@ impl TieredStorage {
         if let Some(e) = &entry {
             self.eviction.remove(CacheEntryKeyRef::KeyOnly(&e.compact));
         }
-        let on_disk = std::fs::remove_file(disk::entry_path(&self.dir, key)).is_ok();
+        let path = disk::entry_path(&self.dir, key);
+        let on_disk = match std::fs::remove_file(&path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                self.disk_error(DiskOp::Remove, &path, &e);
+                false
+            }
+        };
         in_memory || on_disk || entry.is_some()
+    }
+
+    /// Counts a failed disk operation and logs it, at most once per [`LOG_EVERY`] per zone.
+    fn disk_error(&self, op: DiskOp, path: &Path, e: &std::io::Error) {
+        self.stats.disk_errors[op as usize].fetch_add(1, Ordering::Relaxed);
+        if op == DiskOp::Write {
+            self.health.failing.store(true, Ordering::Relaxed);
+        }
+        if !self.log_slot(&self.health.quiet_until) {
+            self.health.suppressed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let more = self.health.suppressed.swap(0, Ordering::Relaxed);
+        let (name, path) = (&self.name, path.display());
+        let what = match op {
+            DiskOp::Write => format!(
+                "disk write failed on {path}: {e}; responses are served uncached until the disk \
+                 works again"
+            ),
+            DiskOp::Read => format!("disk read failed on {path}: {e}; answered as a miss"),
+            DiskOp::Remove => format!("cannot remove {path}: {e}; the file stays on disk"),
+            DiskOp::Lost => format!("{path} is gone ({e}); the entry is forgotten"),
+        };
+        warn!(
+            "cache zone {name}: {what} ({more} more disk errors in this zone since the last \
+             message, not logged)"
+        );
+    }
+
+    /// Whether a line may be logged now under the window `cell` (at most one per
+    /// [`LOG_EVERY`]); if so, starts the next window.
+    fn log_slot(&self, cell: &AtomicU64) -> bool {
+        let now = self.health.epoch.elapsed().as_millis() as u64;
+        let quiet_until = cell.load(Ordering::Relaxed);
+        now >= quiet_until
+            && cell
+                .compare_exchange(
+                    quiet_until,
+                    now + LOG_EVERY.as_millis() as u64,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    /// Notes a complete fill: if writes were failing, they work again. Logged at most once per
+    /// [`LOG_EVERY`], like the errors.
+    fn disk_ok(&self) {
+        if self.health.failing.swap(false, Ordering::Relaxed)
+            && self.log_slot(&self.health.recovery_quiet_until)
+        {
+            info!(
+                "cache zone {}: disk writes work again, caching resumed",
+                self.name
+            );
+        }
+    }
+
+    /// Creates the zone directory and its `tmp/` if they are missing (removed while serving).
+    /// Entries the index still lists whose files are gone are forgotten, in the background.
+    fn recreate_dirs(&'static self) -> std::io::Result<()> {
+        let tmp = self.dir.join("tmp");
+        if tmp.is_dir() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&tmp)?;
+        warn!(
+            "cache zone {}: {} was missing and has been recreated; entries that were in it are \
+             forgotten",
+            self.name,
+            self.dir.display()
+        );
+        tokio::task::spawn_blocking(move || self.forget_lost());
+        Ok(())
+    }
+
+    /// Drops index entries (and their eviction accounting) whose files no longer exist.
+    fn forget_lost(&self) {
+        let keys: Vec<HashBinary> = self
+            .index
+            .read()
+            .map(|i| i.keys().copied().collect())
+            .unwrap_or_default();
+        let mut lost = 0u64;
+        for k in keys {
+            if !disk::entry_path(&self.dir, &k).exists() {
+                lost += 1;
+                self.drop_entry(&k);
+            }
+        }
+        self.stats.disk_errors[DiskOp::Lost as usize].fetch_add(lost, Ordering::Relaxed);
+    }
+
+    /// Opens a new temp file for a fill, recreating the zone directory once if it was removed.
+    fn create_temp(&'static self, key: &HashBinary) -> std::io::Result<(PathBuf, std::fs::File)> {
+        let open = |tmp: &Path| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(tmp)
+        };
+        let tmp = self.next_temp(key);
+        match open(&tmp) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.recreate_dirs()?;
+                open(&tmp).map(|f| (tmp, f))
+            }
+            r => r.map(|f| (tmp, f)),
+        }
     }
 
     /// Purges every variant of one URL (`https://host/path?query`; the scheme is ignored, so
@@ -312,24 +496,37 @@ impl TieredStorage {
             .join(format!("{}.{}.{n}", disk::hex(key), std::process::id()))
     }
 
-    /// Reads and verifies an entry file. `Ok(None)` when there is none; a bad file is removed.
+    /// Reads and verifies an entry file. `None` when there is none or it cannot be read; a bad
+    /// file is removed.
     fn read_entry(&self, key: &HashBinary) -> Option<(Footer, Bytes)> {
         let path = disk::entry_path(&self.dir, key);
         let limit = self.max_object + disk::MAX_FOOTER as u64 + disk::TAIL_LEN as u64;
-        let data = match std::fs::File::open(&path) {
-            Ok(mut f) => {
-                let len = f.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
-                if len > limit {
-                    Err(Corrupt::BadLength)
-                } else {
-                    let mut buf = Vec::with_capacity(len as usize);
-                    match f.read_to_end(&mut buf) {
-                        Ok(_) => Ok(buf),
-                        Err(_) => Err(Corrupt::BadLength),
-                    }
+        let mut f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Indexed but gone: the directory or the file was removed behind our back.
+                let known = self.index.read().is_ok_and(|i| i.contains_key(key));
+                if known {
+                    self.drop_entry(key);
+                    self.disk_error(DiskOp::Lost, &path, &e);
                 }
+                return None;
             }
-            Err(_) => return None,
+            Err(e) => {
+                self.disk_error(DiskOp::Read, &path, &e);
+                return None;
+            }
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+        let data = if len > limit {
+            Err(Corrupt::BadLength)
+        } else {
+            let mut buf = Vec::with_capacity(len as usize);
+            if let Err(e) = f.read_to_end(&mut buf) {
+                self.disk_error(DiskOp::Read, &path, &e);
+                return None;
+            }
+            Ok(buf)
         };
         let decoded = data.and_then(|d| {
             let (footer, range) = disk::decode(&d, key)?;
@@ -446,19 +643,24 @@ impl HandleHit for BodyHit {
 
 fn hit(meta: &(Vec<u8>, Vec<u8>), body: Bytes) -> Result<(CacheMeta, HitHandler)> {
     let meta = CacheMeta::deserialize(&meta.0, &meta.1)?;
+    Ok((meta, body_hit(body)))
+}
+
+fn body_hit(body: Bytes) -> HitHandler {
     let end = body.len();
-    Ok((
-        meta,
-        Box::new(BodyHit {
-            body,
-            done: false,
-            start: 0,
-            end,
-        }),
-    ))
+    Box::new(BodyHit {
+        body,
+        done: false,
+        start: 0,
+        end,
+    })
 }
 
 /// A fill in progress: the body goes to a temp file as it arrives.
+///
+/// A disk error does not fail the response: the fill turns into a discard (the temp file is
+/// removed, the error counted and logged), the client is served as if the response were not
+/// cacheable, and nothing is stored.
 struct DiskFill {
     storage: &'static TieredStorage,
     key: HashBinary,
@@ -466,6 +668,7 @@ struct DiskFill {
     url: String,
     meta: (Vec<u8>, Vec<u8>),
     tmp: PathBuf,
+    /// `None` once the fill has been given up (disk error) or finished.
     file: Option<std::fs::File>,
     crc: crc32fast::Hasher,
     written: u64,
@@ -475,22 +678,53 @@ struct DiskFill {
 
 impl DiskFill {
     fn fail(&mut self, why: String) -> Box<Error> {
-        self.file = None;
-        let _ = std::fs::remove_file(&self.tmp);
+        self.abandon();
+        Error::explain(ErrorType::InternalError, why)
+    }
+
+    /// Gives the fill up: closes and removes the temp file and counts a fill error.
+    fn abandon(&mut self) {
+        if self.done {
+            return;
+        }
         self.done = true;
+        self.copy = None;
+        if self.file.take().is_some() {
+            remove_temp(self.storage, &self.tmp);
+        }
         self.storage
             .stats
             .fill_errors
             .fetch_add(1, Ordering::Relaxed);
-        Error::explain(ErrorType::InternalError, why)
+    }
+
+    /// A disk error: counted and logged by the zone, then the fill is given up.
+    fn disk_failed(&mut self, path: &Path, e: &std::io::Error) {
+        self.storage.disk_error(DiskOp::Write, path, e);
+        self.abandon();
     }
 }
+
+/// Removes a temp file, counting a failure other than it being gone already.
+fn remove_temp(storage: &TieredStorage, tmp: &Path) {
+    match std::fs::remove_file(tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => storage.disk_error(DiskOp::Remove, tmp, &e),
+    }
+}
+
+/// What `finish` reports for a fill that stored nothing: Pingora's eviction manager then only
+/// promotes an existing entry (or admits a 1-byte placeholder that a later eviction purges as
+/// not found). An error would make Pingora log a warning per request.
+const STORED_NOTHING: MissFinishType = MissFinishType::Appended(0, Some(0));
 
 #[async_trait]
 impl HandleMiss for DiskFill {
     async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
         if self.done {
-            return Error::e_explain(ErrorType::InternalError, "cache fill already ended");
+            // Given up after a disk error: the response goes on, uncached.
+            return Ok(());
         }
         self.written += data.len() as u64;
         if self.written > self.storage.max_object {
@@ -508,17 +742,21 @@ impl HandleMiss for DiskFill {
             }
         }
         let Some(file) = self.file.as_mut() else {
-            return Error::e_explain(ErrorType::InternalError, "cache fill has no file");
+            return Ok(());
         };
         // Chunks are small (tens of KiB) and land in the page cache: a direct write is cheaper
         // than a trip to the blocking pool.
         if let Err(e) = file.write_all(&data) {
-            return Err(self.fail(format!("cache write failed: {e}")));
+            let tmp = self.tmp.clone();
+            self.disk_failed(&tmp, &e);
         }
         Ok(())
     }
 
     async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
+        if self.done {
+            return Ok(STORED_NOTHING);
+        }
         let footer = Footer {
             key: self.key,
             primary: self.compact.primary,
@@ -547,9 +785,14 @@ impl HandleMiss for DiskFill {
             std::fs::rename(&self.tmp, &final_path)
         })();
         if let Err(e) = result {
-            return Err(self.fail(format!("cache write failed: {e}")));
+            self.storage.disk_error(DiskOp::Write, &final_path, &e);
+            // The file is closed already: remove it here, then only count.
+            remove_temp(self.storage, &self.tmp);
+            self.abandon();
+            return Ok(STORED_NOTHING);
         }
         self.done = true;
+        self.storage.disk_ok();
         let total = self.written + (footer.len() + disk::TAIL_LEN) as u64;
         let weight = weight_of(total);
         if let Ok(mut idx) = self.storage.index.write() {
@@ -563,13 +806,10 @@ impl HandleMiss for DiskFill {
             );
         }
         match self.copy.take() {
-            Some(copy) => self.storage.memory.insert(
-                self.key,
-                MemObject {
-                    meta: self.meta.clone(),
-                    body: copy.freeze(),
-                },
-            ),
+            Some(copy) => self
+                .storage
+                .memory
+                .insert(self.key, MemObject::new(self.meta.clone(), copy.freeze())),
             // A new, larger version must not leave the old one in memory.
             None => {
                 self.storage.memory.remove(&self.key);
@@ -582,14 +822,9 @@ impl HandleMiss for DiskFill {
 
 impl Drop for DiskFill {
     fn drop(&mut self) {
-        if !self.done {
-            self.file = None;
-            let _ = std::fs::remove_file(&self.tmp);
-            self.storage
-                .stats
-                .fill_errors
-                .fetch_add(1, Ordering::Relaxed);
-        }
+        // Not finished: the response was aborted (origin or client gone) or not cacheable
+        // after all. Nothing is stored.
+        self.abandon();
     }
 }
 
@@ -603,7 +838,11 @@ impl Storage for TieredStorage {
         let k = key.combined_bin();
         if let Some(obj) = self.memory.get(&k) {
             self.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
-            return hit(&obj.meta, obj.body.clone()).map(Some);
+            // The meta parsed on the object's first hit: no zstd and header parse per hit.
+            return match obj.meta() {
+                Some(meta) => Ok(Some((meta, body_hit(obj.body.clone())))),
+                None => hit(&obj.meta, obj.body.clone()).map(Some),
+            };
         }
         let found = tokio::task::spawn_blocking(move || self.read_entry(&k))
             .await
@@ -615,13 +854,7 @@ impl Storage for TieredStorage {
         self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
         let result = hit(&footer.meta, body.clone());
         if result.is_ok() {
-            self.memory.insert(
-                k,
-                MemObject {
-                    meta: footer.meta,
-                    body,
-                },
-            );
+            self.memory.insert(k, MemObject::new(footer.meta, body));
         } else {
             self.stats.corrupt.fetch_add(1, Ordering::Relaxed);
             self.drop_entry(&k);
@@ -637,12 +870,17 @@ impl Storage for TieredStorage {
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
         let k = key.combined_bin();
-        let tmp = self.next_temp(&k);
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io_err("cannot create a cache temp file"))?;
+        let (tmp, file) = match self.create_temp(&k) {
+            Ok((tmp, file)) => (tmp, Some(file)),
+            Err(e) => {
+                // No fill: the response is served uncached (see `DiskFill`).
+                let tmp = self.dir.join("tmp");
+                self.disk_error(DiskOp::Write, &tmp, &e);
+                self.stats.fill_errors.fetch_add(1, Ordering::Relaxed);
+                (tmp, None)
+            }
+        };
+        let done = file.is_none();
         Ok(Box::new(DiskFill {
             storage: self,
             key: k,
@@ -650,11 +888,11 @@ impl Storage for TieredStorage {
             url: String::from_utf8_lossy(key.primary_key()).into_owned(),
             meta: meta.serialize()?,
             tmp,
-            file: Some(file),
+            file,
             crc: crc32fast::Hasher::new(),
             written: 0,
-            copy: Some(BytesMut::new()),
-            done: false,
+            copy: (!done).then(BytesMut::new),
+            done,
         }))
     }
 
@@ -669,10 +907,10 @@ impl Storage for TieredStorage {
             return Ok(PurgeOutcome::NotFound);
         }
         let k = target.key().combined_bin();
-        if matches!(purge_type, PurgeType::Eviction) {
-            self.stats.disk_evictions.fetch_add(1, Ordering::Relaxed);
-        }
         if self.drop_entry(&k) {
+            if matches!(purge_type, PurgeType::Eviction) {
+                self.stats.disk_evictions.fetch_add(1, Ordering::Relaxed);
+            }
             Ok(PurgeOutcome::Purged(None))
         } else {
             Ok(PurgeOutcome::NotFound)
@@ -705,8 +943,10 @@ impl Storage for TieredStorage {
                 drop(f);
                 std::fs::rename(&tmp, disk::entry_path(&self.dir, &k))
             };
-            if write().is_err() {
-                let _ = std::fs::remove_file(&tmp);
+            if let Err(e) = write() {
+                // The old entry stays (with its old freshness); the memory copy is updated.
+                self.disk_error(DiskOp::Write, &tmp, &e);
+                remove_temp(self, &tmp);
                 return None;
             }
             Some(())

@@ -38,6 +38,8 @@ pub struct RawConfig {
     /// Per-client rate limits and connection caps.
     #[serde(default)]
     pub limits: RawLimits,
+    /// Redis shared by several instances: rate-limit counts and purge fan-out.
+    pub redis: Option<RawRedis>,
     /// gzip and brotli.
     #[serde(default)]
     pub compression: RawCompression,
@@ -106,6 +108,10 @@ pub struct RawDownstream {
     pub max_body_size: Option<RawSize>,
     /// Most concurrent HTTP/2 streams per connection.
     pub h2_max_concurrent_streams: Option<u32>,
+    /// Most open connections per TCP peer (0: no cap); trusted proxies are exempt.
+    pub max_connections_per_peer: Option<u32>,
+    /// Longest a write to a client may wait (a client that stopped reading).
+    pub send_timeout: Option<RawDuration>,
 }
 
 /// `[tls]`
@@ -182,6 +188,28 @@ pub struct RawLimits {
     /// Classes by name; routes name one, `default` applies to routes that name none.
     #[serde(default)]
     pub classes: BTreeMap<String, RawLimitClass>,
+    /// Where request counts live: `"local"` (this process) or `"redis"` (shared, `[redis]`).
+    pub backend: Option<String>,
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    /// `redis://[user:password@]host[:port][/db]`.
+    pub url: Option<String>,
+    /// Prefix of every key and of the default purge channel.
+    pub key_prefix: Option<String>,
+    /// Time allowed for one command on the request path before falling back.
+    pub timeout: Option<RawDuration>,
+    /// Time allowed to open a connection.
+    pub connect_timeout: Option<RawDuration>,
+    /// How often an unreachable Redis is tried again.
+    pub retry_interval: Option<RawDuration>,
+    /// Multiplexed connections in the pool.
+    pub connections: Option<usize>,
+    /// Pub/sub channel of cache purges; `""` turns the fan-out off.
+    pub purge_channel: Option<String>,
 }
 
 /// `[limits.classes.NAME]`

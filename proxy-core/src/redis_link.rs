@@ -1,0 +1,412 @@
+//! The link to a Redis shared by several instances ([`RedisLink`]): a small pool of
+//! multiplexed connections behind a circuit breaker, and the counters behind the
+//! `galion_edge_redis_*` metrics.
+//!
+//! Two users: the shared rate limiter ([`crate::ratelimit::redis`], one `EVALSHA` per decided
+//! request) and the purge fan-out ([`crate::purge_bus`], `PUBLISH` through a script and a
+//! `SUBSCRIBE` connection of its own).
+//!
+//! # The pool
+//!
+//! `[redis] connections` (default 2) multiplexed connections from redis-rs, used in turn. Each
+//! pipelines every command sent on it, so a handful serve any number of concurrent requests
+//! without a checkout/return cycle; a pool crate (deadpool, bb8) would add a lock and a
+//! dependency to hand out connections that are already shareable.
+//!
+//! # The breaker
+//!
+//! The request path never waits for Redis to come back. It asks [`RedisLink::conn`] for a
+//! connection, which answers `None` at once while the link is down; the caller then decides
+//! locally. A connection error, or [`TRIP_AFTER`] timeouts in a row, take the link down: the
+//! connections are dropped, one `warn` line is logged, and [`RedisService`] (a Pingora
+//! background service) opens new ones every `retry_interval` until one answers `PING`, then
+//! logs one `info` line and the request path uses Redis again. State changes are logged once,
+//! never per request.
+
+use crate::config::{redact_url, RedisSettings};
+use crate::service::ProxyState;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Consecutive timeouts that take the link down (a connection error does at once). One slow
+/// answer costs one request `timeout`; a Redis that stopped answering costs three.
+pub const TRIP_AFTER: u32 = 3;
+
+/// Why the link could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The URL was refused by the client (validation normally catches this first).
+    #[error("redis url {url}: {source}")]
+    Url {
+        /// The URL, password redacted.
+        url: String,
+        /// The client's reason.
+        source: redis::RedisError,
+    },
+}
+
+/// What a Redis command was for, a label of `galion_edge_redis_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// A rate-limit decision (request path).
+    Limit,
+    /// Publishing a purge.
+    Publish,
+    /// The purge subscription and its resync read.
+    Subscribe,
+    /// Opening the pool's connections.
+    Connect,
+}
+
+impl Op {
+    /// Every op, in label order.
+    pub const ALL: [Op; 4] = [Op::Limit, Op::Publish, Op::Subscribe, Op::Connect];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Op::Limit => "ratelimit",
+            Op::Publish => "publish",
+            Op::Subscribe => "subscribe",
+            Op::Connect => "connect",
+        }
+    }
+}
+
+/// How a Redis command failed, a label of `galion_edge_redis_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailKind {
+    /// No answer within the configured time.
+    Timeout,
+    /// Refused, reset or closed connection.
+    Connection,
+    /// Anything else (an error reply, a script error, an unexpected answer).
+    Other,
+}
+
+impl FailKind {
+    /// Every kind, in label order.
+    pub const ALL: [FailKind; 3] = [FailKind::Timeout, FailKind::Connection, FailKind::Other];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailKind::Timeout => "timeout",
+            FailKind::Connection => "connection",
+            FailKind::Other => "other",
+        }
+    }
+
+    /// The kind of a client error.
+    pub fn of(e: &redis::RedisError) -> FailKind {
+        if e.is_timeout() {
+            FailKind::Timeout
+        } else if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_unrecoverable_error()
+        {
+            FailKind::Connection
+        } else {
+            FailKind::Other
+        }
+    }
+}
+
+/// Counters of the link and its users, read at scrape time (see [`crate::metrics`]). All
+/// monotonic.
+#[derive(Debug, Default)]
+pub struct RedisStats {
+    /// Rate-limit decisions made by a Redis round trip.
+    pub limit_redis: AtomicU64,
+    /// Requests refused without a round trip: Redis refused this client and the wait it gave
+    /// has not passed.
+    pub limit_refused_locally: AtomicU64,
+    /// Rate-limit decisions made by the local limiter because Redis was down or slow.
+    pub limit_fallback: AtomicU64,
+    /// Errors by [`Op`] × [`FailKind`], indexed `[op][kind]` in `ALL` order.
+    pub errors: [[AtomicU64; 3]; 4],
+    /// Times the link went down.
+    pub went_down: AtomicU64,
+    /// Times the link came (back) up.
+    pub came_up: AtomicU64,
+    /// Purges this instance published.
+    pub purges_published: AtomicU64,
+    /// Purges that could not be published at once (Redis down) and wait in the queue.
+    pub purges_queued: AtomicU64,
+    /// Purges of other instances applied here.
+    pub purges_applied: AtomicU64,
+    /// Cache clears (of at least one entry) because purges may have been missed (see
+    /// [`crate::purge_bus`]).
+    pub purge_resync_clears: AtomicU64,
+}
+
+impl RedisStats {
+    fn error(&self, op: Op, kind: FailKind) -> &AtomicU64 {
+        let o = Op::ALL.iter().position(|x| *x == op).unwrap_or(0);
+        let k = FailKind::ALL.iter().position(|x| *x == kind).unwrap_or(0);
+        &self.errors[o][k]
+    }
+
+    /// The count of errors of `op` and `kind`.
+    pub fn errors_of(&self, op: Op, kind: FailKind) -> u64 {
+        self.error(op, kind).load(Ordering::Relaxed)
+    }
+}
+
+/// The pool of connections to one Redis, with its breaker. Share it in an `Arc`; every method
+/// takes `&self`. Created down: [`RedisService`] connects it.
+pub struct RedisLink {
+    settings: RedisSettings,
+    client: redis::Client,
+    slots: Vec<ArcSwapOption<MultiplexedConnection>>,
+    next: AtomicUsize,
+    up: AtomicBool,
+    timeouts_in_row: AtomicU32,
+    /// Set when the link went down or a purge waits, so the maintenance loop runs now.
+    wake: tokio::sync::Notify,
+    /// Logged "cannot connect" since the last time it was up (so the line appears once).
+    told_unreachable: AtomicBool,
+    instance: String,
+    /// The link's counters.
+    pub stats: RedisStats,
+}
+
+impl std::fmt::Debug for RedisLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLink")
+            .field("url", &redact_url(&self.settings.url))
+            .field("up", &self.is_up())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLink {
+    /// A link for `settings`, not connected yet (the request path decides locally until
+    /// [`RedisService`] or [`RedisLink::connect`] brings it up). Fails only on a URL the
+    /// client refuses, which config validation rejects first.
+    pub fn new(settings: &RedisSettings) -> Result<RedisLink, LinkError> {
+        let client =
+            redis::Client::open(settings.url.as_str()).map_err(|source| LinkError::Url {
+                url: redact_url(&settings.url),
+                source,
+            })?;
+        let instance = format!("{:016x}", rand::random::<u64>());
+        Ok(RedisLink {
+            settings: settings.clone(),
+            client,
+            slots: (0..settings.connections.max(1))
+                .map(|_| ArcSwapOption::empty())
+                .collect(),
+            next: AtomicUsize::new(0),
+            up: AtomicBool::new(false),
+            timeouts_in_row: AtomicU32::new(0),
+            wake: tokio::sync::Notify::new(),
+            told_unreachable: AtomicBool::new(false),
+            instance,
+            stats: RedisStats::default(),
+        })
+    }
+
+    /// The settings the link was made with.
+    pub fn settings(&self) -> &RedisSettings {
+        &self.settings
+    }
+
+    /// This process's random id, put in the purges it publishes so it can skip its own.
+    pub fn instance_id(&self) -> &str {
+        &self.instance
+    }
+
+    /// The redis-rs client (for connections of another kind, such as pub/sub).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// Whether the request path uses Redis now.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// The per-command timeout of the request path (`[redis] timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.settings.timeout
+    }
+
+    /// The next connection of the pool, or `None` at once while the link is down. Cloning a
+    /// multiplexed connection is a few reference-count increments.
+    pub fn conn(&self) -> Option<MultiplexedConnection> {
+        if !self.is_up() {
+            return None;
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        self.slots[n].load().as_deref().cloned()
+    }
+
+    /// Records a command that answered.
+    pub fn succeeded(&self) {
+        if self.timeouts_in_row.load(Ordering::Relaxed) != 0 {
+            self.timeouts_in_row.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a failed command of `op`: counts it, and takes the link down on a connection
+    /// error or after [`TRIP_AFTER`] timeouts in a row.
+    pub fn failed(&self, op: Op, kind: FailKind, detail: &dyn std::fmt::Display) {
+        self.stats.error(op, kind).fetch_add(1, Ordering::Relaxed);
+        let trip = match kind {
+            FailKind::Connection => true,
+            FailKind::Timeout => {
+                self.timeouts_in_row.fetch_add(1, Ordering::Relaxed) + 1 >= TRIP_AFTER
+            }
+            // An error reply proves the server answers: nothing to fall back from.
+            FailKind::Other => false,
+        };
+        if trip {
+            self.take_down(op, kind, detail);
+        }
+    }
+
+    /// Takes the link down (once: later calls while down do nothing) and wakes the
+    /// maintenance loop.
+    fn take_down(&self, op: Op, kind: FailKind, detail: &dyn std::fmt::Display) {
+        if self.up.swap(false, Ordering::AcqRel) {
+            for s in &self.slots {
+                s.store(None);
+            }
+            self.stats.went_down.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "redis {}: {} {} ({detail}); limits are counted locally and purges queued until it answers again",
+                redact_url(&self.settings.url),
+                op.label(),
+                kind.label(),
+            );
+            self.wake.notify_one();
+        }
+    }
+
+    /// Opens every connection of the pool and checks each with `PING`; on success the link is
+    /// up. Logs one line when it comes up, and one when it first cannot (not on every retry).
+    /// Does nothing if the link is already up.
+    pub async fn connect(&self) -> bool {
+        if self.is_up() {
+            return true;
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(self.settings.connect_timeout)
+            .set_response_timeout(self.settings.connect_timeout);
+        let mut conns = Vec::with_capacity(self.slots.len());
+        for _ in 0..self.slots.len() {
+            let opened = async {
+                let mut c = self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                redis::cmd("PING").query_async::<()>(&mut c).await?;
+                Ok::<_, redis::RedisError>(c)
+            };
+            match tokio::time::timeout(self.settings.connect_timeout * 2, opened).await {
+                Ok(Ok(mut c)) => {
+                    c.set_response_timeout(self.settings.timeout);
+                    conns.push(c);
+                }
+                Ok(Err(e)) => return self.connect_failed(FailKind::of(&e), &e),
+                Err(_) => return self.connect_failed(FailKind::Timeout, &"no answer"),
+            }
+        }
+        for (slot, c) in self.slots.iter().zip(conns) {
+            slot.store(Some(Arc::new(c)));
+        }
+        self.timeouts_in_row.store(0, Ordering::Relaxed);
+        self.told_unreachable.store(false, Ordering::Relaxed);
+        self.up.store(true, Ordering::Release);
+        self.stats.came_up.fetch_add(1, Ordering::Relaxed);
+        log::info!(
+            "redis {}: connected ({} connections, db {}); limits and purges are shared",
+            redact_url(&self.settings.url),
+            self.slots.len(),
+            self.settings.db
+        );
+        true
+    }
+
+    fn connect_failed(&self, kind: FailKind, detail: &dyn std::fmt::Display) -> bool {
+        self.stats
+            .error(Op::Connect, kind)
+            .fetch_add(1, Ordering::Relaxed);
+        if !self.told_unreachable.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "redis {}: cannot connect ({detail}); trying again every {:?}, limits are local meanwhile",
+                redact_url(&self.settings.url),
+                self.settings.retry_interval
+            );
+        }
+        false
+    }
+
+    /// Waits until the link is taken down or something asks for the maintenance loop, or
+    /// `limit` passes.
+    async fn wait(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.wake.notified()).await;
+    }
+
+    /// Wakes the maintenance loop (a purge waits to be published).
+    pub(crate) fn poke(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// The Pingora background service that keeps the [`RedisLink`] of the proxy up (reconnecting
+/// every `retry_interval` while it is down), publishes queued purges, and runs the purge
+/// subscription ([`crate::purge_bus::PurgeBus::run_subscriber`]).
+pub struct RedisService {
+    state: Arc<ArcSwap<ProxyState>>,
+}
+
+impl RedisService {
+    /// The service for the proxy whose state is `state`. It does nothing if the state has no
+    /// Redis link. The link is the same across reloads (`[redis]` changes need a restart).
+    pub fn new(state: Arc<ArcSwap<ProxyState>>) -> Self {
+        RedisService { state }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for RedisService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let (link, bus) = {
+            let s = self.state.load();
+            (s.redis.clone(), s.purge_bus.clone())
+        };
+        let Some(link) = link else { return };
+        let retry = link.settings().retry_interval;
+        let maintain = async {
+            loop {
+                if link.connect().await {
+                    if let Some(bus) = &bus {
+                        bus.flush_queue().await;
+                    }
+                }
+                link.wait(retry).await;
+            }
+        };
+        let subscribe = async {
+            match &bus {
+                Some(bus) => bus.run_subscriber(&self.state).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = maintain => {}
+            _ = subscribe => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
