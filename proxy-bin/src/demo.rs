@@ -47,6 +47,35 @@ pub fn write_local_config(dir: &Path) -> std::io::Result<PathBuf> {
     Ok(path)
 }
 
+/// Starts a sample origin on every backend address of every upstream group of the config at
+/// `path`, then waits until the process is killed (`galion-edge origins -c FILE`).
+pub fn run_origins(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut started = Vec::new();
+        for g in &config.upstreams {
+            for addr in &g.backends {
+                let origin = spawn_origin(&g.name, *addr).await.with_context(|| {
+                    format!(
+                        "starting sample origin {} on {addr} (is the port free?)",
+                        g.name
+                    )
+                })?;
+                // Millions of load-test requests would otherwise grow `Origin::seen`
+                // without bound.
+                origin.set_recording(false);
+                println!("origin {:<16} {}", origin.name, origin.addr);
+                started.push(origin);
+            }
+        }
+        std::future::pending::<anyhow::Result<()>>().await
+    })
+}
+
 /// Runs the demo. `configs` overrides the directory `local.toml` is read from.
 pub fn run(configs: Option<PathBuf>) -> anyhow::Result<()> {
     let path = match configs {

@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod demo;
+pub mod loadtest;
 pub mod origin;
 
 use anyhow::Context;
@@ -58,6 +59,18 @@ enum Command {
         #[arg(long)]
         configs: Option<PathBuf>,
     },
+    /// Run bounded load against the proxy (started here with the sample origins) or a loopback
+    /// URL; print throughput, latency percentiles, cache hits, server CPU and memory; write a
+    /// JSON report and an SVG latency plot.
+    Loadtest(Box<loadtest::LoadtestArgs>),
+    /// Start only the sample origins of a config (one on every backend address) and wait:
+    /// what `loadtest` and scripts/bench-vs-nginx.sh run beside the proxy.
+    #[command(hide = true)]
+    Origins {
+        /// Config file (TOML) whose upstream backends get an origin each.
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+    },
 }
 
 /// Runs the command line; what `main` calls.
@@ -68,6 +81,8 @@ pub fn main() -> ExitCode {
         Command::Check { config, root } => return check(&config, root.as_deref()),
         Command::Run { config, upgrade } => run(&config, upgrade),
         Command::Demo { configs } => demo::run(configs),
+        Command::Loadtest(args) => loadtest::run(*args),
+        Command::Origins { config } => demo::run_origins(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -464,8 +464,10 @@ impl Config {
                 message: format!("cannot read the config file: {e}"),
             }])
         })?;
+        // `galion.toml`'s parent is the empty path: relative paths then resolve against ".".
         let base = path
             .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         Self::parse(&text, &base, root)
