@@ -25,7 +25,7 @@ for t in "${targets[@]}"; do
   nice -n 19 cargo fuzz run -O "$t" "corpus-run/$t" "corpus/$t" -- \
     -max_total_time="$seconds" -timeout=10 -print_final_stats=1 \
     >"logs/$t.log" 2>&1 || status=$?
-  grep -E '^#[0-9]+ +DONE|^Done [0-9]+ runs' "logs/$t.log" | tail -n 2 || true
+  grep -E '^#[0-9]+[[:space:]]+DONE|^Done [0-9]+ runs' "logs/$t.log" | tail -n 2 || true
   if [ "$status" -ne 0 ]; then
     echo "   $t FAILED (exit $status): see logs/$t.log and artifacts/$t/"
   fi

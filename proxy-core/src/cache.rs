@@ -211,7 +211,8 @@ fn heuristically_cacheable(status: u16) -> bool {
 /// `no-cache="…"`; `no-cache` responses are stored stale, so every use revalidates); `s-maxage`, `max-age` and `Expires` give the freshness; otherwise
 /// `ttl` applies (the route's or zone's default; at most a minute for 404/410). The stale
 /// windows come from `stale-while-revalidate`/`stale-if-error`, or the zone's defaults unless
-/// the origin said `no-cache`, `must-revalidate` or `proxy-revalidate`.
+/// the origin said `no-cache`, `must-revalidate` or `proxy-revalidate`. A response with more
+/// than [`MAX_STORED_HEADERS`] header lines is not stored (it could not be read back).
 pub fn response_cacheability(
     resp: &ResponseHeader,
     authorization: bool,
@@ -283,8 +284,17 @@ pub fn response_cacheability(
     if let Some(cc) = &cc {
         cc.strip_private_headers(&mut stored);
     }
+    // A stored header that Pingora cannot parse back would be written and never served (found
+    // by the `cache_control` fuzz target).
+    if stored.headers.len() > MAX_STORED_HEADERS {
+        return RespCacheable::Uncacheable(NoCacheReason::Custom("too-many-headers"));
+    }
     RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, swr, sie, stored))
 }
+
+/// The most header lines `CacheMeta::deserialize` reads back (`pingora-header-serde` 0.9.1
+/// parses stored headers into 256 slots); a response with more is not stored.
+pub const MAX_STORED_HEADERS: usize = 256;
 
 /// Whether a `Cache-Control` line has `name` as a directive without a value. Directives are
 /// split on `,` and `;` as Pingora's parser does; a quoted string containing `, private,` also
@@ -420,5 +430,29 @@ mod tests {
             panic!("max-age=600 not stored");
         };
         assert!(meta.fresh_until() > meta.created());
+    }
+
+    /// Found by the `cache_control` fuzz target: a response with more header lines than
+    /// Pingora's meta parser reads back was stored, then failed to deserialize on every hit.
+    #[test]
+    fn responses_with_too_many_headers_are_not_stored() {
+        let zone = crate::fuzzing::cache_control_zone();
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.append_header(header::CACHE_CONTROL, "max-age=60")
+            .unwrap();
+        for i in 1..MAX_STORED_HEADERS {
+            resp.append_header("x-n", i).unwrap();
+        }
+        let ttl = Duration::from_secs(600);
+        let RespCacheable::Cacheable(meta) = response_cacheability(&resp, false, ttl, &zone) else {
+            panic!("256 headers: not stored");
+        };
+        let (internal, header) = meta.serialize().unwrap();
+        CacheMeta::deserialize(&internal, &header).unwrap();
+        resp.append_header("x-n", "one too many").unwrap();
+        assert!(matches!(
+            response_cacheability(&resp, false, ttl, &zone),
+            RespCacheable::Uncacheable(NoCacheReason::Custom("too-many-headers"))
+        ));
     }
 }
