@@ -423,6 +423,59 @@ async fn a_restarted_instance_keeps_its_cache_only_if_no_purge_was_missed() {
     assert_eq!(get(&b, "/cached/x").await.cache, "MISS");
 }
 
+async fn reload(proxy: &Proxy) -> serde_json::Value {
+    let r = client()
+        .post(format!("http://{}/reload", proxy.admin_addr()))
+        .send()
+        .await
+        .unwrap();
+    r.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_switches_the_backend_and_redis_changes_need_a_restart() {
+    let redis = RedisServer::start();
+    let origin = origin("api").await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(&redis, &origin).replace("backend = \"redis\"", "backend = \"local\"");
+    let proxy = Proxy::start(bin!(), dir.path(), &text);
+    wait_shared(&proxy, 1, false).await;
+    let by_redis = "galion_edge_ratelimit_decisions_total{by=\"redis\"}";
+    assert_eq!(get(&proxy, "/api/x").await.status, 200);
+    assert_eq!(value(&proxy, by_redis).await, 0.0, "local counting first");
+
+    let written = std::fs::read_to_string(&proxy.config_path).unwrap();
+    std::fs::write(
+        &proxy.config_path,
+        written.replace("backend = \"local\"", "backend = \"redis\""),
+    )
+    .unwrap();
+    let v = reload(&proxy).await;
+    assert_eq!(v["reloaded"], true, "{v}");
+    assert_eq!(v["needs_restart"], serde_json::json!([]), "{v}");
+    let r = get(&proxy, "/api/x").await;
+    assert_eq!(r.status, 200);
+    // Redis had not counted the request made while local.
+    assert!(r.ratelimit.starts_with("\"api\";r=9;"), "{}", r.ratelimit);
+    assert_eq!(value(&proxy, by_redis).await, 1.0);
+
+    // The link is built at start: a changed [redis] is kept as running until a restart.
+    let written = std::fs::read_to_string(&proxy.config_path).unwrap();
+    std::fs::write(
+        &proxy.config_path,
+        written.replace(
+            "timeout = \"1s\"\nconnect_timeout",
+            "timeout = \"2s\"\nconnect_timeout",
+        ),
+    )
+    .unwrap();
+    let v = reload(&proxy).await;
+    assert_eq!(v["reloaded"], true, "{v}");
+    assert_eq!(v["needs_restart"], serde_json::json!(["redis"]), "{v}");
+    assert_eq!(get(&proxy, "/api/x").await.status, 200);
+    assert_eq!(value(&proxy, by_redis).await, 2.0, "still shared");
+}
+
 // --- The sliding-window script, in-process -------------------------------------------------
 
 fn settings(redis: &RedisServer, prefix: &str) -> RedisSettings {
