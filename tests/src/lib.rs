@@ -668,3 +668,14 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// The value of a header in a raw HTTP/1 response, if present (first occurrence).
+pub fn raw_header(raw: &str, name: &str) -> Option<String> {
+    let head = raw.split("\r\n\r\n").next()?;
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}

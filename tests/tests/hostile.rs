@@ -84,17 +84,6 @@ fn assert_served(report: &BystanderReport, what: &str, at_least: usize) {
     );
 }
 
-/// The value of a header in a raw HTTP/1 response (first occurrence).
-fn raw_header(raw: &str, name: &str) -> Option<String> {
-    let head = raw.split("\r\n\r\n").next()?;
-    head.lines().skip(1).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().to_string())
-    })
-}
-
 /// Sends `request` on a new connection; returns what came back and whether the proxy closed
 /// the connection (EOF or reset) within `limit`.
 async fn exchange(addr: SocketAddr, request: &[u8], limit: Duration) -> (String, bool) {

@@ -45,17 +45,6 @@ routes = [
     base_config(tls.is_some(), &body)
 }
 
-/// The value of a header in a raw HTTP/1 response, if present (first occurrence).
-fn raw_header(raw: &str, name: &str) -> Option<String> {
-    let head = raw.split("\r\n\r\n").next()?;
-    head.lines().skip(1).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().to_string())
-    })
-}
-
 /// The body of a raw HTTP/1 response (everything after the head).
 fn raw_body(raw: &str) -> &str {
     raw.split_once("\r\n\r\n").map_or("", |(_, b)| b)
