@@ -16,8 +16,10 @@
 # and prints requests/s, p50, p99 and CPU time per request of each run, so the two are compared
 # in the same minutes. A_THREADS / B_THREADS set `[server] threads` of each side (default 0 =
 # one per core), to compare thread counts with one binary; A_PRELOAD / B_PRELOAD an LD_PRELOAD
-# (e.g. /usr/lib/x86_64-linux-gnu/libmimalloc.so.2 to try another allocator without a rebuild). SERVER_THREADS does the same for a
-# profile run.
+# (e.g. /usr/lib/x86_64-linux-gnu/libmimalloc.so.2 to try another allocator without a rebuild);
+# A_SED / B_SED a sed expression applied to each side's config (e.g.
+# B_SED='s/^work_stealing = true/work_stealing = false/' to compare a setting with one
+# binary). SERVER_THREADS and SERVER_SED do the same for a profile run.
 # Bounded: every run has a fixed duration; everything listens on 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,11 +36,12 @@ command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"
 # A copy of the local config on other ports, its certificates and webroot.
 DIR=$(mktemp -d /tmp/galion-profile.XXXXXX)
 cp -r configs/local-certs configs/local-webroot "$DIR/"
-write_config() { # [server threads]
+write_config() { # [server threads] [extra sed expression]
   sed -E -e 's/127\.0\.0\.1:([0-9]{4})"/127.0.0.1:2\1"/g' \
     -e "s|/tmp/galion-edge-local|$DIR/galion-edge|g" \
     -e "s|^path = \"stdout\"|path = \"$DIR/access.log\"|" \
     -e "s|^threads = 0|threads = ${1:-0}|" \
+    -e "${2:-}" \
     configs/local.toml >"$DIR/local.toml"
 }
 PROXY=http://127.0.0.1:28088
@@ -47,8 +50,8 @@ PID=
 stop() { [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; PID=; }
 trap 'stop; rm -rf "$DIR"' EXIT
 
-start() { # binary [server threads] [LD_PRELOAD]
-  write_config "${2:-${SERVER_THREADS:-0}}"
+start() { # binary [server threads] [LD_PRELOAD] [extra sed expression for the config]
+  write_config "${2:-${SERVER_THREADS:-0}}" "${4:-${SERVER_SED:-}}"
   rm -rf "$DIR/local-cache"
   LD_PRELOAD=${3:-} RUST_LOG=warn "$1" demo --configs "$DIR" >/dev/null 2>&1 &
   PID=$!
@@ -92,9 +95,9 @@ if [ "$SCENARIO" = ab ]; then
   printf '%-6s %-8s %-8s %s\n' round binary case result
   for r in $(seq "$ROUNDS"); do
     for which in A B; do
-      bin=$BIN; threads=${A_THREADS:-0}; preload=${A_PRELOAD:-}
-      [ $which = B ] && bin=$B_BIN && threads=${B_THREADS:-0} && preload=${B_PRELOAD:-}
-      start "$bin" "$threads" "$preload"
+      bin=$BIN; threads=${A_THREADS:-0}; preload=${A_PRELOAD:-}; sedx=${A_SED:-}
+      [ $which = B ] && bin=$B_BIN && threads=${B_THREADS:-0} && preload=${B_PRELOAD:-} && sedx=${B_SED:-}
+      start "$bin" "$threads" "$preload" "$sedx"
       for s in hit1k hit100k pass; do
         printf '%-6s %-8s %-8s %s\n' "$r" "$which" "$s" "$(load $s "$SECONDS_RUN")"
       done

@@ -1,20 +1,31 @@
 //! The access log: one line per request, combined or JSON, written off the request path.
 //!
-//! Request tasks format a line and hand it to a bounded channel; one writer thread batches
-//! lines into the file or stdout. If the writer falls behind by more than the channel holds,
-//! lines are dropped and counted ([`AccessLog::dropped`]) rather than slowing requests.
+//! Request tasks format a line into a per-thread scratch string and append it to a shared
+//! pending buffer (one short lock, no allocation, no wake-up). One writer thread takes the whole
+//! buffer every [`FLUSH_INTERVAL`], or as soon as it holds [`FLUSH_BYTES`], and writes it with
+//! one `write` call, like nginx's `access_log ... buffer=64k flush=100ms`. If the writer falls
+//! behind by more than [`MAX_PENDING`] bytes, lines are dropped and counted
+//! ([`AccessLog::dropped`]) rather than slowing requests. Lines still pending when the last
+//! handle is dropped are written before the thread ends.
 //!
 //! [`AccessLog::reopen`] (SIGUSR1, as nginx) makes the writer close and reopen its file, for
 //! logrotate without `copytruncate`.
 
 use crate::config::{AccessLogFormat, AccessLogSettings, AccessLogTarget};
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Longest a line waits in the pending buffer before the writer writes it.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// Pending bytes that wake the writer before [`FLUSH_INTERVAL`] passes.
+pub const FLUSH_BYTES: usize = 64 * 1024;
+/// Pending bytes beyond which new lines are dropped (and counted) until the writer catches up.
+pub const MAX_PENDING: usize = 8 * 1024 * 1024;
 
 /// What is logged about one request.
 #[derive(Debug, Clone, Default)]
@@ -49,13 +60,50 @@ pub struct AccessRecord<'a> {
     pub site: &'a str,
 }
 
-/// The access-log writer. Cloning shares it.
+/// The access-log writer. Cloning shares it; the writer thread ends (after writing what is
+/// pending) when the last clone is dropped.
 #[derive(Clone)]
 pub struct AccessLog {
     format: AccessLogFormat,
-    tx: Option<SyncSender<String>>,
+    /// `None` for `path = "off"`.
+    handle: Option<Arc<Handle>>,
     dropped: Arc<AtomicU64>,
-    reopen: Arc<AtomicBool>,
+}
+
+/// What request tasks and the writer thread share.
+#[derive(Default)]
+struct Shared {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    reopen: AtomicBool,
+}
+
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    closed: bool,
+}
+
+/// Owned by the [`AccessLog`] clones; dropping the last one stops the writer.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        lock(&self.shared.pending).closed = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+/// The pending buffer stays usable if a thread panicked while holding it (it only holds bytes).
+fn lock(m: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+thread_local! {
+    /// Each thread formats its lines here, so a line costs no allocation once warm.
+    static SCRATCH: RefCell<String> = RefCell::new(String::with_capacity(512));
 }
 
 impl std::fmt::Debug for AccessLog {
@@ -71,29 +119,26 @@ impl AccessLog {
     /// appending (it is created if missing) or the thread cannot be started.
     pub fn open(settings: &AccessLogSettings) -> std::io::Result<AccessLog> {
         let dropped = Arc::new(AtomicU64::new(0));
-        let reopen = Arc::new(AtomicBool::new(false));
         let (sink, path): (Box<dyn Write + Send>, _) = match &settings.target {
             AccessLogTarget::Off => {
                 return Ok(AccessLog {
                     format: settings.format,
-                    tx: None,
+                    handle: None,
                     dropped,
-                    reopen,
                 })
             }
             AccessLogTarget::Stdout => (Box::new(std::io::stdout()), None),
             AccessLogTarget::File(p) => (Box::new(open_append(p)?), Some(p.clone())),
         };
-        let (tx, rx) = sync_channel::<String>(16 * 1024);
-        let flag = reopen.clone();
+        let shared = Arc::new(Shared::default());
+        let theirs = shared.clone();
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || writer(rx, sink, path, flag))?;
+            .spawn(move || writer(&theirs, sink, path))?;
         Ok(AccessLog {
             format: settings.format,
-            tx: Some(tx),
+            handle: Some(Arc::new(Handle { shared })),
             dropped,
-            reopen,
         })
     }
 
@@ -103,10 +148,9 @@ impl AccessLog {
     /// or `off`. Never blocks; if the file cannot be reopened the writer logs the error and
     /// keeps writing to the old file.
     pub fn reopen(&self) {
-        let Some(tx) = &self.tx else { return };
-        self.reopen.store(true, Ordering::Release);
-        // Wake the writer; if the queue is full it is busy and sees the flag after its batch.
-        let _ = tx.try_send(String::new());
+        let Some(h) = &self.handle else { return };
+        h.shared.reopen.store(true, Ordering::Release);
+        h.shared.wake.notify_one();
     }
 
     /// Lines dropped because the writer fell behind.
@@ -114,16 +158,28 @@ impl AccessLog {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Formats and queues one line.
+    /// Formats one line and adds it to the pending buffer (written within
+    /// [`FLUSH_INTERVAL`]).
     pub fn log(&self, r: &AccessRecord<'_>) {
-        let Some(tx) = &self.tx else { return };
-        let line = format_line(self.format, r, SystemTime::now());
-        match tx.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+        let Some(h) = &self.handle else { return };
+        SCRATCH.with(|scratch| {
+            let mut line = scratch.borrow_mut();
+            line.clear();
+            write_line(&mut line, self.format, r, SystemTime::now());
+            let mut pending = lock(&h.shared.pending);
+            let before = pending.buf.len();
+            if before + line.len() > MAX_PENDING {
+                drop(pending);
                 self.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
             }
-        }
+            pending.buf.extend_from_slice(line.as_bytes());
+            let crossed = before < FLUSH_BYTES && pending.buf.len() >= FLUSH_BYTES;
+            drop(pending);
+            if crossed {
+                h.shared.wake.notify_one();
+            }
+        });
     }
 }
 
@@ -134,27 +190,45 @@ fn open_append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
-fn writer(
-    rx: Receiver<String>,
-    sink: Box<dyn Write + Send>,
-    path: Option<std::path::PathBuf>,
-    reopen: Arc<AtomicBool>,
-) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, sink);
-    while let Ok(line) = rx.recv() {
-        let _ = out.write_all(line.as_bytes());
-        // Drain what is queued, then flush once: one syscall per burst, not per line.
-        while let Ok(more) = rx.try_recv() {
-            let _ = out.write_all(more.as_bytes());
+fn writer(shared: &Shared, sink: Box<dyn Write + Send>, path: Option<std::path::PathBuf>) {
+    let mut out = sink;
+    // The buffer the writer owns; swapped with the pending one so neither is reallocated.
+    let mut batch: Vec<u8> = Vec::with_capacity(FLUSH_BYTES);
+    loop {
+        let closed = {
+            let mut pending = lock(&shared.pending);
+            if pending.buf.len() < FLUSH_BYTES
+                && !pending.closed
+                && !shared.reopen.load(Ordering::Acquire)
+            {
+                pending = shared
+                    .wake
+                    .wait_timeout(pending, FLUSH_INTERVAL)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            std::mem::swap(&mut pending.buf, &mut batch);
+            pending.closed
+        };
+        if !batch.is_empty() {
+            // One write per batch; an error (disk full) loses this batch, not the writer.
+            let _ = out.write_all(&batch);
+            let _ = out.flush();
+            batch.clear();
+            if batch.capacity() > 4 * FLUSH_BYTES {
+                batch.shrink_to(FLUSH_BYTES);
+            }
         }
-        let _ = out.flush();
-        if reopen.swap(false, Ordering::AcqRel) {
+        if shared.reopen.swap(false, Ordering::AcqRel) {
             if let Some(p) = &path {
                 match open_append(p) {
-                    Ok(f) => out = std::io::BufWriter::with_capacity(64 * 1024, Box::new(f)),
+                    Ok(f) => out = Box::new(f),
                     Err(e) => log::error!("access log: cannot reopen {}: {e}", p.display()),
                 }
             }
+        }
+        if closed {
+            return;
         }
     }
 }
@@ -162,24 +236,25 @@ fn writer(
 /// Formats one line (with its newline).
 pub fn format_line(format: AccessLogFormat, r: &AccessRecord<'_>, now: SystemTime) -> String {
     let mut s = String::with_capacity(256);
-    let ip = r
-        .client_ip
-        .map(|i| i.to_string())
-        .unwrap_or_else(|| "-".into());
-    let upstream = r
-        .upstream
-        .map(|u| u.to_string())
-        .unwrap_or_else(|| "-".into());
-    let urt = r
-        .upstream_time
-        .map(|d| format!("{:.3}", d.as_secs_f64()))
-        .unwrap_or_else(|| "-".into());
+    write_line(&mut s, format, r, now);
+    s
+}
+
+/// Appends one line (with its newline) to `s`: [`format_line`] without allocating.
+pub fn write_line(s: &mut String, format: AccessLogFormat, r: &AccessRecord<'_>, now: SystemTime) {
     match format {
         AccessLogFormat::Combined => {
-            let _ = writeln!(
+            match r.client_ip {
+                Some(ip) => {
+                    let _ = write!(s, "{ip}");
+                }
+                None => s.push('-'),
+            }
+            s.push_str(" - - [");
+            push_nginx_time(s, now);
+            let _ = write!(
                 s,
-                "{ip} - - [{time}] \"{method} {uri} {proto}\" {status} {bytes} \"{referer}\" \"{ua}\" host=\"{host}\" rt={rt:.3} upstream={upstream} urt={urt} rid={rid}",
-                time = nginx_time(now),
+                "] \"{method} {uri} {proto}\" {status} {bytes} \"{referer}\" \"{ua}\" host=\"{host}\" rt={rt:.3} upstream=",
                 method = escape(r.method),
                 uri = escape(r.uri),
                 proto = r.protocol,
@@ -189,10 +264,27 @@ pub fn format_line(format: AccessLogFormat, r: &AccessRecord<'_>, now: SystemTim
                 ua = escape(or_dash(r.user_agent)),
                 host = escape(r.host),
                 rt = r.duration.as_secs_f64(),
-                rid = escape(r.request_id),
             );
+            match r.upstream {
+                Some(u) => {
+                    let _ = write!(s, "{u}");
+                }
+                None => s.push('-'),
+            }
+            s.push_str(" urt=");
+            match r.upstream_time {
+                Some(d) => {
+                    let _ = write!(s, "{:.3}", d.as_secs_f64());
+                }
+                None => s.push('-'),
+            }
+            let _ = writeln!(s, " rid={}", escape(r.request_id));
         }
         AccessLogFormat::Json => {
+            let ip = r
+                .client_ip
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "-".into());
             let v = serde_json::json!({
                 "time": httpdate::fmt_http_date(now),
                 "client_ip": ip,
@@ -210,11 +302,31 @@ pub fn format_line(format: AccessLogFormat, r: &AccessRecord<'_>, now: SystemTim
                 "upstream_time_ms": r.upstream_time.map(|d| d.as_secs_f64() * 1000.0),
                 "request_id": r.request_id,
             });
-            s.push_str(&v.to_string());
+            let _ = write!(s, "{v}");
             s.push('\n');
         }
     }
-    s
+}
+
+thread_local! {
+    /// The last second formatted by [`push_nginx_time`] on this thread, and its text.
+    static TIME: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+/// Appends nginx's `$time_local` in UTC, formatting it at most once per second per thread.
+fn push_nginx_time(s: &mut String, t: SystemTime) {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    TIME.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            cached.1 = nginx_time(t);
+            cached.0 = secs;
+        }
+        s.push_str(&cached.1);
+    });
 }
 
 /// nginx's `$time_local` in UTC: `25/Nov/2026:20:44:05 +0000`.
@@ -280,6 +392,49 @@ mod tests {
             "203.0.113.7 - - [01/Jan/1970:00:00:00 +0000] \"GET /a\\\"b\\x0ac HTTP/1.1\" 200 12"
         ));
         assert_eq!(line.matches('\n').count(), 1);
+    }
+
+    #[test]
+    fn lines_reach_the_file_within_the_flush_interval_and_on_drop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("access.log");
+        let settings = AccessLogSettings {
+            format: AccessLogFormat::Combined,
+            target: AccessLogTarget::File(path.clone()),
+        };
+        let log = AccessLog::open(&settings).expect("open");
+        let record = |i: usize| AccessRecord {
+            status: 200,
+            request_id: if i % 2 == 0 { "even" } else { "odd" },
+            ..Default::default()
+        };
+        log.log(&record(0));
+        let lines = |want: usize| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let n = std::fs::read_to_string(&path)
+                    .expect("read")
+                    .lines()
+                    .count();
+                if n >= want || std::time::Instant::now() > deadline {
+                    return n;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        assert_eq!(lines(1), 1, "one line, written by the timer");
+        // More than FLUSH_BYTES at once, then the last handle goes: every line is written.
+        for i in 1..2000 {
+            log.log(&record(i));
+        }
+        let clone = log.clone();
+        drop(log);
+        clone.log(&record(2000));
+        drop(clone);
+        assert_eq!(lines(2001), 2001);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.matches("rid=even").count(), 1001);
+        assert!(text.lines().all(|l| l.starts_with("- - - [")), "{text}");
     }
 
     #[test]

@@ -60,6 +60,10 @@ impl fmt::Display for ConfigErrors {
 pub struct ServerSettings {
     /// Worker threads per service. Default: the number of cores (Pingora's own default is 1).
     pub threads: usize,
+    /// Default `true` (Pingora's default): a service's threads share one runtime and steal
+    /// each other's tasks. `false`: every thread runs its own single-threaded runtime and a
+    /// connection stays on the thread it was given when accepted, as with nginx's workers.
+    pub work_stealing: bool,
     /// Graceful shutdown: time to keep serving after SIGTERM-style signals. Default 5s.
     pub grace_period: Duration,
     /// Time runtimes get to exit after the grace period. Default 5s.
@@ -1368,6 +1372,7 @@ impl Validator {
         };
         ServerSettings {
             threads,
+            work_stealing: raw.work_stealing.unwrap_or(true),
             grace_period: self.duration(
                 "server.grace_period",
                 &raw.grace_period,

@@ -112,27 +112,44 @@ const ROUTES: [(&str, &str, &str); 9] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_production_route_over_plain_http() {
     let s = sites().await;
+    every_route_over_plain_http(&production_like(&s, None)).await;
+}
+
+/// `[server] work_stealing = false`: one runtime per thread, connections pinned to a thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_production_route_with_a_runtime_per_thread() {
+    let s = sites().await;
+    let config =
+        production_like(&s, None).replace("threads = 2\n", "threads = 2\nwork_stealing = false\n");
+    assert!(config.contains("work_stealing = false"));
+    every_route_over_plain_http(&config).await;
+}
+
+async fn every_route_over_plain_http(config: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start(bin!(), dir.path(), &production_like(&s, None));
-    let c = client();
-    for (host, path, service) in ROUTES {
-        let r = c
-            .get(format!("http://{}{path}", proxy.plain_addr()))
-            .header("host", host)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{host}{path}");
-        let v: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(
-            v["service"], service,
-            "{host}{path} went to {}",
-            v["service"]
-        );
-        assert_eq!(
-            v["uri"], path,
-            "the origin sees the path and query unchanged"
-        );
+    let proxy = Proxy::start(bin!(), dir.path(), config);
+    // A new connection per request: connections are spread over the threads' runtimes.
+    let c = fresh_client();
+    for _ in 0..4 {
+        for (host, path, service) in ROUTES {
+            let r = c
+                .get(format!("http://{}{path}", proxy.plain_addr()))
+                .header("host", host)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{host}{path}");
+            let v: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(
+                v["service"], service,
+                "{host}{path} went to {}",
+                v["service"]
+            );
+            assert_eq!(
+                v["uri"], path,
+                "the origin sees the path and query unchanged"
+            );
+        }
     }
 }
 

@@ -63,6 +63,9 @@ pub struct RawConfig {
 pub struct RawServer {
     /// Worker threads per service; 0 or absent means one per core.
     pub threads: Option<usize>,
+    /// Whether a service's threads steal each other's tasks (one shared runtime) or each run
+    /// their own connections (one runtime per thread).
+    pub work_stealing: Option<bool>,
     /// How long a graceful shutdown keeps serving before closing listeners' connections.
     pub grace_period: Option<RawDuration>,
     /// How long runtimes get to finish after the grace period.
