@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 pub use galion_edge::origin::{spawn_origin, Origin, Recorded};
 
+pub mod h2raw;
+
 /// The path of the binary under test. A macro, because Cargo sets `CARGO_BIN_EXE_*` only
 /// while compiling the integration tests themselves.
 #[macro_export]

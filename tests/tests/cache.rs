@@ -635,3 +635,89 @@ async fn an_expired_entry_without_validator_is_fetched_again() {
     assert_eq!(count(&api, "/api/tick"), 2);
     assert_eq!(get(&proxy, p, &[]).await.cache, "HIT");
 }
+
+/// Over HTTP/2 a hit ends its stream on its last DATA frame, with no empty DATA frame after it
+/// (the proxy holds each body chunk back until it knows whether it is the last), and carries
+/// the same bytes as the miss, for empty, small and multi-frame bodies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_hits_end_the_stream_on_their_last_data_frame() {
+    use galion_edge_tests::h2raw::*;
+    use tokio::io::AsyncWriteExt;
+
+    let api = origin("api").await;
+    let web = origin("web").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = gen_cert(&["galion.app"]);
+    let (c, k) = cert.write(dir.path(), "app");
+    let text = config(&api, &web, "64MB")
+        .replace(
+            "http_proxy = [\"127.0.0.1:{plain}\"]",
+            "https = [\"127.0.0.1:{https}\"]\nhttp = [\"127.0.0.1:{http}\"]\nhttp_proxy = [\"127.0.0.1:{plain}\"]",
+        )
+        .replace(
+            "hosts = [\"galion.app\"]\n",
+            &format!("hosts = [\"galion.app\"]\ntls = {{ cert = {c:?}, key = {k:?} }}\n"),
+        );
+    assert!(text.contains("https = ") && text.contains("tls = "));
+    let proxy = Proxy::start(bin!(), dir.path(), &text);
+
+    let tls = tls_h2(proxy.https_addr(), &cert).await;
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    // Large windows, so no body waits for a WINDOW_UPDATE.
+    let mut start = PREFACE.to_vec();
+    start.extend(frame(SETTINGS, 0, 0, &[0x00, 0x04, 0x3f, 0xff, 0xff, 0xff]));
+    start.extend(frame(WINDOW_UPDATE, 0, 0, &0x3fff_0000u32.to_be_bytes()));
+    wr.write_all(&start).await.unwrap();
+
+    let mut stream = 1;
+    for n in [0usize, 1, 1000, 100_000] {
+        let path = format!("/api/bytes?n={n}");
+        let mut bodies = Vec::new();
+        for _ in 0..2 {
+            wr.write_all(&get_headers(stream, "galion.app", &path))
+                .await
+                .unwrap();
+            // (DATA payload length, flags) of this stream, until END_STREAM.
+            let mut data = Vec::new();
+            let mut body = Vec::new();
+            loop {
+                let (kind, flags, id, payload) =
+                    tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rd))
+                        .await
+                        .expect("a frame within 10 s")
+                        .expect("the connection stays open");
+                if kind == SETTINGS && flags & ACK == 0 {
+                    wr.write_all(&frame(SETTINGS, ACK, 0, &[])).await.unwrap();
+                }
+                if id != stream {
+                    continue;
+                }
+                if kind == DATA {
+                    data.push((payload.len(), flags));
+                    body.extend_from_slice(&payload);
+                }
+                if (kind == DATA || kind == HEADERS) && flags & END_STREAM != 0 {
+                    break;
+                }
+            }
+            bodies.push((body, data));
+            stream += 2;
+        }
+        assert_eq!(count(&api, &path), 1, "{path}: the second answer was a hit");
+        let (miss, _) = &bodies[0];
+        let (hit, frames) = &bodies[1];
+        assert_eq!(miss.len(), n, "{path}");
+        assert_eq!(hit, miss, "{path}: the hit has the miss's bytes");
+        if n > 0 {
+            let (last_len, last_flags) = *frames.last().unwrap();
+            assert!(
+                last_flags & END_STREAM != 0 && last_len > 0,
+                "{path}: the last DATA frame carries bytes and END_STREAM: {frames:?}"
+            );
+            assert!(
+                frames.iter().all(|&(len, _)| len > 0),
+                "{path}: no empty DATA frame: {frames:?}"
+            );
+        }
+    }
+}
