@@ -2,6 +2,7 @@
 //! hop-by-hop stripping and request ids.
 
 use crate::config::HeaderSettings;
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::net::IpAddr;
@@ -138,15 +139,32 @@ const DEFAULT_SERVER: HeaderValue = HeaderValue::from_static("galion-edge");
 pub struct HeaderPolicy {
     add: Vec<(HeaderName, HeaderValue)>,
     server: HeaderValue,
+    /// `add` then `Server`, with names and values on `'static` bytes (see [`interned`]), as
+    /// [`HeaderPolicy::apply`] inserts them.
+    wire: Vec<(&'static str, HeaderValue)>,
 }
 
 impl HeaderPolicy {
     /// Builds the policy from validated settings.
     pub fn new(settings: &HeaderSettings) -> HeaderPolicy {
-        HeaderPolicy {
-            add: settings.add.clone(),
-            server: settings.server.clone(),
-        }
+        HeaderPolicy::from_parts(settings.add.clone(), settings.server.clone())
+    }
+
+    fn from_parts(add: Vec<(HeaderName, HeaderValue)>, server: HeaderValue) -> HeaderPolicy {
+        let wire = add
+            .iter()
+            .chain(std::iter::once(&(header::SERVER, server.clone())))
+            .map(|(name, value)| {
+                let name = std::str::from_utf8(interned(name.as_str().as_bytes()))
+                    .unwrap_or(header::SERVER.as_str());
+                let mut fixed =
+                    HeaderValue::from_maybe_shared(Bytes::from_static(interned(value.as_bytes())))
+                        .unwrap_or_else(|_| value.clone());
+                fixed.set_sensitive(value.is_sensitive());
+                (name, fixed)
+            })
+            .collect();
+        HeaderPolicy { add, server, wire }
     }
 
     /// The policy a config without `[headers]` gives: `X-Content-Type-Options: nosniff`,
@@ -154,13 +172,13 @@ impl HeaderPolicy {
     /// `Referrer-Policy: strict-origin-when-cross-origin`, a `Permissions-Policy` denying
     /// camera, microphone, geolocation and payment, and `Server: galion-edge`.
     pub fn recommended() -> HeaderPolicy {
-        HeaderPolicy {
-            add: RECOMMENDED
+        HeaderPolicy::from_parts(
+            RECOMMENDED
                 .iter()
                 .map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v)))
                 .collect(),
-            server: DEFAULT_SERVER,
-        }
+            DEFAULT_SERVER,
+        )
     }
 
     /// A builder starting from nothing: no headers added, `Server: galion-edge`.
@@ -182,11 +200,13 @@ impl HeaderPolicy {
     /// Sets the security headers and `Server` on a response, replacing what the upstream sent
     /// for those names, and removes `X-Powered-By` (it names frameworks and versions).
     pub fn apply(&self, resp: &mut ResponseHeader) {
-        for (name, value) in &self.add {
+        // A `&'static str` name keeps its case without Pingora copying it (a `HeaderName` is
+        // copied into a new buffer on every insert), and values on static bytes are cloned
+        // without touching a reference count that every worker thread shares.
+        for (name, value) in &self.wire {
             // insert_header only fails on invalid names or values; these were checked at load.
-            let _ = resp.insert_header(name.clone(), value.clone());
+            let _ = resp.insert_header(*name, value.clone());
         }
-        let _ = resp.insert_header(header::SERVER, self.server.clone());
         let _ = resp.remove_header(&X_POWERED_BY);
     }
 
@@ -242,11 +262,24 @@ impl HeaderPolicyBuilder {
 
     /// The policy.
     pub fn build(self) -> HeaderPolicy {
-        HeaderPolicy {
-            add: self.add,
-            server: self.server,
-        }
+        HeaderPolicy::from_parts(self.add, self.server)
     }
+}
+
+/// `bytes` on `'static` storage: leaked once per distinct content, then shared by every policy
+/// that uses it. Header policies are built at start and on reload, so what this keeps is
+/// bounded by the distinct header names and values ever configured (a few KiB), not by the
+/// number of reloads.
+fn interned(bytes: &[u8]) -> &'static [u8] {
+    static SEEN: std::sync::Mutex<std::collections::BTreeSet<&'static [u8]>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = seen.get(bytes) {
+        return s;
+    }
+    let s: &'static [u8] = Box::leak(bytes.to_vec().into_boxed_slice());
+    seen.insert(s);
+    s
 }
 
 /// Whether a client-supplied request id is kept: 1 to 128 of `A-Z a-z 0-9 - _ . :`.
@@ -345,6 +378,38 @@ pub fn set_forwarded(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interned_strings_are_kept_once_and_policies_apply_them_unchanged() {
+        let a = interned(b"max-age=31536000; includeSubDomains");
+        let owned = String::from("max-age=31536000; includeSubDomains");
+        let b = interned(owned.as_bytes());
+        assert!(std::ptr::eq(a, b), "one copy per distinct content");
+        assert_ne!(interned(b"DENY"), interned(b"SAMEORIGIN"));
+
+        let policy = HeaderPolicy::builder()
+            .header(
+                HeaderName::from_static("x-frame-options"),
+                HeaderValue::from_static("DENY"),
+            )
+            .header(
+                HeaderName::from_static("x-custom-policy"),
+                HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+            )
+            .server(HeaderValue::from_static("edge"))
+            .build();
+        let again = policy.clone().into_builder().build();
+        assert!(std::ptr::eq(policy.wire[0].0, again.wire[0].0));
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("X-Frame-Options", "ALLOW").unwrap();
+        resp.insert_header("x-powered-by", "php").unwrap();
+        again.apply(&mut resp);
+        assert_eq!(resp.headers["x-frame-options"], "DENY");
+        assert_eq!(resp.headers.get_all("x-frame-options").iter().count(), 1);
+        assert_eq!(resp.headers["x-custom-policy"].as_bytes(), b"caf\xe9");
+        assert_eq!(resp.headers["server"], "edge");
+        assert!(!resp.headers.contains_key("x-powered-by"));
+    }
 
     #[test]
     fn recommended_is_what_a_config_without_headers_gives() {

@@ -18,7 +18,7 @@ use crate::client_ip::{ClientIpResolver, TrustedProxies};
 use crate::compression::{self, BodyCoder, CompressionPolicy, Plan};
 use crate::config::Config;
 use crate::errors::{answer_for, body_for};
-use crate::headers::{self, HeaderPolicy, X_CACHE_STATUS, X_REQUEST_ID};
+use crate::headers::{self, HeaderPolicy, X_REQUEST_ID};
 use crate::metrics::{InFlight, MetricHandles, Metrics};
 use crate::purge_bus::PurgeBus;
 use crate::ratelimit::redis::RedisLimiter;
@@ -1059,7 +1059,8 @@ impl ProxyHttp for GalionProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.policy().apply(resp);
-        resp.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
+        // `&'static str` names: Pingora copies a `HeaderName` to keep its case, not these.
+        resp.insert_header("x-request-id", ctx.request_id.clone())?;
         if let Some((class, remaining, reset)) = ctx.rate {
             let st = &ctx.state;
             resp.insert_header(
@@ -1077,7 +1078,7 @@ impl ProxyHttp for GalionProxy {
             } else {
                 "BYPASS"
             };
-            resp.insert_header(X_CACHE_STATUS, label)?;
+            resp.insert_header("x-cache-status", HeaderValue::from_static(label))?;
         }
         Ok(())
     }
