@@ -419,6 +419,111 @@ routes = [{{ path = "/", upstream = "studio_realtime" }}]
     );
 }
 
+/// An HTTP/2 client that ends its request body with an empty DATA frame (END_STREAM, as
+/// streaming clients and Cloudflare's HTTP/2-to-origin do) is sent upstream as HTTP/1.1 chunked
+/// with one terminator, not two (cloudflare/pingora#935, patched in vendor/pingora-proxy): the
+/// second `0\r\n\r\n` read as a bogus request on the pooled connection, and a strict origin
+/// (uvicorn's h11) answered it with a 400 that went to the next request on that connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_body_ended_by_an_empty_data_frame_is_chunked_upstream_once() {
+    use galion_edge_tests::h2raw::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // A raw HTTP/1.1 origin that records every byte it receives and answers each request once
+    // it is complete: a head without a body, or a chunked body up to its terminator.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received: Arc<std::sync::Mutex<Vec<u8>>> = Arc::default();
+    let rec = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let rec = rec.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                let mut answered = 0;
+                let mut buf = [0u8; 4096];
+                while let Ok(Ok(n)) =
+                    tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await
+                {
+                    if n == 0 {
+                        break;
+                    }
+                    mine.extend_from_slice(&buf[..n]);
+                    rec.lock().unwrap().extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&mine).to_string();
+                    let complete = text.matches("GET ").count() + text.matches("0\r\n\r\n").count();
+                    while answered < complete {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await;
+                        answered += 1;
+                    }
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cert = gen_cert(&["galion.app"]);
+    let (c, k) = cert.write(dir.path(), "app");
+    let body = format!(
+        r#"
+[upstreams.app]
+backends = ["{addr}"]
+health_check = {{ kind = "none" }}
+
+[[sites]]
+name = "galion.app"
+hosts = ["galion.app"]
+tls = {{ cert = {c:?}, key = {k:?} }}
+routes = [{{ path = "/", upstream = "app", cache = "off" }}]
+"#
+    );
+    let proxy = Proxy::start(bin!(), dir.path(), &base_config(true, &body));
+
+    let tls = tls_h2(proxy.https_addr(), &cert).await;
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let mut out = PREFACE.to_vec();
+    out.extend(frame(SETTINGS, 0, 0, &[]));
+    // POST /upload without a length: HEADERS, DATA "hello", then an empty DATA with END_STREAM.
+    let mut block = vec![0x83, 0x87]; // :method POST, :scheme https
+    block.extend([0x04, 7]);
+    block.extend_from_slice(b"/upload");
+    block.extend([0x01, 10]);
+    block.extend_from_slice(b"galion.app");
+    out.extend(frame(HEADERS, 0x4, 1, &block));
+    out.extend(frame(DATA, 0, 1, b"hello"));
+    out.extend(frame(DATA, END_STREAM, 1, b""));
+    // Then a GET, which may reuse the pooled upstream connection.
+    out.extend(get_headers(3, "galion.app", "/after"));
+    wr.write_all(&out).await.unwrap();
+    let mut ended = std::collections::BTreeSet::new();
+    while ended.len() < 2 {
+        let (kind, flags, id, _) =
+            tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rd))
+                .await
+                .expect("a frame within 10 s")
+                .expect("the connection stays open");
+        if kind == SETTINGS && flags & ACK == 0 {
+            wr.write_all(&frame(SETTINGS, ACK, 0, &[])).await.unwrap();
+        }
+        if (kind == DATA || kind == HEADERS) && flags & END_STREAM != 0 {
+            ended.insert(id);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = String::from_utf8_lossy(&received.lock().unwrap()).to_string();
+    assert!(
+        seen.contains("Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.matches("0\r\n\r\n").count(),
+        1,
+        "one chunked terminator upstream: {seen:?}"
+    );
+    assert!(seen.contains("GET /after HTTP/1.1"), "{seen:?}");
+}
+
 /// The next text or binary message (pings and pongs skipped).
 async fn next_data<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Message
 where

@@ -1089,7 +1089,12 @@ pub(crate) async fn send_body_to1(
         match task {
             HttpTask::Body(data, end) => {
                 body_done = end;
-                if let Some(d) = data {
+                // Galion Edge patch (pingora #935): an empty chunk is not written. Chunked
+                // encoding of zero bytes is the terminator `0\r\n\r\n`, which `finish_body`
+                // writes again below when an HTTP/2 client ends its body with an empty DATA
+                // frame: the stray terminator reads as a bogus next request on the pooled
+                // upstream connection.
+                if let Some(d) = data.filter(|d| !d.is_empty()) {
                     let m = client_session.write_body(&d).await;
                     match m {
                         Ok(m) => match m {
@@ -1110,7 +1115,8 @@ pub(crate) async fn send_body_to1(
                 client_session.maybe_upgrade_body_writer();
 
                 body_done = end;
-                if let Some(d) = data {
+                // Galion Edge patch: as above; an empty write is nothing to send.
+                if let Some(d) = data.filter(|d| !d.is_empty()) {
                     let m = client_session.write_body(&d).await;
                     match m {
                         Ok(m) => {
