@@ -423,7 +423,8 @@ routes = [{{ path = "/", upstream = "studio_realtime" }}]
 /// streaming clients and Cloudflare's HTTP/2-to-origin do) is sent upstream as HTTP/1.1 chunked
 /// with one terminator, not two (cloudflare/pingora#935, patched in vendor/pingora-proxy): the
 /// second `0\r\n\r\n` read as a bogus request on the pooled connection, and a strict origin
-/// (uvicorn's h11) answered it with a 400 that went to the next request on that connection.
+/// (uvicorn's h11, as reported upstream) answers it with a 400 that goes to the next request on
+/// that connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_body_ended_by_an_empty_data_frame_is_chunked_upstream_once() {
     use galion_edge_tests::h2raw::*;
