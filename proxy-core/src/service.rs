@@ -351,6 +351,20 @@ impl RequestCtx {
     }
 }
 
+/// `a` then `b` as one buffer, copying only when both hold bytes.
+fn concat(a: Bytes, b: Bytes) -> Bytes {
+    if a.is_empty() {
+        return b;
+    }
+    if b.is_empty() {
+        return a;
+    }
+    let mut joined = Vec::with_capacity(a.len() + b.len());
+    joined.extend_from_slice(&a);
+    joined.extend_from_slice(&b);
+    Bytes::from(joined)
+}
+
 /// The host a request is for: the absolute-form or `:authority` host if there is one,
 /// otherwise `Host`.
 pub fn request_host(req: &RequestHeader) -> Option<&str> {
@@ -1039,14 +1053,7 @@ impl ProxyHttp for GalionProxy {
         };
         if end_of_stream {
             let tail = coder.finish().map_err(failed)?;
-            if out.is_empty() {
-                out = tail;
-            } else if !tail.is_empty() {
-                let mut joined = Vec::with_capacity(out.len() + tail.len());
-                joined.extend_from_slice(&out);
-                joined.extend_from_slice(&tail);
-                out = Bytes::from(joined);
-            }
+            out = concat(out, tail);
         }
         *body = (!out.is_empty() || end_of_stream).then_some(out);
         Ok(None)
@@ -1116,16 +1123,8 @@ impl ProxyHttp for GalionProxy {
                 None => ctx.held.take(),
             };
         } else if let Some(held) = ctx.held.take() {
-            *body = Some(match body.take().filter(|b| !b.is_empty()) {
-                // A last chunk read together with the end (ranges): one copy, rare.
-                Some(last) => {
-                    let mut joined = Vec::with_capacity(held.len() + last.len());
-                    joined.extend_from_slice(&held);
-                    joined.extend_from_slice(&last);
-                    Bytes::from(joined)
-                }
-                None => held,
-            });
+            // A last chunk read together with the end (ranges) costs one copy, rarely.
+            *body = Some(concat(held, body.take().unwrap_or_default()));
         }
         Ok(None)
     }

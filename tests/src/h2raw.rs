@@ -6,7 +6,8 @@ use crate::TestCert;
 use rustls_pki_types::ServerName;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::AsyncReadExt;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
@@ -78,4 +79,21 @@ pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload).await.ok()?;
     Some((head[3], head[4], stream, payload))
+}
+
+/// The next frame within 10 s, answering a SETTINGS frame with its ACK on `wr` on the way.
+/// Panics if none comes or the connection ends.
+pub async fn next_frame<R, W>(rd: &mut R, wr: &mut W) -> (u8, u8, u32, Vec<u8>)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let f = tokio::time::timeout(Duration::from_secs(10), read_frame(rd))
+        .await
+        .expect("a frame within 10 s")
+        .expect("the connection stays open");
+    if f.0 == SETTINGS && f.1 & ACK == 0 {
+        wr.write_all(&frame(SETTINGS, ACK, 0, &[])).await.unwrap();
+    }
+    f
 }
