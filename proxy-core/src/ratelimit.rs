@@ -25,6 +25,7 @@ use http::header::{HeaderName, HeaderValue};
 use pingora_limits::inflight::{Guard, Inflight};
 use pingora_limits::rate::Rate;
 use std::net::IpAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers, structured-field version).
@@ -110,10 +111,12 @@ impl Decision {
 
 /// Request-rate limiter for every class and client, in one fixed-size sketch.
 ///
-/// Thread-safe and lock-free (`&self` everywhere); share it in an `Arc`. Never fails and never
-/// allocates after construction.
+/// Thread-safe and lock-free (`&self` everywhere); share it in an `Arc`. Never fails. The
+/// sketch is allocated once, by the first request it counts: a limiter that only ever sees
+/// allowed (`[limits] allow`) or exempt traffic costs no sketch memory.
 pub struct RateLimiter {
-    rate: Rate,
+    /// Built by [`RateLimiter::sketch`] on first use.
+    rate: OnceLock<Rate>,
     window: Duration,
     slots: usize,
     v6_mask: u128,
@@ -133,8 +136,10 @@ impl RateLimiter {
     /// A limiter with fixed windows of `window` (whole seconds, clamped to
     /// [`MIN_WINDOW`]..=[`MAX_WINDOW`]; the config default is 60 s) and a sketch of `slots`
     /// counters per hash row (clamped to 1..=[`MAX_SLOTS`]; the config default is 131072).
-    /// Memory is fixed at construction: [`memory_bytes`](Self::memory_bytes) =
-    /// 2 windows × 4 rows × `slots` × 8 bytes (131072 slots: 8 MiB), all touched at once.
+    /// Memory is fixed: [`memory_bytes`](Self::memory_bytes) = 2 windows × 4 rows × `slots` ×
+    /// 8 bytes (131072 slots: 8 MiB), allocated and zeroed at once by the first
+    /// [`check`](Self::check) or [`record`](Self::record) (a few milliseconds for 8 MiB, once;
+    /// nothing before: nginx's `limit_req_zone` memory is likewise only resident once written).
     ///
     /// # Sizing `slots`
     ///
@@ -163,7 +168,7 @@ impl RateLimiter {
         let window = Duration::from_secs(window.clamp(MIN_WINDOW, MAX_WINDOW).as_secs());
         let slots = slots.clamp(1, MAX_SLOTS);
         RateLimiter {
-            rate: Rate::new_with_estimator_config(window, HASHES, slots),
+            rate: OnceLock::new(),
             window,
             slots,
             v6_mask: prefix_mask(DEFAULT_IPV6_PREFIX_LEN),
@@ -183,10 +188,21 @@ impl RateLimiter {
         self.window
     }
 
-    /// The sketch's fixed size in bytes: 2 windows × 4 hash rows × slots × 8-byte counters.
-    /// It never changes after construction.
+    /// The sketch's fixed size in bytes: 2 windows × 4 hash rows × slots × 8-byte counters,
+    /// whether or not it has been allocated yet (see [`is_allocated`](Self::is_allocated)).
     pub fn memory_bytes(&self) -> usize {
         2 * HASHES * self.slots * std::mem::size_of::<isize>()
+    }
+
+    /// Whether the sketch exists: false until the first request is counted.
+    pub fn is_allocated(&self) -> bool {
+        self.rate.get().is_some()
+    }
+
+    /// The sketch, allocated on first use.
+    fn sketch(&self) -> &Rate {
+        self.rate
+            .get_or_init(|| Rate::new_with_estimator_config(self.window, HASHES, self.slots))
     }
 
     /// Decides one request of `ip` in `class`, and counts it if allowed.
@@ -213,7 +229,7 @@ impl RateLimiter {
     /// idle server, another client's request started that window late. The check and the count
     /// are two steps, so concurrent requests of one client may together overshoot `L` by at
     /// most the number of requests in flight at once (bounded by worker threads); the sketch
-    /// never under-counts. Never fails, never allocates.
+    /// never under-counts. Never fails; allocates only the sketch, on the first call.
     ///
     /// ```
     /// use proxy_core::ratelimit::{Decision, LimitClass, RateLimiter};
@@ -236,7 +252,8 @@ impl RateLimiter {
     /// ```
     pub fn check(&self, class: &LimitClass, ip: IpAddr) -> Decision {
         let key = (class.id, key_bits(ip, self.v6_mask));
-        let (prev, curr, frac) = self.rate.rate_with(&key, |c| {
+        let rate = self.sketch();
+        let (prev, curr, frac) = rate.rate_with(&key, |c| {
             (
                 c.prev_samples.max(0) as f64,
                 c.curr_samples.max(0) as f64,
@@ -249,7 +266,7 @@ impl RateLimiter {
         // A hair of tolerance so that float rounding at exact equality (what retry_after
         // promises) never refuses.
         if estimate + 1.0 <= limit + 1e-9 {
-            self.rate.observe(&key, 1);
+            rate.observe(&key, 1);
             Decision::Allow {
                 remaining: (limit - estimate - 1.0).max(0.0).floor() as u32,
                 reset_secs: ceil_secs((1.0 - frac) * window),
@@ -265,9 +282,10 @@ impl RateLimiter {
 impl RateLimiter {
     /// Counts one request of `ip` in `class` without deciding anything: the shared limiter
     /// ([`redis::RedisLimiter`]) records here what Redis allowed, so that a fallback to this
-    /// limiter starts from this instance's share of the window. Never fails, never allocates.
+    /// limiter starts from this instance's share of the window. Never fails; allocates only the
+    /// sketch, on the first call.
     pub fn record(&self, class: &LimitClass, ip: IpAddr) {
-        self.rate
+        self.sketch()
             .observe(&(class.id, key_bits(ip, self.v6_mask)), 1);
     }
 }
@@ -695,13 +713,21 @@ mod tests {
     #[test]
     #[ignore = "child process of memory_stays_flat: run alone, so only this test's memory shows in the RSS"]
     fn memory_child() {
+        rss_bytes(); // its own buffers are resident from now on
+        let at_start = rss_bytes();
         let rl = RateLimiter::new(Duration::from_secs(60), 131_072);
+        let constructed = rss_bytes();
         let c = class(1, 100, 20);
         let bytes = rl.memory_bytes();
         assert_eq!(bytes, 8 << 20);
-        // Touch the code paths once so lazy runtime set-up is not counted as growth.
+        assert!(!rl.is_allocated(), "no sketch before the first request");
+        // The first request allocates the sketch (and touches the code paths once).
         let _ = rl.check(&c, ip("10.0.0.1"));
+        assert!(rl.is_allocated());
         let before = rss_bytes();
+        let unused = constructed.saturating_sub(at_start);
+        let first = before.saturating_sub(constructed);
+        println!("memory_child: rss {unused} bytes for the unused limiter, {first} after its first request");
         let mut allowed = 0u32;
         for n in 0..1_000_000u32 {
             let a = IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + n));
@@ -717,6 +743,11 @@ mod tests {
         assert_eq!(rl.memory_bytes(), bytes);
         // Run in-process (`--include-ignored`), other tests share the RSS: skip that check.
         if std::env::var_os(RSS_CHILD).is_some() {
+            assert!(unused < 1 << 20, "an unused limiter took {unused} bytes");
+            assert!(
+                first >= bytes / 2,
+                "the first request made only {first} bytes resident"
+            );
             assert!(growth < 8 << 20, "RSS grew {growth} bytes");
         } else {
             println!("memory_child: not a child process, RSS growth not asserted");
