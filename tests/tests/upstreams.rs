@@ -567,6 +567,55 @@ async fn counting_relay(target: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, count)
 }
 
+/// Large pass-through bodies reach a client that reads slowly byte-exact, with a
+/// `Content-Length` or chunked from the origin, on four keep-alive connections at once. The
+/// origin runs ahead of the client, so the proxy has several body chunks queued when it writes:
+/// the vendored pingora-proxy joins a run of large chunks into one buffer (`Galion Edge patch
+/// (memory)` in `write_response_tasks`), and this checks every byte and its order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_reach_a_slow_reader_byte_exact() {
+    use galion_edge::origin::url_body;
+    let o = origin("api").await;
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = format!(
+        r#"backends = ["{}"]
+health_check = {{ kind = "none" }}"#,
+        o.addr
+    );
+    let proxy = Proxy::start(bin!(), dir.path(), &one_upstream(&upstream, ""));
+    let n = (3 << 20) + 5;
+    let addr = proxy.plain_addr();
+    let clients = (0..4).map(|i| {
+        tokio::spawn(async move {
+            let c = client();
+            for framing in ["", "&chunked=1", ""] {
+                let path = format!("/api/slow-reader/{i}/data?n={n}{framing}");
+                let mut r = c
+                    .get(format!("http://{addr}{path}"))
+                    .header("host", "galion.app")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "{path}");
+                let mut got = Vec::with_capacity(n);
+                let mut pieces = 0;
+                while let Some(piece) = r.chunk().await.unwrap() {
+                    got.extend_from_slice(&piece);
+                    pieces += 1;
+                    if pieces % 4 == 0 {
+                        tokio::time::sleep(Duration::from_millis(3)).await;
+                    }
+                }
+                assert_eq!(got.len(), n, "{path}: whole body");
+                assert!(got == url_body(&path, n), "{path}: exact bytes");
+            }
+        })
+    });
+    for c in clients.collect::<Vec<_>>() {
+        c.await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_reused() {
     let o = origin("api").await;

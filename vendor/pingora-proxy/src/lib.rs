@@ -80,6 +80,49 @@ use pingora_error::{Error, ErrorSource, ErrorType::*, OrErr, Result};
 
 const TASK_BUFFER_SIZE: usize = 4;
 
+/// Galion Edge patch (memory): body chunks this large are not copied into the connection's
+/// batch buffer (see `Session::write_response_tasks`).
+const DIRECT_WRITE_MIN: usize = 16 * 1024;
+
+/// Galion Edge patch (memory): `Some(upgraded)` for a body task of at least `DIRECT_WRITE_MIN`
+/// bytes.
+fn large_body(task: &HttpTask) -> Option<bool> {
+    match task {
+        HttpTask::Body(Some(d), _) if d.len() >= DIRECT_WRITE_MIN => Some(false),
+        HttpTask::UpgradedBody(Some(d), _) if d.len() >= DIRECT_WRITE_MIN => Some(true),
+        _ => None,
+    }
+}
+
+/// Galion Edge patch (memory): one task carrying the bodies of `run` (body tasks of one kind,
+/// only the last of which may end the body) in one exactly sized buffer.
+fn join_bodies(mut run: Vec<HttpTask>) -> HttpTask {
+    if run.len() == 1 {
+        return run.pop().expect("one task");
+    }
+    let parts = |t: &HttpTask| match t {
+        HttpTask::Body(d, end) | HttpTask::UpgradedBody(d, end) => {
+            (d.as_ref().map_or(0, Bytes::len), *end)
+        }
+        _ => (0, false),
+    };
+    let total = run.iter().map(|t| parts(t).0).sum();
+    let (_, end) = parts(run.last().expect("a run is never empty"));
+    let upgraded = matches!(run[0], HttpTask::UpgradedBody(..));
+    let mut buf = bytes::BytesMut::with_capacity(total);
+    for task in run {
+        if let HttpTask::Body(Some(d), _) | HttpTask::UpgradedBody(Some(d), _) = task {
+            buf.extend_from_slice(&d);
+        }
+    }
+    let data = Some(buf.freeze());
+    if upgraded {
+        HttpTask::UpgradedBody(data, end)
+    } else {
+        HttpTask::Body(data, end)
+    }
+}
+
 /// Caps per-proxy padding and one-time shutdown fan-out on very large hosts.
 const MAX_SHUTDOWN_NOTIFY_SHARDS: usize = 256;
 
@@ -903,7 +946,47 @@ impl Session {
                 .await?;
         }
         self.downstream_task_seen_upgraded = seen_upgraded;
-        self.downstream_session.response_duplex_vec(tasks).await
+        // Galion Edge patch (memory): pingora-core's HTTP/1 `response_duplex_vec` copies every
+        // body of a batch into one per-connection buffer that keeps its capacity (grown by
+        // doubling) for the connection's life: up to 4 x 64 KiB per keep-alive client after a
+        // large pass-through response. Here a run of body chunks of `DIRECT_WRITE_MIN` bytes or
+        // more is joined into one exactly sized buffer, freed once written, and written in one
+        // go (a batch of one task is written without pingora-core's copy); smaller tasks are
+        // still batched as before.
+        if !tasks.iter().any(|t| large_body(t).is_some()) {
+            return self.downstream_session.response_duplex_vec(tasks).await;
+        }
+        let mut done = false;
+        let mut small = Vec::with_capacity(tasks.len());
+        let mut tasks = tasks.into_iter().peekable();
+        while let Some(task) = tasks.next() {
+            let Some(upgraded) = large_body(&task) else {
+                small.push(task);
+                continue;
+            };
+            if !small.is_empty() {
+                let batch = std::mem::take(&mut small);
+                self.downstream_session.response_duplex_vec(batch).await?;
+            }
+            let mut run = vec![task];
+            while let Some(next) = tasks.next_if(|t| {
+                large_body(t) == Some(upgraded)
+                    && !matches!(
+                        run.last(),
+                        Some(HttpTask::Body(_, true) | HttpTask::UpgradedBody(_, true))
+                    )
+            }) {
+                run.push(next);
+            }
+            done = self
+                .downstream_session
+                .response_duplex_vec(vec![join_bodies(run)])
+                .await?;
+        }
+        if !small.is_empty() {
+            done = self.downstream_session.response_duplex_vec(small).await?;
+        }
+        Ok(done)
     }
 
     /// Mark the upstream headers as modified by caching. This should lead to range filters being
