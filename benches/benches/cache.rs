@@ -21,8 +21,20 @@ fn leak<T>(t: T) -> &'static T {
 
 async fn fill(storage: &'static TieredStorage, key: &CacheKey, body: Bytes) {
     let now = SystemTime::now();
+    // The header an API response typically has.
     let mut h = ResponseHeader::build(200, None).unwrap();
-    h.insert_header("content-type", "application/json").unwrap();
+    for (name, value) in [
+        ("content-type", "application/json"),
+        ("content-length", "1024"),
+        ("date", "Thu, 26 Nov 2026 05:00:00 GMT"),
+        ("cache-control", "public, max-age=600"),
+        ("etag", "\"5d8c72a5edda8d6a\""),
+        ("vary", "Accept-Encoding"),
+        ("server", "uvicorn"),
+        ("x-request-id", "0f9c2b8e-8d5e-4a57-9a8e-3f1c2d4b5a69"),
+    ] {
+        h.insert_header(name, value).unwrap();
+    }
     let meta = CacheMeta::new(now + Duration::from_secs(3600), now, 0, 0, h);
     let span = Span::inactive();
     let mut miss = storage
@@ -31,6 +43,17 @@ async fn fill(storage: &'static TieredStorage, key: &CacheKey, body: Bytes) {
         .unwrap();
     miss.write_body(body, true).await.unwrap();
     miss.finish().await.unwrap();
+}
+
+/// What Pingora does after a `304`: the stored meta with its freshness renewed.
+async fn revalidate(storage: &'static TieredStorage, key: &CacheKey) {
+    let span = Span::inactive();
+    let (mut meta, _) = storage.lookup(key, &span.handle()).await.unwrap().unwrap();
+    meta.update_freshness(SystemTime::now() + Duration::from_secs(3600), 0, 0);
+    assert!(storage
+        .update_meta(key, &meta, &span.handle())
+        .await
+        .unwrap());
 }
 
 async fn hit(storage: &'static TieredStorage, key: &CacheKey) -> usize {
@@ -76,6 +99,18 @@ fn cache_hits(c: &mut Criterion) {
             rt.block_on(hit(cold, &key))
         });
     }
+    // A memory hit on an entry that was revalidated (a 304 refreshed it: `updated` is after
+    // `created`), as API entries are after their first TTL.
+    let key = CacheKey::new("https://galion.app/revalidated".to_string(), "bench");
+    rt.block_on(fill(warm, &key, Bytes::from(vec![b'a'; 1024])));
+    rt.block_on(revalidate(warm, &key));
+    rt.block_on(hit(warm, &key));
+    bench(
+        c,
+        "cache_hit/memory_revalidated/1KiB_json",
+        CACHE_HIT,
+        || rt.block_on(hit(warm, &key)),
+    );
 }
 
 criterion_group! {

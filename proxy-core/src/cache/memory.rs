@@ -23,8 +23,62 @@ pub struct MemObject {
     pub meta: (Vec<u8>, Vec<u8>),
     /// The body.
     pub body: Bytes,
-    /// The meta parsed once, on the first hit (`None` inside if it cannot be rebuilt exactly).
-    parsed: OnceLock<Option<ParsedMeta>>,
+    /// The meta parsed once, on the first hit (`None` inside if it does not parse).
+    parsed: OnceLock<Option<Parsed>>,
+}
+
+/// What a hit needs of a parsed meta.
+#[derive(Debug)]
+enum Parsed {
+    /// Every internal field is one `CacheMeta::new` and its setters can set: rebuilt from them.
+    Rebuilt(ParsedMeta),
+    /// Fields no public setter reaches (a revalidated entry's `updated`, a carried-over
+    /// provenance): the internal half is decoded from its stored bytes (a few bytes of
+    /// MessagePack) with a bare header, and this header put in its place.
+    Header(ResponseHeader),
+}
+
+/// The header half of a serialized meta whose response header is a bare `200`: a few bytes of
+/// zstd, so deserializing it costs a small constant, unlike a real response header (Huffman
+/// tables against Pingora's dictionary, growing with the header). Empty if it cannot be made;
+/// such hits then take the full parse.
+fn bare_header() -> &'static [u8] {
+    static BARE: OnceLock<Vec<u8>> = OnceLock::new();
+    BARE.get_or_init(|| {
+        let t = SystemTime::UNIX_EPOCH;
+        ResponseHeader::build(200, Some(0))
+            .and_then(|h| CacheMeta::new(t, t, 0, 0, h).serialize())
+            .map(|(_, header)| header)
+            .unwrap_or_default()
+    })
+}
+
+impl Parsed {
+    /// Parses `meta` once and picks the cheaper exact way to give it back on every hit.
+    fn new(meta: &(Vec<u8>, Vec<u8>)) -> Option<Parsed> {
+        let m = CacheMeta::deserialize(&meta.0, &meta.1).ok()?;
+        let parsed = ParsedMeta::of(&m);
+        let exact = parsed
+            .rebuild()
+            .serialize()
+            .is_ok_and(|(internal, _)| internal == meta.0);
+        Some(if exact {
+            Parsed::Rebuilt(parsed)
+        } else {
+            Parsed::Header(parsed.header)
+        })
+    }
+
+    fn meta(&self, stored: &(Vec<u8>, Vec<u8>)) -> Option<CacheMeta> {
+        match self {
+            Parsed::Rebuilt(p) => Some(p.rebuild()),
+            Parsed::Header(h) => {
+                let mut m = CacheMeta::deserialize(&stored.0, bare_header()).ok()?;
+                *m.response_header_mut() = h.clone();
+                Some(m)
+            }
+        }
+    }
 }
 
 /// A `CacheMeta` kept parsed, so a memory hit does not decompress (zstd) and parse the stored
@@ -41,12 +95,10 @@ struct ParsedMeta {
 }
 
 impl ParsedMeta {
-    /// Parses `meta`, and keeps the result only if rebuilding it gives a meta whose serialized
-    /// internal part is byte for byte the stored one (fields this cannot set, such as a
-    /// revalidated entry's `updated`, make it `None`: such hits take the full parse).
-    fn verified(meta: &(Vec<u8>, Vec<u8>)) -> Option<ParsedMeta> {
-        let m = CacheMeta::deserialize(&meta.0, &meta.1).ok()?;
-        let parsed = ParsedMeta {
+    /// The fields of `m` that `CacheMeta::new` and its public setters can set. Whether they
+    /// rebuild `m` exactly is for [`Parsed::new`] to check.
+    fn of(m: &CacheMeta) -> ParsedMeta {
+        ParsedMeta {
             header: m.response_header_copy(),
             fresh_until: m.fresh_until(),
             created: m.created(),
@@ -54,9 +106,7 @@ impl ParsedMeta {
             stale_if_error: m.stale_if_error_sec(),
             variance: m.variance(),
             epoch_override: m.epoch_override(),
-        };
-        let (internal, _) = parsed.rebuild().serialize().ok()?;
-        (internal == meta.0).then_some(parsed)
+        }
     }
 
     fn rebuild(&self) -> CacheMeta {
@@ -87,13 +137,15 @@ impl MemObject {
         }
     }
 
-    /// The meta, rebuilt from its parsed form (parsed on the first call), or `None` if this
-    /// object's meta must be deserialized in full each time.
+    /// The meta of a hit, exactly as stored, without decompressing (zstd) and parsing the
+    /// stored response header again after the first call: rebuilt from its parsed fields, or
+    /// (a revalidated entry) its internal half decoded with the parsed header put in. `None` if
+    /// the meta does not parse; the caller's full parse then reports why.
     pub fn meta(&self) -> Option<CacheMeta> {
         self.parsed
-            .get_or_init(|| ParsedMeta::verified(&self.meta))
-            .as_ref()
-            .map(ParsedMeta::rebuild)
+            .get_or_init(|| Parsed::new(&self.meta))
+            .as_ref()?
+            .meta(&self.meta)
     }
 
     fn weight(&self) -> usize {
@@ -259,19 +311,33 @@ mod tests {
         let stored = m.serialize().unwrap();
         let o = MemObject::new(stored.clone(), Bytes::new());
         let rebuilt = o.meta().expect("a fresh entry is kept parsed");
+        assert!(matches!(o.parsed.get(), Some(Some(Parsed::Rebuilt(_)))));
         assert_eq!(rebuilt.serialize().unwrap(), stored);
         assert_eq!(rebuilt.variance(), Some([7u8; 16]));
         assert_eq!(rebuilt.headers()["vary"], "Accept-Encoding");
         // The second hit gives the same.
         assert_eq!(o.meta().unwrap().serialize().unwrap(), stored);
 
-        // A revalidated entry (`updated` after `created`) cannot be rebuilt: full parse.
+        // A revalidated entry (`updated` after `created`, provenance kept) too: every internal
+        // field comes from the stored bytes.
+        std::thread::sleep(std::time::Duration::from_millis(5));
         let mut revalidated = CacheMeta::deserialize(&stored.0, &stored.1).unwrap();
-        revalidated.update_freshness(fresh, 30, 600);
-        let o = MemObject::new(revalidated.serialize().unwrap(), Bytes::new());
-        assert!(o.meta().is_none());
-        // So does anything that does not parse.
+        revalidated.update_freshness(fresh + std::time::Duration::from_secs(60), 5, 7);
+        revalidated.set_epoch_override(created);
+        let stored = revalidated.serialize().unwrap();
+        let o = MemObject::new(stored.clone(), Bytes::new());
+        let rebuilt = o.meta().expect("a revalidated entry is kept parsed");
+        assert!(matches!(o.parsed.get(), Some(Some(Parsed::Header(_)))));
+        assert_eq!(rebuilt.serialize().unwrap(), stored);
+        assert!(rebuilt.updated() > rebuilt.created());
+        assert_eq!(rebuilt.provenance(), created);
+        assert_eq!(rebuilt.stale_if_error_sec(), 7);
+        assert_eq!(rebuilt.epoch_override(), Some(created));
+        // Anything that does not parse is left to the caller's full parse (and its error).
         assert!(MemObject::new((vec![1, 2], vec![3]), Bytes::new())
+            .meta()
+            .is_none());
+        assert!(MemObject::new((stored.0.clone(), vec![3]), Bytes::new())
             .meta()
             .is_none());
     }
