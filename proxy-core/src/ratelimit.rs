@@ -223,7 +223,8 @@ impl RateLimiter {
     /// - for `L = 0`: `W` (nothing will ever pass; the client is told to wait a window).
     ///
     /// Accuracy: Pingora's `Rate` starts a new window at the first request (of any client)
-    /// after the old one ended, so under idle traffic windows start late. That only makes the
+    /// after the old one ended, so under idle traffic windows start late (the first window
+    /// starts with the first counted request, when the sketch is allocated). That only makes the
     /// estimate larger (stricter). `retry_after_secs` is accurate when the client's own retry
     /// or steady traffic starts the next window; it can be a little optimistic when, on an
     /// idle server, another client's request started that window late. The check and the count
@@ -543,6 +544,9 @@ mod tests {
         // until the sliding window that starts at the burst has closed.
         let w = Duration::from_secs(2);
         let rl = RateLimiter::new(w, 65536);
+        // The sketch, and with it the limiter's first window, starts with the first counted
+        // request: count one for another client now, so that window 0 starts with `t0`.
+        rl.record(&class(2, 1, 0), ip("198.51.100.1"));
         let t0 = Instant::now();
         let c = class(1, 8, 2);
         let limit = 10usize;
@@ -566,6 +570,11 @@ mod tests {
         }
         let in_window0 = allowed.iter().filter(|&&t| t < 2.0).count();
         assert_eq!(in_window0, limit, "the whole budget at the end of window 0");
+        // Window 1 did open: the limiter let requests through again before the end.
+        assert!(
+            allowed.len() > limit,
+            "nothing allowed in window 1 (did window 0 start at t0?): {log:?}"
+        );
         // At the start of window 1 the estimate is 10 × (1 − f) + 0, so nothing passes before
         // f = 1/L = 0.1 (0.2 s). 20 ms margins for scheduling.
         let early: Vec<_> = log
