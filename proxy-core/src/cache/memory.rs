@@ -320,7 +320,6 @@ mod tests {
 
         // A revalidated entry (`updated` after `created`, provenance kept) too: every internal
         // field comes from the stored bytes.
-        std::thread::sleep(std::time::Duration::from_millis(5));
         let mut revalidated = CacheMeta::deserialize(&stored.0, &stored.1).unwrap();
         revalidated.update_freshness(fresh + std::time::Duration::from_secs(60), 5, 7);
         revalidated.set_epoch_override(created);
