@@ -693,8 +693,30 @@ fn check_decoded(file: &[u8], expect: &[u8; 16]) {
     if !footer.user_tag.contains('\u{fffd}') && !footer.url.contains('\u{fffd}') {
         assert_eq!(reencoded, footer_bytes, "footer does not round-trip");
     }
-    // A hit deserializes the meta; it must fail cleanly on garbage.
-    let _ = CacheMeta::deserialize(&footer.meta.0, &footer.meta.1);
+    // A hit deserializes the meta; it must fail cleanly on garbage, and a memory hit must give
+    // the same meta as the full parse.
+    memory_hit_meta(&footer.meta);
+}
+
+/// A memory hit's meta (`MemObject::meta`: rebuilt from parsed fields, or the stored internal
+/// half with the header parsed once) must be exactly what a full parse of the stored bytes
+/// gives, on every hit; and it gives a meta whenever the full parse does.
+fn memory_hit_meta(stored: &(Vec<u8>, Vec<u8>)) {
+    let Ok(full) = CacheMeta::deserialize(&stored.0, &stored.1) else {
+        return;
+    };
+    let object = cache::memory::MemObject::new(stored.clone(), bytes::Bytes::new());
+    for hit in 0..2 {
+        let fast = object.meta().unwrap_or_else(|| {
+            panic!("hit {hit}: the full parse succeeded, the fast path gave none")
+        });
+        assert_eq!(
+            fast.serialize().ok(),
+            full.serialize().ok(),
+            "hit {hit}: the fast path differs from the full parse"
+        );
+        assert_eq!(fast.headers(), full.headers(), "hit {hit}: header");
+    }
 }
 
 /// The on-disk entry decoder: `data` is a whole entry file, decoded as it is and again with
@@ -703,7 +725,8 @@ fn check_decoded(file: &[u8], expect: &[u8; 16]) {
 ///
 /// Invariants: no panic; an accepted entry has the right magic, a matching checksum, the
 /// expected key, a body range that is exactly the bytes before the footer, and a footer that
-/// re-encodes to the bytes on disk; the meta parser fails cleanly on anything.
+/// re-encodes to the bytes on disk; the meta parser fails cleanly on anything, and a memory
+/// hit's meta is exactly the full parse's.
 pub fn disk_entry(data: &[u8]) {
     // The key the caller expects: the footer's own key if there is one (so a valid entry is
     // accepted), and a fixed other key (so `WrongKey` is reached).
@@ -718,7 +741,7 @@ pub fn disk_entry(data: &[u8]) {
             let end = data.len() - disk::TAIL_LEN;
             if let Some(start) = end.checked_sub(n) {
                 if let Ok(footer) = disk::decode_footer(&data[start..end]) {
-                    let _ = CacheMeta::deserialize(&footer.meta.0, &footer.meta.1);
+                    memory_hit_meta(&footer.meta);
                 }
             }
         }
