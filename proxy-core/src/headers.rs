@@ -290,7 +290,22 @@ pub fn valid_request_id(v: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// A new request id: 32 lower-case hex digits from a random 128-bit number.
+/// Marks a header value that changes with every response (a request id, a `RateLimit`
+/// count) so that HTTP/2 sends it as a never-indexed literal (RFC 7541 §6.2.3), the way
+/// nghttp2 treats such headers.
+///
+/// The h2 crate otherwise adds every new value to the connection's 4 KiB HPACK table. A value
+/// seen once is never sent again, so each insert only evicts the headers that do repeat (CSP,
+/// HSTS and the other security headers, about 600 bytes), which then go out in full again every
+/// 50 or so responses, and every lookup walks the chain of dead values kept under the name.
+/// HTTP/1.1 ignores the mark.
+pub fn unique_value(mut v: HeaderValue) -> HeaderValue {
+    v.set_sensitive(true);
+    v
+}
+
+/// A new request id: 32 lower-case hex digits from a random 128-bit number, marked as
+/// [`unique_value`].
 pub fn new_request_id() -> HeaderValue {
     let n: u128 = rand::random();
     let mut buf = [0u8; 32];
@@ -299,13 +314,14 @@ pub fn new_request_id() -> HeaderValue {
         *b = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
     }
     // Hex digits are always a valid header value.
-    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    unique_value(HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0")))
 }
 
-/// The request id to use: the client's when valid, a new one otherwise.
+/// The request id to use: the client's when valid, a new one otherwise; marked as
+/// [`unique_value`] either way.
 pub fn request_id(req: &RequestHeader) -> HeaderValue {
     match req.headers.get(&X_REQUEST_ID) {
-        Some(v) if valid_request_id(v.as_bytes()) => v.clone(),
+        Some(v) if valid_request_id(v.as_bytes()) => unique_value(v.clone()),
         _ => new_request_id(),
     }
 }
@@ -458,6 +474,15 @@ mod tests {
         assert_eq!(id.len(), 32);
         assert!(valid_request_id(id.as_bytes()));
         assert_ne!(new_request_id(), id);
+        assert!(
+            id.is_sensitive(),
+            "a new id is sent as a never-indexed literal"
+        );
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header(X_REQUEST_ID, "client-id-1").unwrap();
+        let kept = request_id(&req);
+        assert_eq!(kept, "client-id-1");
+        assert!(kept.is_sensitive(), "so is a client's");
         assert!(!valid_request_id(b""));
         assert!(!valid_request_id(b"a b"));
         assert!(!valid_request_id(&[b'a'; 129]));

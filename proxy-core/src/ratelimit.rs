@@ -349,13 +349,14 @@ pub fn policy_header(class: &LimitClass, window: Duration) -> HeaderValue {
 /// The `RateLimit` value after a decision: `"<name>";r=<remaining>;t=<reset_secs>`.
 ///
 /// For a refusal, pass `remaining = 0` and `reset_secs = retry_after_secs`. The name is
-/// written as in [`policy_header`]; never fails. One allocation per call.
+/// written as in [`policy_header`]; never fails. One allocation per call. The value changes
+/// with every request, so it is marked as [`crate::headers::unique_value`].
 pub fn ratelimit_header(class: &LimitClass, remaining: u32, reset_secs: u32) -> HeaderValue {
     use std::fmt::Write as _;
     let mut s = String::with_capacity(class.name.len() + 30);
     push_sf_string(&mut s, &class.name);
     let _ = write!(s, ";r={remaining};t={reset_secs}");
-    header_value(s)
+    crate::headers::unique_value(header_value(s))
 }
 
 /// Appends `name` as an RFC 8941 sf-string.
@@ -857,6 +858,7 @@ mod tests {
         let p = policy_header(&c, Duration::from_secs(60));
         assert_eq!(p, "\"api\";q=120;w=60");
         assert_eq!(ratelimit_header(&c, 7, 42), "\"api\";r=7;t=42");
+        assert!(ratelimit_header(&c, 7, 42).is_sensitive());
         let odd = LimitClass {
             name: "a\"b\\c\u{e9}\n".into(),
             ..c

@@ -172,3 +172,62 @@ async fn a_renewed_certificate_is_served_without_restart() {
         .unwrap();
     assert!(h.leaf == renewed.der, "still the last good certificate");
 }
+
+/// Over HTTP/2, the response headers that repeat (the security headers, `server`, `vary`, the
+/// content type) stay in the connection's HPACK table, so after the first response each header
+/// block is a few index bytes plus what changes. The request id, new on every response, is
+/// sent as a never-indexed literal: were it added to the 4 KiB table, each one would push the
+/// repeating headers out in turn, and every 50 or so responses would carry them in full again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_response_headers_stay_indexed_across_many_responses() {
+    use galion_edge_tests::h2raw::*;
+    use tokio::io::AsyncWriteExt;
+
+    let o = origin("web").await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = gen_cert(&["galion.app", "www.galion.app"]);
+    let studio = gen_cert(&["galion.studio", "www.galion.studio"]);
+    let (ac, ak) = app.write(dir.path(), "app");
+    let (sc, sk) = studio.write(dir.path(), "studio");
+    let proxy = Proxy::start(bin!(), dir.path(), &config(&o, (&ac, &ak), (&sc, &sk)));
+
+    let tls = tls_h2(proxy.https_addr(), &app).await;
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let mut start = PREFACE.to_vec();
+    start.extend(frame(SETTINGS, 0, 0, &[]));
+    wr.write_all(&start).await.unwrap();
+    // The header block length of each response, in order.
+    let mut blocks = Vec::new();
+    for i in 0..150u32 {
+        let stream = 1 + 2 * i;
+        wr.write_all(&get_headers(stream, "galion.app", "/app.js"))
+            .await
+            .unwrap();
+        loop {
+            let (kind, flags, id, payload) = next_frame(&mut rd, &mut wr).await;
+            if id != stream {
+                continue;
+            }
+            if kind == HEADERS {
+                assert!(
+                    flags & 0x4 != 0,
+                    "one HEADERS frame per response (END_HEADERS)"
+                );
+                blocks.push(payload.len());
+            }
+            if (kind == DATA || kind == HEADERS) && flags & END_STREAM != 0 {
+                break;
+            }
+        }
+    }
+    assert_eq!(blocks.len(), 150);
+    assert!(
+        blocks[0] > 300,
+        "the first response carries the headers in full: {blocks:?}"
+    );
+    let worst = blocks[1..].iter().max().unwrap();
+    assert!(
+        *worst < 100,
+        "no later response carries the repeating headers again (largest block {worst} bytes): {blocks:?}"
+    );
+}
