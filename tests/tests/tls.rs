@@ -76,15 +76,38 @@ routes = [ {{ path = "/", upstream = "web" }} ]
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sni_picks_the_site_certificate_and_h2_is_negotiated() {
-    let o = origin("web").await;
+/// The proxy serving both sites over TLS, each with its own certificate, in front of one
+/// origin. Fields drop in order: the proxy stops before its directory goes.
+struct TwoSites {
+    proxy: Proxy,
+    app: TestCert,
+    studio: TestCert,
+    _origin: Origin,
+    _dir: tempfile::TempDir,
+}
+
+async fn two_sites() -> TwoSites {
+    let origin = origin("web").await;
     let dir = tempfile::tempdir().unwrap();
     let app = gen_cert(&["galion.app", "www.galion.app"]);
     let studio = gen_cert(&["galion.studio", "www.galion.studio"]);
     let (ac, ak) = app.write(dir.path(), "app");
     let (sc, sk) = studio.write(dir.path(), "studio");
-    let proxy = Proxy::start(bin!(), dir.path(), &config(&o, (&ac, &ak), (&sc, &sk)));
+    let proxy = Proxy::start(bin!(), dir.path(), &config(&origin, (&ac, &ak), (&sc, &sk)));
+    TwoSites {
+        proxy,
+        app,
+        studio,
+        _origin: origin,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_picks_the_site_certificate_and_h2_is_negotiated() {
+    let TwoSites {
+        proxy, app, studio, ..
+    } = two_sites().await;
     let roots = [&app, &studio];
     for (sni, want) in [
         ("galion.app", &app),
@@ -183,15 +206,8 @@ async fn h2_response_headers_stay_indexed_across_many_responses() {
     use galion_edge_tests::h2raw::*;
     use tokio::io::AsyncWriteExt;
 
-    let o = origin("web").await;
-    let dir = tempfile::tempdir().unwrap();
-    let app = gen_cert(&["galion.app", "www.galion.app"]);
-    let studio = gen_cert(&["galion.studio", "www.galion.studio"]);
-    let (ac, ak) = app.write(dir.path(), "app");
-    let (sc, sk) = studio.write(dir.path(), "studio");
-    let proxy = Proxy::start(bin!(), dir.path(), &config(&o, (&ac, &ak), (&sc, &sk)));
-
-    let tls = tls_h2(proxy.https_addr(), &app).await;
+    let sites = two_sites().await;
+    let tls = tls_h2(sites.proxy.https_addr(), &sites.app).await;
     let (mut rd, mut wr) = tokio::io::split(tls);
     let mut start = PREFACE.to_vec();
     start.extend(frame(SETTINGS, 0, 0, &[]));
