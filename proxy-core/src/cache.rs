@@ -53,9 +53,12 @@ impl CacheZone {
     /// manager are leaked (they live as long as the process; Pingora requires `'static`).
     pub fn open(settings: &ZoneSettings) -> std::io::Result<CacheZone> {
         let estimated_items = (settings.size / 16384).clamp(1024, 1 << 22) as usize;
+        // Pingora's LRU takes a capacity per shard: the total divided among them. (Passing the
+        // total reserved 16 times the tables; their control bytes alone were megabytes of RSS
+        // at start.) The tables grow past it when a zone holds more, smaller objects.
         let eviction: &'static DiskEviction = Box::leak(Box::new(DiskEviction::with_capacity(
             settings.size as usize,
-            estimated_items,
+            estimated_items.div_ceil(storage::DISK_EVICTION_SHARDS),
         )));
         let storage = TieredStorage::open(
             &settings.name,

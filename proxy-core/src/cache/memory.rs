@@ -181,7 +181,8 @@ impl MemoryTier {
     pub fn new(limit: usize) -> Self {
         MemoryTier {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-            lru: Lru::with_capacity(limit.max(1), (limit / 4096).clamp(64, 1 << 20)),
+            // The capacity is per shard (see `CacheZone::open`): a 4 KiB average object.
+            lru: Lru::with_capacity(limit.max(1), (limit / 4096).clamp(64, 1 << 20) / SHARDS),
             limit,
             evictions: AtomicU64::new(0),
         }

@@ -41,8 +41,11 @@ use std::time::{Duration, Instant, SystemTime};
 /// Disk accounting unit: what a file really occupies on a 4 KiB-block filesystem.
 const BLOCK: u64 = 4096;
 
+/// Shards of the disk tier's eviction manager.
+pub const DISK_EVICTION_SHARDS: usize = 16;
+
 /// The eviction manager type used for the disk tier.
-pub type DiskEviction = Manager<16>;
+pub type DiskEviction = Manager<DISK_EVICTION_SHARDS>;
 
 /// Counters of one zone. All monotonic except the `*_bytes`/`*_objects` gauges.
 #[derive(Debug, Default)]
