@@ -26,6 +26,8 @@ fn access_log_bench(c: &mut Criterion) {
         upstream_time: Some(Duration::from_micros(987)),
         request_id: "5b1be2f43f0d98be3763773dd67c4a39",
         site: "galion.app",
+        cache: "MISS",
+        cache_reason: "-",
     };
     let now = SystemTime::now();
     let mut line = String::with_capacity(512);

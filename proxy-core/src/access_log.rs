@@ -58,6 +58,11 @@ pub struct AccessRecord<'a> {
     pub request_id: &'a str,
     /// Site name.
     pub site: &'a str,
+    /// What the cache did (`X-Cache-Status`: `HIT`, `MISS`, `BYPASS`, …), or `-` on a route
+    /// that does not cache.
+    pub cache: &'a str,
+    /// Why the cache was bypassed (one of [`crate::cache::BYPASS_REASONS`]), or `-`.
+    pub cache_reason: &'a str,
 }
 
 /// The access-log writer. Cloning shares it; the writer thread ends (after writing what is
@@ -294,6 +299,10 @@ pub fn write_line(s: &mut String, format: AccessLogFormat, r: &AccessRecord<'_>,
             }
             s.push_str(" rid=");
             push_escaped(s, r.request_id);
+            s.push_str(" cache=");
+            s.push_str(or_dash(r.cache));
+            s.push_str(" nocache=");
+            s.push_str(or_dash(r.cache_reason));
             s.push('\n');
         }
         AccessLogFormat::Json => {
@@ -317,6 +326,8 @@ pub fn write_line(s: &mut String, format: AccessLogFormat, r: &AccessRecord<'_>,
                 "upstream": r.upstream.map(|u| u.to_string()),
                 "upstream_time_ms": r.upstream_time.map(|d| d.as_secs_f64() * 1000.0),
                 "request_id": r.request_id,
+                "cache": or_dash(r.cache),
+                "cache_reason": or_dash(r.cache_reason),
             });
             let _ = write!(s, "{v}");
             s.push('\n');
@@ -454,24 +465,29 @@ mod tests {
             upstream_time: Some(Duration::from_micros(1_499)),
             request_id: "5b1be2f4",
             site: "galion.app",
+            cache: "BYPASS",
+            cache_reason: "credentials",
         };
         let t = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
         assert_eq!(
             format_line(AccessLogFormat::Combined, &r, t),
             "203.0.113.7 - - [18/Nov/2026:11:06:40 +0000] \"GET /api/users?page=2 HTTP/2.0\" 404 \
              1043 \"https://galion.app/\" \"curl/8.5\" host=\"galion.app\" rt=12.346 \
-             upstream=127.0.0.1:8001 urt=0.001 rid=5b1be2f4\n"
+             upstream=127.0.0.1:8001 urt=0.001 rid=5b1be2f4 cache=BYPASS nocache=credentials\n"
         );
         r.client_ip = Some("2001:db8::1".parse().expect("ip"));
         r.referer = "";
         r.upstream = None;
         r.upstream_time = None;
         r.duration = Duration::ZERO;
+        r.cache = "";
+        r.cache_reason = "";
         let line = format_line(AccessLogFormat::Combined, &r, t);
         assert!(line.starts_with("2001:db8::1 - - ["), "{line}");
         assert!(
             line.ends_with(
-                " \"-\" \"curl/8.5\" host=\"galion.app\" rt=0.000 upstream=- urt=- rid=5b1be2f4\n"
+                " \"-\" \"curl/8.5\" host=\"galion.app\" rt=0.000 upstream=- urt=- \
+                 rid=5b1be2f4 cache=- nocache=-\n"
             ),
             "{line}"
         );

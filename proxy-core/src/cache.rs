@@ -8,7 +8,10 @@
 //! - [`Caches`]: the zones of a config, each with Pingora's LRU eviction manager for its disk
 //!   tier, and the shared cache lock;
 //! - the policy functions the service's cache hooks call: [`cache_key`],
-//!   [`response_cacheability`], [`variance`], [`status_label`].
+//!   [`response_cacheability`], [`variance`], [`status_label`], [`bypass_reason`];
+//! - the credentials rule ([`CredentialCookies`], [`shared_with_credentials`]): a response
+//!   made for a request with `Authorization` or a session cookie is stored, and a stored
+//!   response is served to such a request, only when the origin marked it shareable.
 
 pub mod disk;
 pub mod memory;
@@ -213,10 +216,73 @@ fn heuristically_cacheable(status: u16) -> bool {
     )
 }
 
+/// Which cookies make a request carry credentials (`cache.credential_cookies`).
+///
+/// A request carries credentials when it has `Authorization`, or a `Cookie` with a cookie this
+/// setting counts. Such a request is answered from the cache, and its response stored, only
+/// when the origin marked the response shareable ([`shared_with_credentials`]); a proxy-chosen
+/// TTL never applies to it. Cookie names are compared exactly (they are case-sensitive).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CredentialCookies {
+    /// Every cookie is a credential: the default, and the safe choice when it is not known
+    /// which cookies identify a user.
+    #[default]
+    All,
+    /// Only these cookies are (a session cookie, say); others, such as analytics cookies, do
+    /// not stop a request from sharing the cache. Never empty (the config refuses `[]`).
+    Named(Vec<String>),
+}
+
+impl CredentialCookies {
+    /// Whether a request with these headers carries credentials: `Authorization` (any value,
+    /// even empty), or a `Cookie` header holding a cookie this setting counts. An empty
+    /// `Cookie` header holds no cookie.
+    pub fn in_request(&self, headers: &http::HeaderMap) -> bool {
+        if headers.contains_key(header::AUTHORIZATION) {
+            return true;
+        }
+        headers.get_all(header::COOKIE).iter().any(|v| {
+            v.as_bytes().split(|b| *b == b';').any(|pair| {
+                let pair = pair.trim_ascii();
+                if pair.is_empty() {
+                    return false;
+                }
+                match self {
+                    CredentialCookies::All => true,
+                    CredentialCookies::Named(names) => {
+                        // A pair without `=` is a cookie with an empty name (RFC 6265bis §5.6).
+                        let name = pair
+                            .iter()
+                            .position(|b| *b == b'=')
+                            .map_or(&b""[..], |i| pair[..i].trim_ascii());
+                        names.iter().any(|n| n.as_bytes() == name)
+                    }
+                }
+            })
+        })
+    }
+}
+
+/// Whether `b` may appear in a cookie name (an RFC 9110 token character).
+pub(crate) fn is_cookie_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Whether a response's own `Cache-Control` lets a shared cache store it for, and serve it to,
+/// a request with credentials: `public`, `s-maxage` or `must-revalidate` (RFC 9111 §3.5, the
+/// explicit cases; the same rule is applied to credential cookies). A response without
+/// `Cache-Control` is not shareable.
+pub fn shared_with_credentials(headers: &http::HeaderMap) -> bool {
+    CacheControl::from_headers_named("cache-control", headers)
+        .is_some_and(|cc| cc.allow_caching_authorized_req())
+}
+
 /// Decides whether a response is stored, and for how long.
 ///
-/// In order: `Set-Cookie` and `Vary: *` are never stored; a request with `Authorization` is
-/// stored only if the response says `public` (or `s-maxage`/`must-revalidate`); `no-store` and
+/// In order: `Set-Cookie` and `Vary: *` are never stored; a response to a request with
+/// credentials (`credentials`, see [`CredentialCookies`]) is stored only if the response says
+/// `public`, `s-maxage` or `must-revalidate`, and only for the lifetime the origin gave
+/// (never `ttl`); `no-store` and
 /// `private` are obeyed (a bare `private` or `no-cache` wins over a later `private="…"` or
 /// `no-cache="…"`; `no-cache` responses are stored stale, so every use revalidates); `s-maxage`, `max-age` and `Expires` give the freshness; otherwise
 /// `ttl` applies (the route's or zone's default; at most a minute for 404/410). The stale
@@ -225,7 +291,7 @@ fn heuristically_cacheable(status: u16) -> bool {
 /// than [`MAX_STORED_HEADERS`] header lines is not stored (it could not be read back).
 pub fn response_cacheability(
     resp: &ResponseHeader,
-    authorization: bool,
+    credentials: bool,
     ttl: Duration,
     zone: &ZoneSettings,
 ) -> RespCacheable {
@@ -241,12 +307,12 @@ pub fn response_cacheability(
         return RespCacheable::Uncacheable(NoCacheReason::Custom("vary-star"));
     }
     let cc = CacheControl::from_resp_headers(resp);
-    if authorization
+    if credentials
         && !cc
             .as_ref()
             .is_some_and(|cc| cc.allow_caching_authorized_req())
     {
-        return RespCacheable::Uncacheable(NoCacheReason::Custom("authorization"));
+        return RespCacheable::Uncacheable(NoCacheReason::Custom(CREDENTIALS));
     }
     // Pingora's parser keeps the last value of a repeated directive, so `private,
     // private="x"` reads as the qualified form only; a bare `private` or `no-cache` anywhere
@@ -265,10 +331,15 @@ pub fn response_cacheability(
         // Stored stale, as Pingora does for `no-cache`: every use revalidates.
         Some(now.checked_sub(Duration::from_secs(1)).unwrap_or(now))
     } else {
-        calculate_fresh_until(now, cc.as_ref(), resp, authorization, &no_defaults)
+        calculate_fresh_until(now, cc.as_ref(), resp, credentials, &no_defaults)
     };
     let fresh_until = match explicit {
         Some(t) => t,
+        // The origin let it be shared but said for how long only to browsers, or not at all:
+        // a TTL the proxy chose must not decide how long one user's answer serves others.
+        None if credentials => {
+            return RespCacheable::Uncacheable(NoCacheReason::Custom(CREDENTIALS));
+        }
         None if heuristically_cacheable(status) => {
             let ttl = if matches!(status, 404 | 410) {
                 ttl.min(Duration::from_secs(60))
@@ -400,6 +471,47 @@ fn variance_by_names(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary
     }
     b.finalize()
 }
+
+/// The `NoCacheReason` of a request with credentials whose answer is not shared: its response
+/// is not stored, or a stored response is not served to it.
+pub const CREDENTIALS: &str = "credentials";
+
+/// Why a request on a caching route was not served from or stored in the cache, as the access
+/// log and `galion_edge_cache_bypass_total{reason}` name it. Every value is in [`BYPASS_REASONS`].
+///
+/// `None` when the cache was used (a hit, or a miss that was stored) or never enabled.
+pub fn bypass_reason(phase: CachePhase) -> Option<&'static str> {
+    let CachePhase::Disabled(reason) = phase else {
+        return None;
+    };
+    Some(match reason {
+        NoCacheReason::NeverEnabled => return None,
+        NoCacheReason::Custom(CREDENTIALS) => "credentials",
+        NoCacheReason::OriginNotCache => "origin",
+        NoCacheReason::Custom("set-cookie") => "set-cookie",
+        NoCacheReason::Custom("vary-star") => "vary-star",
+        NoCacheReason::ResponseTooLarge | NoCacheReason::PredictedResponseTooLarge => "too-large",
+        NoCacheReason::CacheLockGiveUp
+        | NoCacheReason::CacheLockTimeout
+        | NoCacheReason::CacheLockRetryLimit => "lock",
+        NoCacheReason::Custom("encoding-variant-mismatch") => "encoding",
+        NoCacheReason::Custom("too-many-headers") => "too-many-headers",
+        _ => "error",
+    })
+}
+
+/// Every value [`bypass_reason`] returns, for the metric's series.
+pub const BYPASS_REASONS: [&str; 9] = [
+    "credentials",
+    "origin",
+    "set-cookie",
+    "vary-star",
+    "too-large",
+    "lock",
+    "encoding",
+    "too-many-headers",
+    "error",
+];
 
 /// What the cache did, for `X-Cache-Status`.
 pub fn status_label(phase: CachePhase) -> &'static str {

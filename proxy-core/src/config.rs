@@ -252,6 +252,10 @@ pub struct CacheSettings {
     pub static_zone: Option<usize>,
     /// How long concurrent misses wait for the first fill. Default 5s.
     pub lock_timeout: Duration,
+    /// Which cookies are credentials (`cache.credential_cookies`). A request with
+    /// `Authorization` or one of these cookies only shares stored responses the origin marked
+    /// shareable (see [`crate::cache::Credentials`]). Default: every cookie.
+    pub credential_cookies: crate::cache::CredentialCookies,
 }
 
 /// Who the client is, from `[client_ip]`.
@@ -953,6 +957,7 @@ impl Validator {
                 "set, but there is no [cache.zones.static] to put those responses in",
             );
         }
+        let credential_cookies = self.credential_cookies(raw.credential_cookies.as_deref());
         CacheSettings {
             zones,
             static_extensions,
@@ -962,7 +967,35 @@ impl Validator {
                 &raw.lock_timeout,
                 Duration::from_secs(5),
             ),
+            credential_cookies,
         }
+    }
+
+    fn credential_cookies(&mut self, names: Option<&[String]>) -> crate::cache::CredentialCookies {
+        use crate::cache::CredentialCookies;
+        let Some(names) = names else {
+            return CredentialCookies::All;
+        };
+        if names.is_empty() {
+            self.err(
+                "cache.credential_cookies",
+                "[]",
+                "an empty list would make no cookie a credential, so one user's answers could \
+                 be served to another; remove the setting (every cookie counts) or name the \
+                 session cookies, such as [\"session\"]",
+            );
+        }
+        for (i, n) in names.iter().enumerate() {
+            if n.is_empty() || !n.bytes().all(crate::cache::is_cookie_name_byte) {
+                self.err(
+                    format!("cache.credential_cookies[{i}]"),
+                    format!("{n:?}"),
+                    "not a cookie name: use the name exactly as the origin's Set-Cookie \
+                     sets it (letters, digits and !#$%&'*+-.^_`|~), without `=` or a value",
+                );
+            }
+        }
+        CredentialCookies::Named(names.to_vec())
     }
 
     fn cidrs(&mut self, field: &str, list: &[String]) -> Vec<ipnet::IpNet> {

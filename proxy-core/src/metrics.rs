@@ -74,6 +74,7 @@ pub struct Metrics {
     upstream_connect_failures: IntCounterVec,
     upstream_timeouts: IntCounterVec,
     cache_stale: IntCounterVec,
+    cache_bypass: IntCounterVec,
     ratelimit_rejections: IntCounterVec,
     bytes_sent: IntCounterVec,
     bytes_received: IntCounterVec,
@@ -136,6 +137,15 @@ impl Metrics {
                 "Answers served stale from the cache (X-Cache-Status STALE or UPDATING).",
                 &["zone"],
             )?,
+            cache_bypass: counter_vec(
+                "galion_edge_cache_bypass_total",
+                "Requests on a caching route neither served from the cache nor stored in it, by \
+                 zone and reason (credentials: the request carried Authorization or a credential \
+                 cookie and the origin did not mark the answer shareable; origin: Cache-Control \
+                 or a missing lifetime; set-cookie; vary-star; too-large; lock; encoding; \
+                 too-many-headers; error).",
+                &["zone", "reason"],
+            )?,
             ratelimit_rejections: counter_vec(
                 "galion_edge_ratelimit_rejections_total",
                 "Requests refused with 429, by the route's limit class and reason.",
@@ -177,13 +187,14 @@ impl Metrics {
             )?,
             compression: Arc::new(CompressionStats::default()),
         };
-        let collectors: [Box<dyn Collector>; 14] = [
+        let collectors: [Box<dyn Collector>; 15] = [
             Box::new(m.requests.clone()),
             Box::new(m.request_duration.clone()),
             Box::new(m.upstream_response.clone()),
             Box::new(m.upstream_connect_failures.clone()),
             Box::new(m.upstream_timeouts.clone()),
             Box::new(m.cache_stale.clone()),
+            Box::new(m.cache_bypass.clone()),
             Box::new(m.ratelimit_rejections.clone()),
             Box::new(m.bytes_sent.clone()),
             Box::new(m.bytes_received.clone()),
@@ -275,6 +286,19 @@ impl Metrics {
                     .get_metric_with_label_values(&[&z.settings.name])
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let bypass = caches
+            .zones
+            .iter()
+            .map(|z| {
+                crate::cache::BYPASS_REASONS
+                    .iter()
+                    .map(|r| {
+                        self.cache_bypass
+                            .get_metric_with_label_values(&[z.settings.name.as_str(), r])
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let rejection = |class: &str, reason: &str| {
             self.ratelimit_rejections
                 .get_metric_with_label_values(&[class, reason])
@@ -291,6 +315,7 @@ impl Metrics {
             unrouted,
             upstreams,
             stale,
+            bypass,
             rate,
             concurrency,
             concurrency_unclassed,
@@ -644,6 +669,8 @@ pub struct MetricHandles {
     unrouted: RequestHandles,
     upstreams: Vec<UpstreamHandles>,
     stale: Vec<IntCounter>,
+    /// Per zone, one counter per [`crate::cache::BYPASS_REASONS`] entry, in that order.
+    bypass: Vec<Vec<IntCounter>>,
     rate: Vec<IntCounter>,
     concurrency: Vec<IntCounter>,
     concurrency_unclassed: IntCounter,
@@ -717,6 +744,17 @@ impl MetricHandles {
     /// Records an answer served stale from a zone.
     pub fn stale(&self, zone: usize) {
         if let Some(c) = self.stale.get(zone) {
+            c.inc();
+        }
+    }
+
+    /// Records a request on a zone that bypassed the cache for `reason` (one of
+    /// [`crate::cache::BYPASS_REASONS`]; any other is not counted).
+    pub fn bypassed(&self, zone: usize, reason: &str) {
+        let i = crate::cache::BYPASS_REASONS
+            .iter()
+            .position(|r| *r == reason);
+        if let Some(c) = i.and_then(|i| self.bypass.get(zone)?.get(i)) {
             c.inc();
         }
     }

@@ -332,6 +332,12 @@ pub struct RequestCtx {
     body_limit: u64,
     body_seen: u64,
     cache_zone: Option<usize>,
+    /// The request carries credentials (`Authorization` or a credential cookie): it shares
+    /// only stored responses the origin marked shareable.
+    credentials: bool,
+    /// Why a stored response was found but not used for this request (it goes upstream and
+    /// its answer is not stored under that reason); see `cache_hit_filter`.
+    cache_refused: Option<&'static str>,
     peer: Option<IpAddr>,
     client: Option<IpAddr>,
     conn_guard: Option<pingora_limits::inflight::Guard>,
@@ -623,6 +629,8 @@ impl ProxyHttp for GalionProxy {
             body_limit: u64::MAX,
             body_seen: 0,
             cache_zone: None,
+            credentials: false,
+            cache_refused: None,
             peer: None,
             client: None,
             conn_guard: None,
@@ -738,7 +746,42 @@ impl ProxyHttp for GalionProxy {
             .cache
             .set_max_file_size_bytes(zone.settings.max_object_size as usize);
         ctx.cache_zone = Some(z);
+        ctx.credentials = ctx
+            .state
+            .config
+            .cache
+            .credential_cookies
+            .in_request(&session.req_header().headers);
         Ok(())
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        meta: &pingora_cache::CacheMeta,
+        _hit_handler: &mut pingora_cache::HitHandler,
+        _is_fresh: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<pingora_cache::ForcedFreshness>> {
+        // A stored response the origin did not mark shareable may have been made for someone
+        // else (or for nobody, while this request would get a personal answer): go upstream,
+        // leaving the stored response in place for requests without credentials.
+        if ctx.credentials && !cache::shared_with_credentials(meta.headers()) {
+            ctx.cache_refused = Some(cache::CREDENTIALS);
+            return Ok(Some(pingora_cache::ForcedFreshness::ForceMiss));
+        }
+        Ok(None)
+    }
+
+    fn cache_miss(&self, session: &mut Session, ctx: &mut RequestCtx) {
+        match ctx.cache_refused {
+            // Not a fill: disabling releases the key's lock (taken microseconds ago, when the
+            // hit was turned into a miss) before anything goes upstream.
+            Some(reason) => session
+                .cache
+                .disable(pingora_cache::NoCacheReason::Custom(reason)),
+            None => session.cache.cache_miss(),
+        }
     }
 
     fn cache_key_callback(
@@ -797,8 +840,12 @@ impl ProxyHttp for GalionProxy {
                 ));
             }
         }
-        let authorization = req.headers.contains_key(header::AUTHORIZATION);
-        Ok(cache::response_cacheability(resp, authorization, ttl, zone))
+        Ok(cache::response_cacheability(
+            resp,
+            ctx.credentials,
+            ttl,
+            zone,
+        ))
     }
 
     fn cache_vary_filter(
@@ -1182,11 +1229,15 @@ impl ProxyHttp for GalionProxy {
                 session.as_downstream().body_bytes_read(),
             );
             if let Some(z) = ctx.cache_zone {
+                let phase = session.cache.phase();
                 if matches!(
-                    session.cache.phase(),
+                    phase,
                     pingora_cache::CachePhase::Stale | pingora_cache::CachePhase::StaleUpdating
                 ) {
                     handles.stale(z);
+                }
+                if let Some(reason) = cache::bypass_reason(phase) {
+                    handles.bypassed(z, reason);
                 }
             }
         }
@@ -1223,6 +1274,12 @@ impl ProxyHttp for GalionProxy {
             upstream_time: ctx.upstream_time,
             request_id: ctx.request_id.to_str().unwrap_or("-"),
             site,
+            cache: if ctx.cache_zone.is_some() {
+                cache::status_label(session.cache.phase())
+            } else {
+                "-"
+            },
+            cache_reason: cache::bypass_reason(session.cache.phase()).unwrap_or("-"),
         };
         ctx.state.access_log.log(&record);
     }

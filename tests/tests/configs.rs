@@ -516,6 +516,22 @@ fn bad_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             vec!["error: redis.connections = 0", "between 1 and 64"],
         ),
         (
+            "no credential cookies at all",
+            format!("[cache]\ncredential_cookies = []\n\n{VALID}"),
+            vec![
+                "error: cache.credential_cookies = []",
+                "remove the setting (every cookie counts) or name the session cookies",
+            ],
+        ),
+        (
+            "a credential cookie with its value",
+            format!("[cache]\ncredential_cookies = [\"session\", \"sid=1\"]\n\n{VALID}"),
+            vec![
+                "error: cache.credential_cookies[1] = \"sid=1\"",
+                "not a cookie name",
+            ],
+        ),
+        (
             "missing ACME webroot",
             format!("[acme]\nwebroot = \"no-such-dir\"\n\n{VALID}"),
             vec![

@@ -262,6 +262,8 @@ pub struct RawCache {
     pub static_extensions: Option<Vec<String>>,
     /// How long concurrent misses on one key wait for the first fill before going upstream.
     pub lock_timeout: Option<RawDuration>,
+    /// Cookie names that make a request carry credentials (default: every cookie).
+    pub credential_cookies: Option<Vec<String>>,
     /// Zones by name.
     #[serde(default)]
     pub zones: BTreeMap<String, RawZone>,
