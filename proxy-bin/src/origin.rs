@@ -4,6 +4,8 @@
 //! what the proxy forwarded), records it for tests, and understands a few paths anywhere in the
 //! URL: `/health` (200 "ok"), `slow?ms=N` (answer after N ms), `bytes?n=N` (N bytes of body),
 //! `status?code=N`, `text?n=N` (N bytes of JavaScript-like text, `application/javascript`).
+//! `h-NAME=VALUE` adds a header to the answer (repeat it for repeated lines) and
+//! `h304-NAME=VALUE` one to 304 answers only, so a test can make a 304 differ from its 200.
 //! Any path also takes `gz=1` (send the body gzip-encoded, whatever the client accepts), `cc=` (a `Cache-Control` value), `etag=` (an `ETag`,
 //! answering `If-None-Match` with 304), `vary=`, `cookie=1` (a `Set-Cookie`) and `fail=1` (answer
 //! 503), percent-encoded. A WebSocket upgrade on any path becomes an echo server.
@@ -193,8 +195,37 @@ async fn handle(o: Origin, req: Request<Incoming>) -> Result<Response<Body>, Inf
         pace: query_num(&req, "pace").map(|ms| ms.min(10_000)),
         die: query_num(&req, "die"),
     };
-    let resp = answer(o, req).await?;
+    let extra = extra_headers(&req);
+    let mut resp = answer(o, req).await?;
+    let not_modified = resp.status() == http::StatusCode::NOT_MODIFIED;
+    for (only_304, name, value) in extra {
+        if only_304 == not_modified {
+            resp.headers_mut().append(name, value);
+        }
+    }
     Ok(shaped(resp, shape).await)
+}
+
+/// The `h-NAME=VALUE` query parameters (a header on every answer but a 304) and `h304-NAME=VALUE`
+/// (a header on 304s only), values percent-decoded, in order; repeated names give repeated
+/// lines. Names or values that are not valid in a header are skipped.
+fn extra_headers(req: &Request<Incoming>) -> Vec<(bool, http::HeaderName, http::HeaderValue)> {
+    let Some(query) = req.uri().query() else {
+        return Vec::new();
+    };
+    query
+        .split('&')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            let (only_304, name) = match k.strip_prefix("h304-") {
+                Some(n) => (true, n),
+                None => (false, k.strip_prefix("h-")?),
+            };
+            let name = http::HeaderName::from_bytes(name.as_bytes()).ok()?;
+            let value = http::HeaderValue::from_str(&proxy_core::admin::percent_decode(v)).ok()?;
+            Some((only_304, name, value))
+        })
+        .collect()
 }
 
 /// Sends `resp` as `shape` says.

@@ -14,18 +14,16 @@
 //!   response is served to such a request, only when the origin marked it shareable.
 
 pub mod disk;
+pub mod freshness;
 pub mod memory;
 pub mod storage;
 
 use crate::config::{CacheSettings, RouteCache, ZoneSettings};
 use http::header;
-use pingora_cache::cache_control::{CacheControl, Cacheable as CcCacheable, InterpretCacheControl};
-use pingora_cache::filters::{calculate_fresh_until, calculate_serve_stale_durations};
-use pingora_cache::key::HashBinary;
+use pingora_cache::key::{CacheHashKey, HashBinary};
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_cache::{
-    CacheKey, CacheMeta, CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable,
-    VarianceBuilder,
+    CacheKey, CacheMeta, CachePhase, NoCacheReason, RespCacheable, VarianceBuilder,
 };
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::time::{Duration, SystemTime};
@@ -141,6 +139,51 @@ impl Caches {
     pub fn zone(&self, name: &str) -> Option<&CacheZone> {
         self.zones.iter().find(|z| z.settings.name == name)
     }
+
+    /// Invalidates one URL (RFC 9111 §4.4): every stored response for `host` (port and case
+    /// ignored) and `path_and_query`, by either scheme, in every zone, every variant, from both
+    /// tiers. Each zone finds the URL's entries by its primary key: no zone is scanned. Returns
+    /// how many entries went.
+    pub fn invalidate(&self, host: &str, path_and_query: &str) -> usize {
+        let mut n = 0;
+        for z in &self.zones {
+            for https in [true, false] {
+                let key = cache_key(https, host, path_and_query, &z.settings.name);
+                n += z.storage.purge_primary(&key.primary_bin());
+            }
+        }
+        n
+    }
+}
+
+/// Whether an answer to `method` with `status` invalidates what is stored for its URL (RFC
+/// 9111 §4.4): a non-error status (2xx, 3xx) to a method not known to be safe (anything but
+/// `GET`, `HEAD`, `OPTIONS` and `TRACE`).
+pub fn invalidates(method: &http::Method, status: u16) -> bool {
+    use http::Method;
+    (200..400).contains(&status)
+        && ![Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE].contains(method)
+}
+
+/// The same-origin path and query a `Location` or `Content-Location` value names, for
+/// invalidation (RFC 9111 §4.4): a path (`/x?y`) on the request's host, or an absolute URL
+/// whose host (port and case ignored) is `host`. `None` for another host (invalidating it would
+/// let one site empty another's cache), or a value that is neither.
+pub fn same_origin_target<'a>(value: &'a str, host: &str) -> Option<&'a str> {
+    let value = value.trim();
+    if value.starts_with('/') && !value.starts_with("//") {
+        return Some(value);
+    }
+    let rest = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let same = crate::routing::strip_port(authority)
+        .eq_ignore_ascii_case(crate::routing::strip_port(host));
+    (same && !authority.contains('@')).then_some(path)
 }
 
 /// `SIGXFSZ` on Linux (x86-64 and arm64 alike).
@@ -203,19 +246,6 @@ pub fn url_key(https: bool, host: &str, path_and_query: &str) -> String {
     )
 }
 
-fn no_default_ttl(_: http::StatusCode) -> Option<Duration> {
-    None
-}
-
-/// Statuses a response may be stored with when the origin gives no explicit freshness
-/// (RFC 9110 §15.1's heuristically cacheable codes, minus partial content).
-fn heuristically_cacheable(status: u16) -> bool {
-    matches!(
-        status,
-        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
-    )
-}
-
 /// Which cookies make a request carry credentials (`cache.credential_cookies`).
 ///
 /// A request carries credentials when it has `Authorization`, or a `Cookie` with a cookie this
@@ -268,125 +298,254 @@ pub(crate) fn is_cookie_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Whether a response's own `Cache-Control` lets a shared cache store it for, and serve it to,
-/// a request with credentials: `public`, `s-maxage` or `must-revalidate` (RFC 9111 §3.5, the
-/// explicit cases; the same rule is applied to credential cookies). A response without
-/// `Cache-Control` is not shareable.
-pub fn shared_with_credentials(headers: &http::HeaderMap) -> bool {
-    CacheControl::from_headers_named("cache-control", headers)
-        .is_some_and(|cc| cc.allow_caching_authorized_req())
+/// Whether a stored response's own directives let a shared cache serve it to a request with
+/// credentials: `public`, `s-maxage` or `must-revalidate` (RFC 9111 §3.5, the explicit cases;
+/// the same rule is applied to credential cookies), read from the first valid field of
+/// `targeted` (RFC 9213) or `Cache-Control`. A response with neither is not shareable.
+pub fn shared_with_credentials(headers: &http::HeaderMap, targeted: &[http::HeaderName]) -> bool {
+    freshness::Directives::of_response(headers, targeted).shared_with_credentials()
 }
 
-/// Decides whether a response is stored, and for how long.
+/// Who decides how long a response stays fresh when the origin gives no explicit lifetime
+/// (`freshness` of a zone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FreshnessMode {
+    /// `"policy"` (the default): the route's `cache_ttl` or the zone's `default_ttl` applies to
+    /// heuristically cacheable statuses (at most a minute for 404/410), and the zone's stale
+    /// windows apply unless the origin forbids stale answers. Requests' own `Cache-Control`
+    /// freshness directives are not obeyed (`no-store` and `only-if-cached` are).
+    #[default]
+    Policy,
+    /// `"origin"`: RFC 9111 for a shared cache, to the letter. The origin alone decides: no
+    /// proxy-chosen TTL or stale window; a response without explicit freshness is fresh for the
+    /// zone's heuristic (if set), or stored only to be revalidated on each use when it has a
+    /// validator; every request directive is obeyed.
+    Origin,
+}
+
+impl FreshnessMode {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FreshnessMode::Policy => "policy",
+            FreshnessMode::Origin => "origin",
+        }
+    }
+}
+
+/// The targeted cache-control fields (RFC 9213) a config gets when it names none, in order of
+/// precedence: this proxy's own, then `CDN-Cache-Control`. Cloudflare in front also obeys
+/// `CDN-Cache-Control`; set `[cache] targeted_fields = ["Galion-Edge-Cache-Control"]` to leave
+/// that field to Cloudflare.
+pub const DEFAULT_TARGETED_FIELDS: [&str; 2] = ["galion-edge-cache-control", "cdn-cache-control"];
+
+/// What deciding about a response needs to know of its request.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission<'a> {
+    /// The request carried credentials (see [`CredentialCookies`]).
+    pub credentials: bool,
+    /// The proxy-chosen TTL (the route's `cache_ttl` or the zone's `default_ttl`); used only in
+    /// [`FreshnessMode::Policy`], for a request without credentials.
+    pub ttl: Duration,
+    /// Targeted cache-control field names, in order of precedence (RFC 9213).
+    pub targeted: &'a [http::HeaderName],
+    /// When the request was sent upstream (for the response's age, RFC 9111 §4.2.3); `None`
+    /// counts the response's transit time as zero.
+    pub sent: Option<SystemTime>,
+    /// The request said `Cache-Control: no-store`.
+    pub request_no_store: bool,
+}
+
+/// Decides whether a response is stored, and until when it is fresh.
 ///
-/// In order: `Set-Cookie` and `Vary: *` are never stored; a response to a request with
-/// credentials (`credentials`, see [`CredentialCookies`]) is stored only if the response says
-/// `public`, `s-maxage` or `must-revalidate`, and only for the lifetime the origin gave
-/// (never `ttl`); `no-store` and
-/// `private` are obeyed (a bare `private` or `no-cache` wins over a later `private="…"` or
-/// `no-cache="…"`; `no-cache` responses are stored stale, so every use revalidates); `s-maxage`, `max-age` and `Expires` give the freshness; otherwise
-/// `ttl` applies (the route's or zone's default; at most a minute for 404/410). The stale
-/// windows come from `stale-while-revalidate`/`stale-if-error`, or the zone's defaults unless
-/// the origin said `no-cache`, `must-revalidate` or `proxy-revalidate`. A response with more
-/// than [`MAX_STORED_HEADERS`] header lines is not stored (it could not be read back).
+/// Never stored: a `206` (only complete responses are), a response to a request that said
+/// `no-store`, `Set-Cookie`, `Vary: *`, `no-store` (unless `must-understand` and a status this
+/// cache understands), a bare `private`, a response to a request with credentials that the
+/// origin did not mark shareable (`public`, `s-maxage`, `must-revalidate`), and more than
+/// [`MAX_STORED_HEADERS`] header lines. The directives come from the first targeted field of
+/// `admission.targeted` that is valid (RFC 9213), else `Cache-Control`.
+///
+/// Freshness (see [`freshness`]): `s-maxage`, `max-age`, `Expires` minus `Date`; an invalid,
+/// repeated-and-different or bare `no-cache` lifetime is zero (stored stale: every use
+/// revalidates). Without any, [`FreshnessMode::Policy`] uses `admission.ttl` for heuristically
+/// cacheable statuses (at most a minute for 404/410) and [`FreshnessMode::Origin`] the zone's
+/// heuristic, or zero when the response has a validator; a response to a request with
+/// credentials is not stored. The age the response has on arrival (`Age`, `Date`, transit)
+/// counts against its lifetime and is where its `Age` starts.
+///
+/// Stale windows: the origin's `stale-while-revalidate`/`stale-if-error`, else in policy mode
+/// the zone's defaults; none at all when the origin said `must-revalidate`,
+/// `proxy-revalidate`, `s-maxage` or a bare `no-cache`. Fields named by `private="…"` or
+/// `no-cache="…"` are left out of the stored copy.
 pub fn response_cacheability(
     resp: &ResponseHeader,
-    credentials: bool,
-    ttl: Duration,
+    admission: &Admission<'_>,
     zone: &ZoneSettings,
 ) -> RespCacheable {
+    use freshness::Directives;
     let status = resp.status.as_u16();
+    let refuse = |why: &'static str| RespCacheable::Uncacheable(NoCacheReason::Custom(why));
+    if status == 206 {
+        return refuse(PARTIAL);
+    }
+    if admission.request_no_store {
+        return refuse(REQUEST_NO_STORE);
+    }
     if resp.headers.contains_key(header::SET_COOKIE) {
-        return RespCacheable::Uncacheable(NoCacheReason::Custom("set-cookie"));
+        return refuse("set-cookie");
     }
     if resp.headers.get_all(header::VARY).iter().any(|v| {
         v.as_bytes()
             .split(|b| *b == b',')
             .any(|t| t.trim_ascii() == b"*")
     }) {
-        return RespCacheable::Uncacheable(NoCacheReason::Custom("vary-star"));
+        return refuse("vary-star");
     }
-    let cc = CacheControl::from_resp_headers(resp);
-    if credentials
-        && !cc
-            .as_ref()
-            .is_some_and(|cc| cc.allow_caching_authorized_req())
-    {
-        return RespCacheable::Uncacheable(NoCacheReason::Custom(CREDENTIALS));
+    let d = Directives::of_response(&resp.headers, admission.targeted);
+    let credentials = admission.credentials;
+    if credentials && !d.shared_with_credentials() {
+        return refuse(CREDENTIALS);
     }
-    // Pingora's parser keeps the last value of a repeated directive, so `private,
-    // private="x"` reads as the qualified form only; a bare `private` or `no-cache` anywhere
-    // still applies to the whole response (found with the `cache_control` fuzz target's check).
-    let bare_no_cache = has_bare_directive(resp, b"no-cache");
-    if has_bare_directive(resp, b"private")
-        || cc
-            .as_ref()
-            .is_some_and(|c| c.is_cacheable() == CcCacheable::No)
-    {
+    // `must-understand` overrides `no-store` for a status whose caching rules are implemented
+    // here, and forbids storing any other (RFC 9111 §5.2.2.3).
+    let no_store = if d.must_understand {
+        !freshness::understood(status)
+    } else {
+        d.no_store
+    };
+    if no_store || d.private.bare() {
         return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
     }
     let now = SystemTime::now();
-    let no_defaults = CacheMetaDefaults::new(no_default_ttl, 0, 0);
-    let explicit = if bare_no_cache {
-        // Stored stale, as Pingora does for `no-cache`: every use revalidates.
-        Some(now.checked_sub(Duration::from_secs(1)).unwrap_or(now))
-    } else {
-        calculate_fresh_until(now, cc.as_ref(), resp, credentials, &no_defaults)
-    };
-    let fresh_until = match explicit {
-        Some(t) => t,
+    let date = freshness::date_of(&resp.headers, now);
+    let age = freshness::initial_age(&resp.headers, admission.sent.unwrap_or(now).min(now), now);
+    let lifetime = match d.explicit_lifetime(&resp.headers, date) {
+        Some(l) => l,
         // The origin let it be shared but said for how long only to browsers, or not at all:
         // a TTL the proxy chose must not decide how long one user's answer serves others.
-        None if credentials => {
-            return RespCacheable::Uncacheable(NoCacheReason::Custom(CREDENTIALS));
-        }
-        None if heuristically_cacheable(status) => {
-            let ttl = if matches!(status, 404 | 410) {
-                ttl.min(Duration::from_secs(60))
-            } else {
-                ttl
-            };
-            now + ttl
-        }
-        None => return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache),
+        None if credentials => return refuse(CREDENTIALS),
+        None => match zone.freshness {
+            FreshnessMode::Policy if freshness::heuristically_cacheable(status) => {
+                if matches!(status, 404 | 410) {
+                    admission.ttl.min(Duration::from_secs(60))
+                } else {
+                    admission.ttl
+                }
+            }
+            FreshnessMode::Policy => {
+                return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache)
+            }
+            FreshnessMode::Origin => {
+                let heuristic = freshness::heuristic_lifetime(
+                    &resp.headers,
+                    status,
+                    d.public,
+                    date,
+                    f64::from(zone.heuristic_percent) / 100.0,
+                    zone.heuristic_max,
+                );
+                let storable = freshness::heuristically_cacheable(status) || d.public;
+                let validator = resp.headers.contains_key(header::ETAG)
+                    || resp.headers.contains_key(header::LAST_MODIFIED);
+                match heuristic {
+                    Some(l) => l,
+                    // Stored only to be revalidated: worth it only with a validator.
+                    None if storable && validator => Duration::ZERO,
+                    None => return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache),
+                }
+            }
+        },
     };
-    let swr = zone.stale_while_revalidate.as_secs().min(u32::MAX as u64) as u32;
-    let sie = zone.stale_if_error.as_secs().min(u32::MAX as u64) as u32;
-    // `no-cache`, `must-revalidate` and `proxy-revalidate` forbid serving stale unless the
-    // origin itself allows it: the zone's defaults do not apply then.
-    let strict = bare_no_cache
-        || cc
-            .as_ref()
-            .is_some_and(|c| c.no_cache() || c.must_revalidate() || c.proxy_revalidate());
-    let (swr, sie) = if strict { (0, 0) } else { (swr, sie) };
-    let zone_defaults = CacheMetaDefaults::new(no_default_ttl, swr, sie);
-    let (swr, sie) = calculate_serve_stale_durations(cc.as_ref(), &zone_defaults);
+    let created = now.checked_sub(age).unwrap_or(now);
+    let fresh_until = if lifetime.is_zero() {
+        // Stale at once (Pingora's meta is fresh while `now < fresh_until`).
+        created
+            .checked_sub(Duration::from_secs(1))
+            .unwrap_or(created)
+    } else {
+        created.checked_add(lifetime).unwrap_or(created)
+    };
+    let secs = |d: Duration| d.as_secs().min(u64::from(u32::MAX)) as u32;
+    let window = |origin: freshness::Delta, default: Duration| match origin {
+        freshness::Delta::Seconds(n) => n.min(u64::from(u32::MAX)) as u32,
+        freshness::Delta::Invalid => 0,
+        freshness::Delta::Absent if zone.freshness == FreshnessMode::Policy => secs(default),
+        freshness::Delta::Absent => 0,
+    };
+    let (swr, sie) = if d.forbids_stale() {
+        (0, 0)
+    } else {
+        (
+            window(d.stale_while_revalidate, zone.stale_while_revalidate),
+            window(d.stale_if_error, zone.stale_if_error),
+        )
+    };
     let mut stored = resp.clone();
-    if let Some(cc) = &cc {
-        cc.strip_private_headers(&mut stored);
+    for name in d.private.fields().iter().chain(d.no_cache.fields()) {
+        stored.remove_header(name.as_str());
     }
     // A stored header that Pingora cannot parse back would be written and never served (found
     // by the `cache_control` fuzz target).
     if stored.headers.len() > MAX_STORED_HEADERS {
-        return RespCacheable::Uncacheable(NoCacheReason::Custom("too-many-headers"));
+        return refuse("too-many-headers");
     }
-    RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, swr, sie, stored))
+    RespCacheable::Cacheable(CacheMeta::new(fresh_until, created, swr, sie, stored))
+}
+
+/// The stored response's header updated with the fields of a `304` that validated it (RFC 9111
+/// §4.3.4 and §3.2): each field the `304` carries replaces the stored field of that name, so
+/// a changed `Cache-Control`, `ETag` or application header is what the next hit serves.
+///
+/// Not taken from the `304`: the fields the stored body depends on (`Content-Length`,
+/// `Content-Encoding`, `Content-Range`, `Transfer-Encoding`), `Vary` (the variant the body is
+/// stored under), `Set-Cookie` (never stored), and hop-by-hop fields (`Connection` and those it
+/// names, `Keep-Alive`, `TE`, `Trailer`, `Upgrade`, `Proxy-Connection`). Pingora's own merge
+/// takes only `Cache-Control`, `Expires`, `ETag`, `CDN-Cache-Control` and `Cache-Tag`.
+pub fn merge_not_modified(
+    stored: &ResponseHeader,
+    not_modified: &http::HeaderMap,
+) -> ResponseHeader {
+    const KEPT: [&str; 11] = [
+        "content-length",
+        "content-encoding",
+        "content-range",
+        "transfer-encoding",
+        "vary",
+        "set-cookie",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+    ];
+    let named_by_connection = |n: &http::HeaderName| {
+        not_modified
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(n.as_str()))
+    };
+    let mut merged = stored.clone();
+    for name in not_modified.keys() {
+        if KEPT.contains(&name.as_str())
+            || name.as_str() == "proxy-connection"
+            || named_by_connection(name)
+        {
+            continue;
+        }
+        merged.remove_header(name);
+        for value in not_modified.get_all(name) {
+            // The name and value are valid already: they came from a parsed header.
+            let _ = merged.append_header(name.clone(), value.clone());
+        }
+    }
+    merged
 }
 
 /// The most header lines `CacheMeta::deserialize` reads back (`pingora-header-serde` 0.9.1
 /// parses stored headers into 256 slots); a response with more is not stored.
 pub const MAX_STORED_HEADERS: usize = 256;
-
-/// Whether a `Cache-Control` line has `name` as a directive without a value. Directives are
-/// split on `,` and `;` as Pingora's parser does; a quoted string containing `, private,` also
-/// counts, which errs on the side of not storing.
-fn has_bare_directive(resp: &ResponseHeader, name: &[u8]) -> bool {
-    resp.headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',' || *b == b';')
-            .any(|d| d.trim_ascii().eq_ignore_ascii_case(name))
-    })
-}
 
 /// `Accept-Encoding` reduced to the encoding a response would use: `br`, `gzip` or `identity`,
 /// exactly as [`crate::compression::negotiate`] decides, so the variant a response is stored
@@ -476,6 +635,17 @@ fn variance_by_names(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary
 /// is not stored, or a stored response is not served to it.
 pub const CREDENTIALS: &str = "credentials";
 
+/// The `NoCacheReason` of a request that said `only-if-cached` and found no usable stored
+/// response: it is answered `504` without going upstream.
+pub const ONLY_IF_CACHED: &str = "only-if-cached";
+
+/// The `NoCacheReason` of a `206` from upstream: only complete responses are stored (Range
+/// requests are answered from them).
+pub const PARTIAL: &str = "partial";
+
+/// The `NoCacheReason` of a response to a request that said `Cache-Control: no-store`.
+pub const REQUEST_NO_STORE: &str = "request-no-store";
+
 /// Why a request on a caching route was not served from or stored in the cache, as the access
 /// log and `galion_edge_cache_bypass_total{reason}` name it. Every value is in [`BYPASS_REASONS`].
 ///
@@ -487,6 +657,9 @@ pub fn bypass_reason(phase: CachePhase) -> Option<&'static str> {
     Some(match reason {
         NoCacheReason::NeverEnabled => return None,
         NoCacheReason::Custom(CREDENTIALS) => "credentials",
+        NoCacheReason::Custom(REQUEST_NO_STORE) => "request",
+        NoCacheReason::Custom(PARTIAL) => "partial",
+        NoCacheReason::Custom(ONLY_IF_CACHED) => "request",
         NoCacheReason::OriginNotCache => "origin",
         NoCacheReason::Custom("set-cookie") => "set-cookie",
         NoCacheReason::Custom("vary-star") => "vary-star",
@@ -501,8 +674,10 @@ pub fn bypass_reason(phase: CachePhase) -> Option<&'static str> {
 }
 
 /// Every value [`bypass_reason`] returns, for the metric's series.
-pub const BYPASS_REASONS: [&str; 9] = [
+pub const BYPASS_REASONS: [&str; 11] = [
     "credentials",
+    "request",
+    "partial",
     "origin",
     "set-cookie",
     "vary-star",
@@ -529,7 +704,6 @@ pub fn status_label(phase: CachePhase) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pingora_cache::key::CacheHashKey;
 
     /// The hash kept in the key is the one Pingora computes from the key text, so entries on
     /// disk from before it, and keys built elsewhere, are the same keys.
@@ -586,6 +760,41 @@ mod tests {
     }
 
     #[test]
+    fn unsafe_methods_with_non_error_statuses_invalidate() {
+        use http::Method;
+        for m in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+            assert!(invalidates(&m, 200) && invalidates(&m, 204) && invalidates(&m, 303));
+            assert!(!invalidates(&m, 404) && !invalidates(&m, 500) && !invalidates(&m, 101));
+        }
+        let other = Method::from_bytes(b"PROPPATCH").unwrap();
+        assert!(invalidates(&other, 200), "a method of unknown safety");
+        for m in [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE] {
+            assert!(!invalidates(&m, 200));
+        }
+    }
+
+    #[test]
+    fn only_same_origin_locations_are_invalidated() {
+        let host = "galion.app";
+        assert_eq!(
+            same_origin_target("/api/items/7?x=1", host),
+            Some("/api/items/7?x=1")
+        );
+        assert_eq!(
+            same_origin_target("https://Galion.App:443/a", host),
+            Some("/a")
+        );
+        assert_eq!(same_origin_target("http://galion.app", host), Some("/"));
+        assert_eq!(same_origin_target("https://galion.studio/a", host), None);
+        assert_eq!(same_origin_target("//galion.studio/a", host), None);
+        assert_eq!(
+            same_origin_target("https://galion.app@evil.example/a", host),
+            None
+        );
+        assert_eq!(same_origin_target("items/7", host), None);
+    }
+
+    #[test]
     fn accept_encoding_normalised() {
         assert_eq!(normalise_accept_encoding(b"gzip, deflate, br"), "br");
         assert_eq!(normalise_accept_encoding(b"gzip;q=1.0, br;q=0"), "gzip");
@@ -602,13 +811,23 @@ mod tests {
         assert_eq!(extension("/x."), None);
     }
 
+    fn admission() -> Admission<'static> {
+        Admission {
+            credentials: false,
+            ttl: Duration::from_secs(600),
+            targeted: &[],
+            sent: None,
+            request_no_store: false,
+        }
+    }
+
     fn decide(lines: &[&str]) -> RespCacheable {
         let mut resp = ResponseHeader::build(200, None).unwrap();
         for l in lines {
             resp.append_header(header::CACHE_CONTROL, *l).unwrap();
         }
         let zone = crate::fuzzing::cache_control_zone();
-        response_cacheability(&resp, false, Duration::from_secs(600), &zone)
+        response_cacheability(&resp, &admission(), &zone)
     }
 
     /// Found with the `cache_control` fuzz target's invariants: Pingora's parser keeps the last value of a
@@ -663,14 +882,16 @@ mod tests {
             resp.append_header("x-n", i).unwrap();
         }
         let ttl = Duration::from_secs(600);
-        let RespCacheable::Cacheable(meta) = response_cacheability(&resp, false, ttl, &zone) else {
+        let RespCacheable::Cacheable(meta) =
+            response_cacheability(&resp, &Admission { ttl, ..admission() }, &zone)
+        else {
             panic!("256 headers: not stored");
         };
         let (internal, header) = meta.serialize().unwrap();
         CacheMeta::deserialize(&internal, &header).unwrap();
         resp.append_header("x-n", "one too many").unwrap();
         assert!(matches!(
-            response_cacheability(&resp, false, ttl, &zone),
+            response_cacheability(&resp, &Admission { ttl, ..admission() }, &zone),
             RespCacheable::Uncacheable(NoCacheReason::Custom("too-many-headers"))
         ));
     }

@@ -239,6 +239,14 @@ pub struct ZoneSettings {
     pub stale_while_revalidate: Duration,
     /// Default stale-if-error window. Default 10 minutes.
     pub stale_if_error: Duration,
+    /// Who decides freshness when the origin gives none. Default
+    /// [`crate::cache::FreshnessMode::Policy`].
+    pub freshness: crate::cache::FreshnessMode,
+    /// Heuristic freshness in origin mode, as a percentage of the time since `Last-Modified`
+    /// (RFC 9111 §4.2.2). Default 0: none.
+    pub heuristic_percent: u8,
+    /// Longest heuristic freshness. Default: `max_ttl`.
+    pub heuristic_max: Duration,
 }
 
 /// The cache.
@@ -252,9 +260,12 @@ pub struct CacheSettings {
     pub static_zone: Option<usize>,
     /// How long concurrent misses wait for the first fill. Default 5s.
     pub lock_timeout: Duration,
+    /// Targeted cache-control fields (RFC 9213), lower-case, in order of precedence. Default
+    /// [`crate::cache::DEFAULT_TARGETED_FIELDS`].
+    pub targeted_fields: Vec<HeaderName>,
     /// Which cookies are credentials (`cache.credential_cookies`). A request with
     /// `Authorization` or one of these cookies only shares stored responses the origin marked
-    /// shareable (see [`crate::cache::Credentials`]). Default: every cookie.
+    /// shareable (see [`crate::cache::CredentialCookies`]). Default: every cookie.
     pub credential_cookies: crate::cache::CredentialCookies,
 }
 
@@ -903,7 +914,66 @@ impl Validator {
                     ),
                 );
             }
+            let freshness = match z.freshness.as_deref() {
+                None | Some("policy") => crate::cache::FreshnessMode::Policy,
+                Some("origin") => crate::cache::FreshnessMode::Origin,
+                Some(other) => {
+                    self.err(
+                        format!("{field}.freshness"),
+                        format!("{other:?}"),
+                        "expected \"policy\" (default_ttl and cache_ttl apply when the origin \
+                         gives no lifetime) or \"origin\" (RFC 9111: the origin alone decides)",
+                    );
+                    crate::cache::FreshnessMode::Policy
+                }
+            };
+            let heuristic_percent = match z.heuristic.as_deref() {
+                None => 0,
+                Some(h) => {
+                    let parsed = h
+                        .trim()
+                        .strip_suffix('%')
+                        .and_then(|n| n.trim().parse::<u8>().ok())
+                        .filter(|n| *n <= 100);
+                    match parsed {
+                        Some(n) if n > 0 && freshness == crate::cache::FreshnessMode::Policy => {
+                            self.err(
+                                format!("{field}.heuristic"),
+                                format!("{h:?}"),
+                                "only used with freshness = \"origin\"; in policy mode \
+                                 default_ttl applies when the origin gives no lifetime",
+                            );
+                            0
+                        }
+                        Some(n) => n,
+                        None => {
+                            self.err(
+                                format!("{field}.heuristic"),
+                                format!("{h:?}"),
+                                "expected a whole percentage from \"0%\" to \"100%\", such as \
+                                 \"10%\" (RFC 9111 suggests 10% of the time since Last-Modified)",
+                            );
+                            0
+                        }
+                    }
+                }
+            };
+            let heuristic_max =
+                self.duration(&format!("{field}.heuristic_max"), &z.heuristic_max, max_ttl);
+            if z.heuristic_max.is_some() && heuristic_percent == 0 {
+                self.err(
+                    format!("{field}.heuristic_max"),
+                    z.heuristic_max
+                        .as_ref()
+                        .map(|d| d.shown())
+                        .unwrap_or_default(),
+                    "only meaningful with a heuristic, such as heuristic = \"10%\"",
+                );
+            }
             zones.push(ZoneSettings {
+                freshness,
+                heuristic_percent,
+                heuristic_max,
                 name: name.clone(),
                 path,
                 size,
@@ -958,6 +1028,7 @@ impl Validator {
             );
         }
         let credential_cookies = self.credential_cookies(raw.credential_cookies.as_deref());
+        let targeted_fields = self.targeted_fields(raw.targeted_fields.as_deref());
         CacheSettings {
             zones,
             static_extensions,
@@ -968,7 +1039,35 @@ impl Validator {
                 Duration::from_secs(5),
             ),
             credential_cookies,
+            targeted_fields,
         }
+    }
+
+    fn targeted_fields(&mut self, names: Option<&[String]>) -> Vec<HeaderName> {
+        let Some(names) = names else {
+            return crate::cache::DEFAULT_TARGETED_FIELDS
+                .iter()
+                .map(|n| HeaderName::from_static(n))
+                .collect();
+        };
+        let mut out = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            match HeaderName::from_bytes(n.as_bytes()) {
+                Ok(h) if h == http::header::CACHE_CONTROL => self.err(
+                    format!("cache.targeted_fields[{i}]"),
+                    format!("{n:?}"),
+                    "Cache-Control is what targeted fields take precedence over; list only \
+                     targeted fields such as \"CDN-Cache-Control\"",
+                ),
+                Ok(h) => out.push(h),
+                Err(_) => self.err(
+                    format!("cache.targeted_fields[{i}]"),
+                    format!("{n:?}"),
+                    "not a header field name (letters, digits and -)",
+                ),
+            }
+        }
+        out
     }
 
     fn credential_cookies(&mut self, names: Option<&[String]>) -> crate::cache::CredentialCookies {

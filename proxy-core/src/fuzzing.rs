@@ -530,6 +530,9 @@ pub fn cache_control_zone() -> ZoneSettings {
         max_ttl: Duration::from_secs(3600),
         stale_while_revalidate: Duration::from_secs(30),
         stale_if_error: Duration::from_secs(600),
+        freshness: cache::FreshnessMode::Policy,
+        heuristic_percent: 0,
+        heuristic_max: Duration::from_secs(3600),
     }
 }
 
@@ -563,9 +566,11 @@ fn reference_directive(
 /// the request's headers for the `Vary` variance).
 ///
 /// Invariants: `Set-Cookie`, `Vary: *`, `no-store` and `private` (without field names) are
-/// never stored, whatever else the header says; `no-cache` is stored stale; a request
-/// with `Authorization` is stored only with `public`, `s-maxage` or `must-revalidate`; the
-/// entry is created now, and a 404/410 without explicit freshness is fresh for at most a
+/// never stored, whatever else the header says (without a targeted field such as
+/// `CDN-Cache-Control`, which takes precedence, and without `must-understand`); `no-cache` is
+/// stored stale; a request with `Authorization` is stored only with `public`, `s-maxage` or
+/// `must-revalidate`; a 206 is never stored; the entry is created now minus the response's
+/// age, and a 404/410 without explicit freshness is fresh for at most a
 /// minute; a stored response's `CacheMeta` survives the disk tier's
 /// serialization; the variance of a request is deterministic.
 pub fn cache_control(data: &[u8]) {
@@ -595,7 +600,18 @@ pub fn cache_control(data: &[u8]) {
     }
     let zone = cache_control_zone();
     let before = SystemTime::now();
-    let decision = cache::response_cacheability(&resp, authorization, zone.default_ttl, &zone);
+    let targeted: Vec<HeaderName> = cache::DEFAULT_TARGETED_FIELDS
+        .iter()
+        .map(|n| HeaderName::from_static(n))
+        .collect();
+    let admission = cache::Admission {
+        credentials: authorization,
+        ttl: zone.default_ttl,
+        targeted: &targeted,
+        sent: None,
+        request_no_store: false,
+    };
+    let decision = cache::response_cacheability(&resp, &admission, &zone);
     let after = SystemTime::now();
     let has = |d: &[u8], bare| reference_directive(&resp, "cache-control", d, bare);
     let RespCacheable::Cacheable(meta) = decision else {
@@ -608,16 +624,22 @@ pub fn cache_control(data: &[u8]) {
             .any(|t| t.trim_ascii() == b"*")
     });
     assert!(!vary_star, "Vary: * stored");
-    let cc: Vec<u8> = resp
-        .headers
-        .get_all("cache-control")
-        .iter()
+    // A targeted field (RFC 9213) takes precedence over Cache-Control when it is valid; the
+    // directive checks below read Cache-Control, so they hold only without one.
+    let targeted_present = targeted.iter().any(|n| resp.headers.contains_key(n));
+    let cc: Vec<u8> = std::iter::once(&http::header::CACHE_CONTROL)
+        .chain(&targeted)
+        .flat_map(|n| resp.headers.get_all(n).iter())
         .flat_map(|v| v.as_bytes().to_ascii_lowercase())
         .collect();
     let mentions = |d: &[u8]| cc.windows(d.len()).any(|w| w == d);
-    assert_ne!(has(b"no-store", false), Some(true), "no-store stored");
-    assert_ne!(has(b"private", true), Some(true), "private stored");
-    if has(b"no-cache", true) == Some(true) {
+    if !targeted_present && !mentions(b"must-understand") {
+        assert_ne!(has(b"no-store", false), Some(true), "no-store stored");
+    }
+    if !targeted_present {
+        assert_ne!(has(b"private", true), Some(true), "private stored");
+    }
+    if !targeted_present && has(b"no-cache", true) == Some(true) {
         assert!(meta.fresh_until() < meta.created(), "no-cache stored fresh");
         if !mentions(b"stale-while-revalidate") {
             assert_eq!(
@@ -633,7 +655,10 @@ pub fn cache_control(data: &[u8]) {
             .any(|d| mentions(d));
         assert!(allowed, "authorized response stored without permission");
     }
-    assert!(meta.created() >= before && meta.created() <= after);
+    // The entry is created now, minus the age the response already had (RFC 9111 §4.2.3).
+    let max_age = cache::freshness::initial_age(&resp.headers, before, after);
+    assert!(meta.created() <= after && meta.created() + max_age >= before);
+    assert_ne!(status, 206, "a partial response stored");
     let explicit =
         resp.headers.contains_key("cache-control") || resp.headers.contains_key("expires");
     if matches!(status, 404 | 410) && !explicit {

@@ -338,6 +338,11 @@ pub struct RequestCtx {
     /// Why a stored response was found but not used for this request (it goes upstream and
     /// its answer is not stored under that reason); see `cache_hit_filter`.
     cache_refused: Option<&'static str>,
+    /// The request's own `Cache-Control` (all absent when it has none).
+    request_cc: cache::freshness::RequestDirectives,
+    /// The fields of a `304` that validated a stored response, kept from
+    /// `upstream_response_filter` for `response_cache_filter` (RFC 9111 §4.3.4).
+    not_modified: Option<Box<http::HeaderMap>>,
     peer: Option<IpAddr>,
     client: Option<IpAddr>,
     conn_guard: Option<pingora_limits::inflight::Guard>,
@@ -387,6 +392,26 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
+}
+
+/// After a non-error answer to an unsafe request (RFC 9111 §4.4): invalidates what the cache
+/// holds for the request's URL, and for the same-origin URLs in the answer's `Location` and
+/// `Content-Location`.
+fn invalidate(req: &RequestHeader, resp: &ResponseHeader, caches: &Caches) {
+    let Some(host) = request_host(req) else {
+        return;
+    };
+    caches.invalidate(host, req.uri.path_and_query().map_or("/", |p| p.as_str()));
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        if let Some(target) = resp
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| cache::same_origin_target(v, host))
+        {
+            caches.invalidate(host, target);
+        }
+    }
 }
 
 /// Whether a response forbids transforming its body (`Cache-Control: no-transform`).
@@ -631,6 +656,8 @@ impl ProxyHttp for GalionProxy {
             cache_zone: None,
             credentials: false,
             cache_refused: None,
+            request_cc: Default::default(),
+            not_modified: None,
             peer: None,
             client: None,
             conn_guard: None,
@@ -752,6 +779,12 @@ impl ProxyHttp for GalionProxy {
             .cache
             .credential_cookies
             .in_request(&session.req_header().headers);
+        // A background revalidation is the cache's own request: the client's directives
+        // (`only-if-cached`, `no-store`) are not its own.
+        let headers = &session.req_header().headers;
+        if session.subrequest_ctx.is_none() && headers.contains_key(header::CACHE_CONTROL) {
+            ctx.request_cc = cache::freshness::RequestDirectives::of(headers);
+        }
         Ok(())
     }
 
@@ -766,11 +799,62 @@ impl ProxyHttp for GalionProxy {
         // A stored response the origin did not mark shareable may have been made for someone
         // else (or for nobody, while this request would get a personal answer): go upstream,
         // leaving the stored response in place for requests without credentials.
-        if ctx.credentials && !cache::shared_with_credentials(meta.headers()) {
+        let targeted = &ctx.state.config.cache.targeted_fields;
+        if ctx.credentials && !cache::shared_with_credentials(meta.headers(), targeted) {
             ctx.cache_refused = Some(cache::CREDENTIALS);
             return Ok(Some(pingora_cache::ForcedFreshness::ForceMiss));
         }
+        // The request's freshness directives (RFC 9111 §5.2.1) are obeyed where the origin alone
+        // decides freshness; in policy mode the operator's TTLs do.
+        let origin_mode = ctx.cache_zone.is_some_and(|z| {
+            ctx.state.caches.zones[z].settings.freshness == cache::FreshnessMode::Origin
+        });
+        if origin_mode && ctx.request_cc.affects_reuse() {
+            use cache::freshness::Reuse;
+            let forbids_stale = || {
+                cache::freshness::Directives::of_response(meta.headers(), targeted).forbids_stale()
+            };
+            let now = std::time::SystemTime::now();
+            return Ok(
+                match ctx
+                    .request_cc
+                    .reuse(meta.age(), meta.fresh_until(), now, forbids_stale)
+                {
+                    Reuse::AsStored => None,
+                    Reuse::Revalidate => Some(pingora_cache::ForcedFreshness::ForceExpired),
+                    Reuse::ServeStale => Some(pingora_cache::ForcedFreshness::ForceFresh),
+                },
+            );
+        }
         Ok(None)
+    }
+
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        // `only-if-cached` (RFC 9111 §5.2.1.7): a stored response or 504, never the origin.
+        if ctx.cache_zone.is_none() || !ctx.request_cc.only_if_cached {
+            return Ok(true);
+        }
+        if session.cache.enabled() {
+            session
+                .cache
+                .disable(pingora_cache::NoCacheReason::Custom(cache::ONLY_IF_CACHED));
+        }
+        respond(
+            session,
+            ctx,
+            504,
+            Bytes::from_static(
+                b"gateway timeout: only-if-cached, and no stored response can be used\n",
+            ),
+            "text/plain; charset=utf-8",
+            &[],
+        )
+        .await?;
+        Ok(false)
     }
 
     fn cache_miss(&self, session: &mut Session, ctx: &mut RequestCtx) {
@@ -840,12 +924,27 @@ impl ProxyHttp for GalionProxy {
                 ));
             }
         }
-        Ok(cache::response_cacheability(
-            resp,
-            ctx.credentials,
+        // A 304 that validated a stored response: its fields update the stored ones (Pingora's
+        // merge, which `resp` is, takes only a few).
+        let merged;
+        let resp = match (ctx.not_modified.take(), session.cache.maybe_cache_meta()) {
+            (Some(fields), Some(stored)) => {
+                merged = cache::merge_not_modified(stored.response_header(), &fields);
+                &merged
+            }
+            _ => resp,
+        };
+        let sent = ctx
+            .upstream_start
+            .map(|t| std::time::SystemTime::now() - t.elapsed());
+        let admission = cache::Admission {
+            credentials: ctx.credentials,
             ttl,
-            zone,
-        ))
+            targeted: &ctx.state.config.cache.targeted_fields,
+            sent,
+            request_no_store: ctx.request_cc.no_store,
+        };
+        Ok(cache::response_cacheability(resp, &admission, zone))
     }
 
     fn cache_vary_filter(
@@ -1002,6 +1101,11 @@ impl ProxyHttp for GalionProxy {
         if let Some(start) = ctx.upstream_start {
             ctx.upstream_time.get_or_insert(start.elapsed());
         }
+        if resp.status == http::StatusCode::NOT_MODIFIED
+            && session.cache.phase() == pingora_cache::CachePhase::Stale
+        {
+            ctx.not_modified = Some(Box::new(resp.headers.clone()));
+        }
         // RFC 9110 §15: a status is 100..=599. Anything else (`HTTP/1.1 999`) is garbage: 502.
         if resp.status.as_u16() > 599 {
             let mut e = Error::explain(
@@ -1125,6 +1229,12 @@ impl ProxyHttp for GalionProxy {
                 ratelimit::RATELIMIT,
                 ratelimit::ratelimit_header(&st.limit_classes[class], remaining, reset),
             )?;
+        }
+        if self.role != ListenerRole::Redirect
+            && ctx.route.is_some()
+            && cache::invalidates(&session.req_header().method, resp.status.as_u16())
+        {
+            invalidate(session.req_header(), resp, &ctx.state.caches);
         }
         if self.role != ListenerRole::Redirect {
             let label = if ctx.cache_zone.is_some() {

@@ -524,6 +524,40 @@ fn bad_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             ],
         ),
         (
+            "unknown freshness mode",
+            format!("[cache.zones.api]\npath = \"zone\"\nfreshness = \"rfc\"\n\n{VALID}"),
+            vec![
+                "error: cache.zones.api.freshness = \"rfc\"",
+                "expected \"policy\"",
+            ],
+        ),
+        (
+            "a heuristic in policy mode",
+            format!("[cache.zones.api]\npath = \"zone\"\nheuristic = \"10%\"\n\n{VALID}"),
+            vec![
+                "error: cache.zones.api.heuristic = \"10%\"",
+                "only used with freshness = \"origin\"",
+            ],
+        ),
+        (
+            "a heuristic that is not a percentage",
+            format!(
+                "[cache.zones.api]\npath = \"zone\"\nfreshness = \"origin\"\nheuristic = \"0.1\"\n\n{VALID}"
+            ),
+            vec![
+                "error: cache.zones.api.heuristic = \"0.1\"",
+                "expected a whole percentage",
+            ],
+        ),
+        (
+            "Cache-Control as a targeted field",
+            format!("[cache]\ntargeted_fields = [\"Cache-Control\"]\n\n{VALID}"),
+            vec![
+                "error: cache.targeted_fields[0] = \"Cache-Control\"",
+                "list only targeted fields",
+            ],
+        ),
+        (
             "a credential cookie with its value",
             format!("[cache]\ncredential_cookies = [\"session\", \"sid=1\"]\n\n{VALID}"),
             vec![

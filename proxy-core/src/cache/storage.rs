@@ -131,6 +131,51 @@ struct IndexEntry {
     weight: u64,
 }
 
+/// The disk tier's entries by key (a primary key's hash, or a variant's), and the keys stored
+/// under each primary key, so that one URL's variants are found without scanning the zone (an
+/// unsafe request invalidates its URL, RFC 9111 §4.4).
+#[derive(Default)]
+struct Index {
+    entries: HashMap<HashBinary, IndexEntry>,
+    by_primary: HashMap<HashBinary, Vec<HashBinary>>,
+}
+
+impl Index {
+    fn insert(&mut self, key: HashBinary, entry: IndexEntry) {
+        let primary = entry.compact.primary;
+        // A key is a hash of its primary key (and variance): a replaced entry had the same one.
+        if self.entries.insert(key, entry).is_none() {
+            self.by_primary.entry(primary).or_default().push(key);
+        }
+    }
+
+    fn remove(&mut self, key: &HashBinary) -> Option<IndexEntry> {
+        let entry = self.entries.remove(key)?;
+        if let std::collections::hash_map::Entry::Occupied(mut keys) =
+            self.by_primary.entry(entry.compact.primary)
+        {
+            keys.get_mut().retain(|k| k != key);
+            if keys.get().is_empty() {
+                keys.remove();
+            }
+        }
+        Some(entry)
+    }
+
+    /// The keys stored under one primary key: the entry itself and its variants.
+    fn under_primary(&self, primary: &HashBinary) -> Vec<HashBinary> {
+        self.by_primary.get(primary).cloned().unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for Index {
+    type Target = HashMap<HashBinary, IndexEntry>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.entries
+    }
+}
+
 /// A snapshot of a zone's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ZoneUsage {
@@ -176,7 +221,7 @@ pub struct TieredStorage {
     name: String,
     dir: PathBuf,
     memory: MemoryTier,
-    index: RwLock<HashMap<HashBinary, IndexEntry>>,
+    index: RwLock<Index>,
     eviction: &'static DiskEviction,
     max_object: u64,
     seq: AtomicU64,
@@ -217,7 +262,7 @@ impl TieredStorage {
             name: name.to_string(),
             dir: dir.to_path_buf(),
             memory: MemoryTier::new(memory_bytes),
-            index: RwLock::new(HashMap::new()),
+            index: RwLock::new(Index::default()),
             eviction,
             max_object,
             seq: AtomicU64::new(0),
@@ -472,6 +517,28 @@ impl TieredStorage {
     pub fn purge_prefix(&self, prefix: &str) -> usize {
         let want = strip_scheme(prefix);
         self.purge_where(|e| strip_scheme(&e.url).starts_with(want))
+    }
+
+    /// Purges every entry stored under one primary key (the hash of a key's text, such as
+    /// [`super::cache_key`] builds): the response and all its variants, from both tiers, without
+    /// scanning the zone. Returns how many entries went.
+    pub fn purge_primary(&self, primary: &HashBinary) -> usize {
+        let keys = self
+            .index
+            .read()
+            .map(|i| i.under_primary(primary))
+            .unwrap_or_default();
+        let mut n = 0;
+        for k in &keys {
+            if self.drop_entry(k) {
+                n += 1;
+            }
+        }
+        // A memory copy of the primary entry whose disk file was never indexed goes too.
+        if self.memory.remove(primary) && !keys.contains(primary) {
+            n += 1;
+        }
+        n
     }
 
     /// Purges everything in the zone.

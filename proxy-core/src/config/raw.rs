@@ -264,6 +264,8 @@ pub struct RawCache {
     pub lock_timeout: Option<RawDuration>,
     /// Cookie names that make a request carry credentials (default: every cookie).
     pub credential_cookies: Option<Vec<String>>,
+    /// Targeted cache-control fields (RFC 9213), in order of precedence.
+    pub targeted_fields: Option<Vec<String>>,
     /// Zones by name.
     #[serde(default)]
     pub zones: BTreeMap<String, RawZone>,
@@ -291,6 +293,12 @@ pub struct RawZone {
     pub stale_while_revalidate: Option<RawDuration>,
     /// Serve stale while the origin fails, when the origin says nothing.
     pub stale_if_error: Option<RawDuration>,
+    /// `"policy"` (proxy TTLs when the origin says nothing) or `"origin"` (RFC 9111 only).
+    pub freshness: Option<String>,
+    /// Heuristic freshness in origin mode: a percentage of the `Last-Modified` age, `"10%"`.
+    pub heuristic: Option<String>,
+    /// Longest heuristic freshness.
+    pub heuristic_max: Option<RawDuration>,
 }
 
 /// `[upstreams.NAME]`
