@@ -692,7 +692,7 @@ async fn ranges_from_complete_responses_and_206_never_stored() {
 /// another host's URL invalidate nothing. In both modes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsafe_methods_invalidate_their_url_and_same_origin_locations() {
-    let env = setup().await;
+    let mut env = setup().await;
     for zone in ["o", "p"] {
         let item = format!("/{zone}/item?cc=max-age%3D600&vary=Accept-Language");
         for method in ["POST", "PUT", "DELETE", "PATCH", "PROPPATCH"] {
@@ -747,5 +747,22 @@ async fn unsafe_methods_invalidate_their_url_and_same_origin_locations() {
             "HIT",
             "another host's URL stays"
         );
+    }
+    // Entries read back from disk after a restart are found as well (the index of variants
+    // is rebuilt from the files).
+    let item = "/o/disk?cc=max-age%3D600&vary=Accept-Language";
+    for lang in ["en", "fr"] {
+        env.get(item, &[("accept-language", lang)]).await;
+    }
+    env.proxy.terminate();
+    env.proxy.restart(bin!());
+    for lang in ["en", "fr"] {
+        let hit = env.get(item, &[("accept-language", lang)]).await;
+        assert_eq!(hit.cache, "HIT", "{lang} from disk");
+    }
+    assert_eq!(env.send("DELETE", item, &[]).await.status, 200);
+    for lang in ["en", "fr"] {
+        let after = env.get(item, &[("accept-language", lang)]).await;
+        assert_eq!(after.cache, "MISS", "{lang}");
     }
 }

@@ -131,32 +131,36 @@ struct IndexEntry {
     weight: u64,
 }
 
-/// The disk tier's entries by key (a primary key's hash, or a variant's), and the keys stored
-/// under each primary key, so that one URL's variants are found without scanning the zone (an
-/// unsafe request invalidates its URL, RFC 9111 §4.4).
+/// The disk tier's entries by key (a primary key's hash, or a variant's), and the keys of the
+/// variants stored under each primary key, so that one URL's entries are found without scanning
+/// the zone (an unsafe request invalidates its URL, RFC 9111 §4.4). An entry without variance
+/// is found by its primary key itself and costs nothing more.
 #[derive(Default)]
 struct Index {
     entries: HashMap<HashBinary, IndexEntry>,
-    by_primary: HashMap<HashBinary, Vec<HashBinary>>,
+    variants: HashMap<HashBinary, Vec<HashBinary>>,
 }
 
 impl Index {
     fn insert(&mut self, key: HashBinary, entry: IndexEntry) {
+        let variant = entry.compact.variance.is_some();
         let primary = entry.compact.primary;
-        // A key is a hash of its primary key (and variance): a replaced entry had the same one.
-        if self.entries.insert(key, entry).is_none() {
-            self.by_primary.entry(primary).or_default().push(key);
+        // A key is a hash of its primary key and variance: a replaced entry had the same ones.
+        if self.entries.insert(key, entry).is_none() && variant {
+            self.variants.entry(primary).or_default().push(key);
         }
     }
 
     fn remove(&mut self, key: &HashBinary) -> Option<IndexEntry> {
         let entry = self.entries.remove(key)?;
-        if let std::collections::hash_map::Entry::Occupied(mut keys) =
-            self.by_primary.entry(entry.compact.primary)
-        {
-            keys.get_mut().retain(|k| k != key);
-            if keys.get().is_empty() {
-                keys.remove();
+        if entry.compact.variance.is_some() {
+            if let std::collections::hash_map::Entry::Occupied(mut keys) =
+                self.variants.entry(entry.compact.primary)
+            {
+                keys.get_mut().retain(|k| k != key);
+                if keys.get().is_empty() {
+                    keys.remove();
+                }
             }
         }
         Some(entry)
@@ -164,7 +168,11 @@ impl Index {
 
     /// The keys stored under one primary key: the entry itself and its variants.
     fn under_primary(&self, primary: &HashBinary) -> Vec<HashBinary> {
-        self.by_primary.get(primary).cloned().unwrap_or_default()
+        let mut keys = self.variants.get(primary).cloned().unwrap_or_default();
+        if self.entries.contains_key(primary) {
+            keys.push(*primary);
+        }
+        keys
     }
 }
 
