@@ -169,11 +169,10 @@ pub fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
+            // Two hex digits exactly: `u8::from_str_radix` alone also takes a sign (`%+5`).
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(hi), Some(lo)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((hi * 16 + lo) as u8);
                 i += 3;
                 continue;
             }
@@ -353,6 +352,19 @@ impl ServeHttp for Admin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_decode_takes_two_hex_digits_only() {
+        assert_eq!(percent_decode("a%20b+c%2Fd%c3%a9"), "a b c/dé");
+        // A sign is not a hex digit: kept as it is (it decoded to 0x05 before).
+        assert_eq!(percent_decode("%+5x"), "% 5x");
+        assert_eq!(percent_decode("%-5"), "%-5");
+        // Short, malformed and trailing escapes are kept.
+        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("%zz%"), "%zz%");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%41%4a%4A"), "AJJ");
+    }
 
     #[test]
     fn listening_sockets_from_a_proc_table() {
