@@ -451,8 +451,9 @@ async fn respond(
 }
 
 async fn refuse(session: &mut Session, ctx: &RequestCtx, status: u16) -> Result<bool> {
-    // The request body, if any, is not forwarded: close the connection after answering.
-    session.set_keepalive(None);
+    if !keep_after_refusal(session.req_header(), status) {
+        session.set_keepalive(None);
+    }
     respond(
         session,
         ctx,
@@ -466,6 +467,21 @@ async fn refuse(session: &mut Session, ctx: &RequestCtx, status: u16) -> Result<
         linger(session).await;
     }
     Ok(true)
+}
+
+/// Whether a connection may carry the next request after `status` refused this one unread.
+/// Only when the request has no body to skip (no `Transfer-Encoding`, no `Content-Length` or
+/// `0`), and the refusal is not for the request's own shape (`400`, `413`): a client turned away
+/// by host (`421`), path (`404`), method (`405`) or a limit (`429`) keeps its connection, so a
+/// throttled client behind TLS does not pay a new handshake on every retry (nginx keeps it too).
+fn keep_after_refusal(req: &RequestHeader, status: u16) -> bool {
+    let bodiless = !req.headers.contains_key(header::TRANSFER_ENCODING)
+        && req
+            .headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .all(|v| v.as_bytes().trim_ascii() == b"0");
+    bodiless && !matches!(status, 400 | 413)
 }
 
 /// Most body bytes read and discarded after a refusal before the connection is closed.
@@ -588,7 +604,9 @@ impl GalionProxy {
                 "text/plain; charset=utf-8",
             )
         };
-        session.set_keepalive(None);
+        if !keep_after_refusal(session.req_header(), 429) {
+            session.set_keepalive(None);
+        }
         respond(session, ctx, 429, body, content_type, &extra).await?;
         Ok(true)
     }
@@ -1392,5 +1410,40 @@ impl ProxyHttp for GalionProxy {
             cache_reason: cache::bypass_reason(session.cache.phase()).unwrap_or("-"),
         };
         ctx.state.access_log.log(&record);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_keep_the_connection_only_without_a_body_to_skip() {
+        let req = |lines: &[(&str, &str)]| {
+            let mut r = RequestHeader::build("POST", b"/", None).expect("request");
+            for (k, v) in lines {
+                r.append_header(k.to_string(), *v).expect("header");
+            }
+            r
+        };
+        for status in [404, 405, 421, 429, 500] {
+            assert!(keep_after_refusal(&req(&[]), status), "{status}");
+            assert!(keep_after_refusal(&req(&[("content-length", "0")]), status));
+            assert!(!keep_after_refusal(
+                &req(&[("content-length", "5")]),
+                status
+            ));
+            assert!(!keep_after_refusal(
+                &req(&[("transfer-encoding", "chunked")]),
+                status
+            ));
+            assert!(!keep_after_refusal(
+                &req(&[("content-length", "0"), ("content-length", "7")]),
+                status
+            ));
+        }
+        for status in [400, 413] {
+            assert!(!keep_after_refusal(&req(&[]), status), "{status}");
+        }
     }
 }

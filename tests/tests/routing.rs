@@ -274,6 +274,82 @@ async fn unknown_hosts_are_refused_and_never_proxied() {
     }
 }
 
+/// Sends `request` on `stream` and reads one response (head, then `Content-Length` bytes of
+/// body); returns its status and head.
+fn exchange_on(stream: &mut std::net::TcpStream, request: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "closed before a whole head: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).into_owned();
+    let len: usize = raw_header(&head, "content-length")
+        .unwrap()
+        .parse()
+        .unwrap();
+    while got.len() < head_end + len {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the whole body");
+        got.extend_from_slice(&buf[..n]);
+    }
+    (status_of(&head), head)
+}
+
+/// A refusal for the host (421) or the path (404) keeps the connection when the request has no
+/// body: the next request on it is served. With a body left unread, the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_keep_the_connection_unless_a_body_is_left_unread() {
+    let s = sites().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(bin!(), dir.path(), &production_like(&s, None));
+    let mut c = std::net::TcpStream::connect(proxy.plain_addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for (request, want) in [
+        ("GET /api/x HTTP/1.1\r\nHost: evil.example\r\n\r\n", 421),
+        ("GET /api/a HTTP/1.1\r\nHost: galion.app\r\n\r\n", 200),
+        (
+            "DELETE /api/x HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 0\r\n\r\n",
+            421,
+        ),
+        ("GET /api/b HTTP/1.1\r\nHost: galion.app\r\n\r\n", 200),
+    ] {
+        let (status, head) = exchange_on(&mut c, request);
+        assert_eq!(status, want, "{request:?}: {head}");
+        assert_ne!(
+            raw_header(&head, "connection").as_deref(),
+            Some("close"),
+            "{head}"
+        );
+    }
+    // A body the proxy will not read: answered, then the connection closes.
+    let (status, head) = exchange_on(
+        &mut c,
+        "POST /api/x HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    assert_eq!(status, 421);
+    assert_eq!(
+        raw_header(&head, "connection").as_deref(),
+        Some("close"),
+        "{head}"
+    );
+    assert_eq!(
+        s.app_api.requests().len(),
+        2,
+        "only the two known-host requests"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dot_segments_cannot_escape_a_route() {
     let s = sites().await;
