@@ -160,9 +160,8 @@ impl Caches {
 /// 9111 §4.4): a non-error status (2xx, 3xx) to a method not known to be safe (anything but
 /// `GET`, `HEAD`, `OPTIONS` and `TRACE`).
 pub fn invalidates(method: &http::Method, status: u16) -> bool {
-    use http::Method;
-    (200..400).contains(&status)
-        && ![Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE].contains(method)
+    // `is_safe`: GET, HEAD, OPTIONS and TRACE (RFC 9110 §9.2.1); any other, known or not, is not.
+    !method.is_safe() && (200..400).contains(&status)
 }
 
 /// The same-origin path and query a `Location` or `Content-Location` value names, for

@@ -77,7 +77,7 @@ impl Purge {
         let param = |name: &str| {
             query.split('&').find_map(|kv| {
                 let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                (k == name).then(|| crate::admin::percent_decode(v))
+                (k == name).then(|| percent_decode(v))
             })
         };
         if let Some(url) = param("url") {
@@ -140,6 +140,28 @@ impl Purge {
             _ => None,
         }
     }
+}
+
+/// Decodes `%XX` escapes and `+` (as a space) in a query value; malformed escapes are kept as
+/// they are. Never fails; invalid UTF-8 is replaced.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            // Two hex digits exactly: `u8::from_str_radix` alone also takes a sign (`%+5`).
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(hi), Some(lo)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What happened to a purge beyond this instance.
@@ -520,6 +542,19 @@ fn read_sync_file(dir: &Path) -> Option<SyncPoint> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_decode_takes_two_hex_digits_only() {
+        assert_eq!(percent_decode("a%20b+c%2Fd%c3%a9"), "a b c/dé");
+        // A sign is not a hex digit: kept as it is (it decoded to 0x05 before).
+        assert_eq!(percent_decode("%+5x"), "% 5x");
+        assert_eq!(percent_decode("%-5"), "%-5");
+        // Short, malformed and trailing escapes are kept.
+        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("%zz%"), "%zz%");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%41%4a%4A"), "AJJ");
+    }
 
     fn p(epoch: &str, seq: u64) -> SyncPoint {
         SyncPoint {
