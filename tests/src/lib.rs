@@ -169,7 +169,13 @@ impl Proxy {
                     SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, p)),
                 ]
                 .iter()
-                .any(|a| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok())
+                .any(|a| {
+                    // A connect to a port in the ephemeral range that nothing listens on can
+                    // be given that same port as its source and "succeed" by connecting to
+                    // itself (TCP simultaneous open): that is not the proxy listening.
+                    TcpStream::connect_timeout(a, Duration::from_millis(200))
+                        .is_ok_and(|c| c.local_addr().ok() != c.peer_addr().ok())
+                })
             };
             if ports.iter().all(|p| listening(*p)) {
                 // The ports answer; make sure it is our process that holds them.
@@ -400,6 +406,52 @@ pub fn tls_client(certs: &[&TestCert], hosts: &[&str], addr: SocketAddr) -> reqw
         b = b.resolve(h, addr);
     }
     b.build().unwrap()
+}
+
+/// An answer as the tests read it: status, `X-Cache-Status` (empty if none), headers, body.
+#[derive(Debug)]
+pub struct Fetched {
+    pub status: u16,
+    pub cache: String,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Fetched {
+    /// The first value of a header, if it is there (panics on a non-text value).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+}
+
+/// Sends `method path` to the proxy's plain listener with `Host: galion.app` and `headers`,
+/// and reads the whole answer.
+pub async fn fetch(proxy: &Proxy, method: &str, path: &str, headers: &[(&str, &str)]) -> Fetched {
+    let rb = client()
+        .request(
+            method.parse().unwrap(),
+            format!("http://{}{path}", proxy.plain_addr()),
+        )
+        .header("host", "galion.app");
+    fetch_with(rb, headers).await
+}
+
+/// Sends a prepared request with `headers` added and reads the whole answer.
+pub async fn fetch_with(mut rb: reqwest::RequestBuilder, headers: &[(&str, &str)]) -> Fetched {
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let r = rb.send().await.unwrap();
+    Fetched {
+        status: r.status().as_u16(),
+        cache: r
+            .headers()
+            .get("x-cache-status")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default(),
+        headers: r.headers().clone(),
+        body: r.bytes().await.unwrap(),
+    }
 }
 
 /// A plain-HTTP reqwest client with a timeout and no automatic redirects.

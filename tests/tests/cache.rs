@@ -59,31 +59,8 @@ routes = [
     .replace("stale_while_revalidate = \"0s\"\n", "")
 }
 
-struct Resp {
-    status: u16,
-    cache: String,
-    body: bytes::Bytes,
-    headers: reqwest::header::HeaderMap,
-}
-
-async fn get(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> Resp {
-    let mut rb = client()
-        .get(format!("http://{}{path}", proxy.plain_addr()))
-        .header("host", "galion.app");
-    for (k, v) in headers {
-        rb = rb.header(*k, *v);
-    }
-    let r = rb.send().await.unwrap();
-    Resp {
-        status: r.status().as_u16(),
-        cache: r
-            .headers()
-            .get("x-cache-status")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default(),
-        headers: r.headers().clone(),
-        body: r.bytes().await.unwrap(),
-    }
+async fn get(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> Fetched {
+    fetch(proxy, "GET", path, headers).await
 }
 
 fn count(o: &Origin, path_prefix: &str) -> usize {

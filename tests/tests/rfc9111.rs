@@ -81,50 +81,18 @@ async fn setup_with(cache_extra: &str) -> Env {
     }
 }
 
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    cache: String,
-    headers: reqwest::header::HeaderMap,
-    body: bytes::Bytes,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-
-    fn age(&self) -> Option<u64> {
-        self.header("age").map(|a| a.parse().unwrap())
-    }
+/// `Age` of an answer, if it has one.
+fn age(r: &Fetched) -> Option<u64> {
+    r.header("age").map(|a| a.parse().unwrap())
 }
 
 impl Env {
-    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
-        self.send("GET", path, headers).await
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Fetched {
+        fetch(&self.proxy, "GET", path, headers).await
     }
 
-    async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
-        let mut rb = client()
-            .request(
-                method.parse().unwrap(),
-                format!("http://{}{path}", self.proxy.plain_addr()),
-            )
-            .header("host", "galion.app");
-        for (k, v) in headers {
-            rb = rb.header(*k, *v);
-        }
-        let r = rb.send().await.unwrap();
-        Resp {
-            status: r.status().as_u16(),
-            cache: r
-                .headers()
-                .get("x-cache-status")
-                .map(|v| v.to_str().unwrap().to_string())
-                .unwrap_or_default(),
-            headers: r.headers().clone(),
-            body: r.bytes().await.unwrap(),
-        }
+    async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Fetched {
+        fetch(&self.proxy, method, path, headers).await
     }
 
     /// The statuses of `X-Cache-Status` for `path` fetched `n` times in a row.
@@ -287,8 +255,8 @@ async fn upstream_age_and_date_count_and_hits_carry_age() {
         assert_eq!(env.get(&p, &[]).await.cache, "MISS");
         let hit = env.get(&p, &[]).await;
         assert_eq!(hit.cache, "HIT");
-        let age = hit.age().expect("Age on a hit");
-        assert!((100..=102).contains(&age), "Age {age}, expected 100 and up");
+        let got = age(&hit).expect("Age on a hit");
+        assert!((100..=102).contains(&got), "Age {got}, expected 100 and up");
         // Already older than its lifetime when it arrived: stale at once.
         let old = format!("/{zone}/old?cc=max-age%3D60&h-age=61&etag=%22v%22");
         assert_eq!(
@@ -312,15 +280,15 @@ async fn upstream_age_and_date_count_and_hits_carry_age() {
         assert_eq!(env.get(&recent, &[]).await.cache, "MISS");
         let hit = env.get(&recent, &[]).await;
         assert_eq!(hit.cache, "HIT");
-        assert!(hit.age().unwrap() >= 100, "{:?}", hit.age());
+        assert!(age(&hit).unwrap() >= 100, "{:?}", age(&hit));
         // A list or an invalid value: the first member, or nothing.
         let list = format!("/{zone}/list?cc=max-age%3D600&h-age={}", q("50, 500"));
         env.get(&list, &[]).await;
-        let age = env.get(&list, &[]).await.age().unwrap();
-        assert!((50..=52).contains(&age), "{age}");
+        let got = age(&env.get(&list, &[]).await).unwrap();
+        assert!((50..=52).contains(&got), "{got}");
         let bad = format!("/{zone}/bad?cc=max-age%3D600&h-age=-7");
         env.get(&bad, &[]).await;
-        assert!(env.get(&bad, &[]).await.age().unwrap() <= 2);
+        assert!(age(&env.get(&bad, &[]).await).unwrap() <= 2);
     }
 }
 
@@ -468,7 +436,7 @@ async fn request_max_stale() {
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let r = env.get(ok, &[("cache-control", "max-stale")]).await;
     assert_eq!(r.cache, "HIT");
-    assert!(r.age().unwrap() >= 2);
+    assert!(age(&r).unwrap() >= 2);
     assert_eq!(
         env.get(ok, &[("cache-control", "max-stale=60")])
             .await
