@@ -18,7 +18,6 @@ pub mod freshness;
 pub mod memory;
 pub mod storage;
 
-use crate::config::{CacheSettings, RouteCache, ZoneSettings};
 use http::header;
 use pingora_cache::key::{CacheHashKey, HashBinary};
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
@@ -26,9 +25,75 @@ use pingora_cache::{
     CacheKey, CacheMeta, CachePhase, NoCacheReason, RespCacheable, VarianceBuilder,
 };
 use pingora_http::{RequestHeader, ResponseHeader};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 pub use storage::{DiskEviction, DiskOp, TieredStorage, ZoneStats, ZoneUsage};
+
+/// One cache zone, as the config gives it (`[cache.zones.NAME]`; built by
+/// [`crate::config::Config`], which re-exports this type).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneSettings {
+    /// Zone name (`api`, `static`).
+    pub name: String,
+    /// Disk tier directory; created at start if missing.
+    pub path: PathBuf,
+    /// Disk tier bytes. Default 1 GiB.
+    pub size: u64,
+    /// Memory tier bytes. Default 1/8 of `size`, at most 256 MiB.
+    pub memory_size: u64,
+    /// Largest object stored. Default 16 MiB (and at most `size / 16`).
+    pub max_object_size: u64,
+    /// TTL when the origin says nothing. Default 10 minutes (`static`: 7 days).
+    pub default_ttl: Duration,
+    /// Smallest TTL a route may set. Default 1 minute (`static`: 1 minute).
+    pub min_ttl: Duration,
+    /// Largest TTL a route may set. Default 60 minutes (`static`: 7 days).
+    pub max_ttl: Duration,
+    /// Default stale-while-revalidate window. Default 30s.
+    pub stale_while_revalidate: Duration,
+    /// Default stale-if-error window. Default 10 minutes.
+    pub stale_if_error: Duration,
+    /// Who decides freshness when the origin gives none. Default
+    /// [`FreshnessMode::Policy`].
+    pub freshness: FreshnessMode,
+    /// Heuristic freshness in origin mode, as a percentage of the time since `Last-Modified`
+    /// (RFC 9111 §4.2.2). Default 0: none.
+    pub heuristic_percent: u8,
+    /// Longest heuristic freshness. Default: `max_ttl`.
+    pub heuristic_max: Duration,
+}
+
+/// The cache, as the config gives it (`[cache]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CacheSettings {
+    /// Zones in name order.
+    pub zones: Vec<ZoneSettings>,
+    /// Lower-case extensions (without dot) that go to the `static` zone.
+    pub static_extensions: Vec<String>,
+    /// Index of the zone named `static`, if any.
+    pub static_zone: Option<usize>,
+    /// How long concurrent misses wait for the first fill. Default 5s.
+    pub lock_timeout: Duration,
+    /// Targeted cache-control fields (RFC 9213), lower-case, in order of precedence. Default
+    /// [`DEFAULT_TARGETED_FIELDS`].
+    pub targeted_fields: Vec<http::HeaderName>,
+    /// Which cookies are credentials (`cache.credential_cookies`). A request with
+    /// `Authorization` or one of these cookies only shares stored responses the origin marked
+    /// shareable (see [`CredentialCookies`]). Default: every cookie.
+    pub credential_cookies: CredentialCookies,
+}
+
+/// What a route does with the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RouteCache {
+    /// Zone for this route's responses, if any.
+    pub zone: Option<usize>,
+    /// `cache = "off"`: not even static extensions are cached.
+    pub off: bool,
+    /// TTL when the origin says nothing (default: the zone's).
+    pub ttl: Option<Duration>,
+}
 
 /// One zone: its settings, storage and disk eviction manager, all `'static` as Pingora needs.
 pub struct CacheZone {
@@ -180,8 +245,8 @@ pub fn same_origin_target<'a>(value: &'a str, host: &str) -> Option<&'a str> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let same = crate::routing::strip_port(authority)
-        .eq_ignore_ascii_case(crate::routing::strip_port(host));
+    let same =
+        crate::host::strip_port(authority).eq_ignore_ascii_case(crate::host::strip_port(host));
     (same && !authority.contains('@')).then_some(path)
 }
 
@@ -229,7 +294,7 @@ fn extension(path: &str) -> Option<&str> {
 /// manager's compact key, the variant lookup: three or four times per hit).
 pub fn cache_key(https: bool, host: &str, path_and_query: &str, zone: &str) -> CacheKey {
     let scheme = if https { "https" } else { "http" };
-    let host = crate::routing::strip_port(host).to_ascii_lowercase();
+    let host = crate::host::strip_port(host).to_ascii_lowercase();
     let mut key = CacheKey::new(format!("{scheme}://{host}{path_and_query}"), zone);
     let hash = pingora_cache::key::CacheHashKey::primary_bin(&key);
     key.set_primary_bin_override(hash);
@@ -241,7 +306,7 @@ pub fn url_key(https: bool, host: &str, path_and_query: &str) -> String {
     let scheme = if https { "https" } else { "http" };
     format!(
         "{scheme}://{}{path_and_query}",
-        crate::routing::strip_port(host).to_ascii_lowercase()
+        crate::host::strip_port(host).to_ascii_lowercase()
     )
 }
 

@@ -258,7 +258,8 @@ pub struct CompressionPolicy {
 }
 
 impl Default for CompressionPolicy {
-    /// gzip 5, brotli 4, 256 bytes, [`CompressionPolicy::default_types`], 64 MiB.
+    /// [`DEFAULT_GZIP_LEVEL`], [`DEFAULT_BROTLI_QUALITY`], [`DEFAULT_MIN_SIZE`],
+    /// [`CompressionPolicy::default_types`], [`DEFAULT_MAX_DECOMPRESSED`].
     fn default() -> Self {
         CompressionPolicy::new(
             DEFAULT_GZIP_LEVEL,
@@ -342,17 +343,17 @@ impl CompressionPolicy {
         .collect()
     }
 
-    /// gzip level, 1-9. Default 5.
+    /// gzip level, 1-9. Default [`DEFAULT_GZIP_LEVEL`].
     pub fn gzip_level(&self) -> u32 {
         self.gzip_level
     }
 
-    /// Brotli quality, 0-11. Default 4.
+    /// Brotli quality, 0-11. Default [`DEFAULT_BROTLI_QUALITY`].
     pub fn brotli_quality(&self) -> u32 {
         self.brotli_quality
     }
 
-    /// Bodies whose `Content-Length` is below this are left alone. Default 256 bytes.
+    /// Bodies whose `Content-Length` is below this are left alone. Default [`DEFAULT_MIN_SIZE`].
     pub fn min_size(&self) -> usize {
         self.min_size
     }
@@ -462,7 +463,9 @@ fn mime_essence(content_type: &[u8]) -> &[u8] {
         .trim_ascii()
 }
 
-fn has_no_transform(headers: &HeaderMap) -> bool {
+/// Whether a response forbids transforming its body (`Cache-Control: no-transform`, with or
+/// without a value): the one reading of it, for compression and for what the cache stores.
+pub(crate) fn has_no_transform(headers: &HeaderMap) -> bool {
     headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
         v.as_bytes().split(|b| *b == b',').any(|directive| {
             let name = directive.split(|b| *b == b'=').next().unwrap_or_default();
@@ -998,6 +1001,20 @@ mod tests {
                 .collect();
             let _ = negotiate(Some(&v));
         }
+    }
+
+    #[test]
+    fn no_transform_with_or_without_a_value() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CACHE_CONTROL, v.parse().unwrap());
+            has_no_transform(&h)
+        };
+        assert!(with("no-transform"));
+        assert!(with("max-age=60, No-Transform"));
+        assert!(with("no-transform=1"));
+        assert!(!with("max-age=60"));
+        assert!(!with("x-no-transform"));
     }
 
     #[test]

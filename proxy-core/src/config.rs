@@ -198,14 +198,8 @@ pub struct UpstreamSettings {
     pub health_check: HealthCheckSettings,
 }
 
-/// Security headers, validated into header values.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeaderSettings {
-    /// Headers added to every response, in order.
-    pub add: Vec<(HeaderName, HeaderValue)>,
-    /// `Server` value.
-    pub server: HeaderValue,
-}
+pub use crate::cache::{CacheSettings, RouteCache, ZoneSettings};
+pub use crate::headers::HeaderSettings;
 
 /// A certificate pair on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,59 +208,6 @@ pub struct CertPaths {
     pub cert: PathBuf,
     /// Key.
     pub key: PathBuf,
-}
-
-/// One cache zone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ZoneSettings {
-    /// Zone name (`api`, `static`).
-    pub name: String,
-    /// Disk tier directory; created at start if missing.
-    pub path: PathBuf,
-    /// Disk tier bytes. Default 1 GiB.
-    pub size: u64,
-    /// Memory tier bytes. Default 1/8 of `size`, at most 256 MiB.
-    pub memory_size: u64,
-    /// Largest object stored. Default 16 MiB (and at most `size / 16`).
-    pub max_object_size: u64,
-    /// TTL when the origin says nothing. Default 10 minutes (`static`: 7 days).
-    pub default_ttl: Duration,
-    /// Smallest TTL a route may set. Default 1 minute (`static`: 1 minute).
-    pub min_ttl: Duration,
-    /// Largest TTL a route may set. Default 60 minutes (`static`: 7 days).
-    pub max_ttl: Duration,
-    /// Default stale-while-revalidate window. Default 30s.
-    pub stale_while_revalidate: Duration,
-    /// Default stale-if-error window. Default 10 minutes.
-    pub stale_if_error: Duration,
-    /// Who decides freshness when the origin gives none. Default
-    /// [`crate::cache::FreshnessMode::Policy`].
-    pub freshness: crate::cache::FreshnessMode,
-    /// Heuristic freshness in origin mode, as a percentage of the time since `Last-Modified`
-    /// (RFC 9111 §4.2.2). Default 0: none.
-    pub heuristic_percent: u8,
-    /// Longest heuristic freshness. Default: `max_ttl`.
-    pub heuristic_max: Duration,
-}
-
-/// The cache.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CacheSettings {
-    /// Zones in name order.
-    pub zones: Vec<ZoneSettings>,
-    /// Lower-case extensions (without dot) that go to the `static` zone.
-    pub static_extensions: Vec<String>,
-    /// Index of the zone named `static`, if any.
-    pub static_zone: Option<usize>,
-    /// How long concurrent misses wait for the first fill. Default 5s.
-    pub lock_timeout: Duration,
-    /// Targeted cache-control fields (RFC 9213), lower-case, in order of precedence. Default
-    /// [`crate::cache::DEFAULT_TARGETED_FIELDS`].
-    pub targeted_fields: Vec<HeaderName>,
-    /// Which cookies are credentials (`cache.credential_cookies`). A request with
-    /// `Authorization` or one of these cookies only shares stored responses the origin marked
-    /// shareable (see [`crate::cache::CredentialCookies`]). Default: every cookie.
-    pub credential_cookies: crate::cache::CredentialCookies,
 }
 
 /// Who the client is, from `[client_ip]`.
@@ -384,17 +325,6 @@ pub struct CompressionSettings {
     pub min_size: u64,
     /// Default: `compression::CompressionPolicy::default_types()`.
     pub types: Option<Vec<String>>,
-}
-
-/// What a route does with the cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RouteCache {
-    /// Zone for this route's responses, if any.
-    pub zone: Option<usize>,
-    /// `cache = "off"`: not even static extensions are cached.
-    pub off: bool,
-    /// TTL when the origin says nothing (default: the zone's).
-    pub ttl: Option<Duration>,
 }
 
 /// One route.
@@ -1187,12 +1117,13 @@ impl Validator {
                 "at most 255 classes",
             );
         }
-        let sketch_slots = raw.sketch_slots.unwrap_or(131_072);
-        if !(1024..=(1 << 24)).contains(&sketch_slots) {
+        let sketch_slots = raw.sketch_slots.unwrap_or(crate::ratelimit::DEFAULT_SLOTS);
+        let max_slots = crate::ratelimit::MAX_SLOTS;
+        if !(1024..=max_slots).contains(&sketch_slots) {
             self.err(
                 "limits.sketch_slots",
                 sketch_slots.to_string(),
-                "must be between 1024 and 16777216 (memory is 64 bytes per slot)",
+                format!("must be between 1024 and {max_slots} (memory is 64 bytes per slot)"),
             );
         }
         let mut exempt_paths = Vec::new();
@@ -1222,7 +1153,7 @@ impl Validator {
                 }
                 w
             },
-            sketch_slots: sketch_slots.clamp(1024, 1 << 24),
+            sketch_slots: sketch_slots.clamp(1024, max_slots),
             allow: self.cidrs("limits.allow", raw.allow.as_deref().unwrap_or(&[])),
             exempt_paths,
             max_connections_per_ip: raw.max_connections_per_ip.unwrap_or(0),
@@ -1362,7 +1293,9 @@ impl Validator {
     }
 
     fn compression(&mut self, raw: &RawCompression) -> CompressionSettings {
-        let gzip_level = raw.gzip_level.unwrap_or(5);
+        let gzip_level = raw
+            .gzip_level
+            .unwrap_or(crate::compression::DEFAULT_GZIP_LEVEL);
         if !(1..=9).contains(&gzip_level) {
             self.err(
                 "compression.gzip_level",
@@ -1370,7 +1303,9 @@ impl Validator {
                 "must be between 1 and 9",
             );
         }
-        let brotli_quality = raw.brotli_quality.unwrap_or(5);
+        let brotli_quality = raw
+            .brotli_quality
+            .unwrap_or(crate::compression::DEFAULT_BROTLI_QUALITY);
         if brotli_quality > 11 {
             self.err(
                 "compression.brotli_quality",
@@ -1393,7 +1328,13 @@ impl Validator {
             enabled: raw.enabled.unwrap_or(true),
             gzip_level: gzip_level.clamp(1, 9),
             brotli_quality: brotli_quality.min(11),
-            min_size: self.size("compression.min_size", &raw.min_size, 256, 0, 1 << 30),
+            min_size: self.size(
+                "compression.min_size",
+                &raw.min_size,
+                crate::compression::DEFAULT_MIN_SIZE as u64,
+                0,
+                1 << 30,
+            ),
             types: raw.types.clone(),
         }
     }
@@ -1785,40 +1726,41 @@ impl Validator {
                 "strict-transport-security",
                 &site.hsts,
                 &defaults.hsts,
-                "max-age=31536000; includeSubDomains",
+                crate::headers::recommended("strict-transport-security"),
             ),
             (
                 "content_security_policy",
                 "content-security-policy",
                 &site.content_security_policy,
                 &defaults.content_security_policy,
-                "default-src 'self'; frame-ancestors 'self'; object-src 'none'; base-uri 'self'",
+                crate::headers::recommended("content-security-policy"),
             ),
             (
                 "x_frame_options",
                 "x-frame-options",
                 &site.x_frame_options,
                 &defaults.x_frame_options,
-                "SAMEORIGIN",
+                crate::headers::recommended("x-frame-options"),
             ),
             (
                 "referrer_policy",
                 "referrer-policy",
                 &site.referrer_policy,
                 &defaults.referrer_policy,
-                "strict-origin-when-cross-origin",
+                crate::headers::recommended("referrer-policy"),
             ),
             (
                 "permissions_policy",
                 "permissions-policy",
                 &site.permissions_policy,
                 &defaults.permissions_policy,
-                "camera=(), microphone=(), geolocation=(), payment=()",
+                crate::headers::recommended("permissions-policy"),
             ),
         ];
+        let nosniff = "x-content-type-options";
         let mut add = vec![(
-            HeaderName::from_static("x-content-type-options"),
-            HeaderValue::from_static("nosniff"),
+            HeaderName::from_static(nosniff),
+            HeaderValue::from_static(crate::headers::recommended(nosniff)),
         )];
         for (key, name, own, inherited, builtin) in fixed {
             let (text, report) = match (own, inherited) {

@@ -1,7 +1,6 @@
 //! Header policy: security headers on every response, forwarded headers toward upstreams,
 //! hop-by-hop stripping and request ids.
 
-use crate::config::HeaderSettings;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -98,6 +97,27 @@ const RECOMMENDED: [(&str, &str); 6] = [
         "camera=(), microphone=(), geolocation=(), payment=()",
     ),
 ];
+
+/// The recommended value of one of the security headers a config without `[headers]` gets
+/// (`x-content-type-options`, `strict-transport-security`, `content-security-policy`,
+/// `x-frame-options`, `referrer-policy`, `permissions-policy`): the one place these defaults
+/// are written, for [`HeaderPolicy::recommended`] and the config's validator. An empty string
+/// for any other name.
+pub fn recommended(name: &str) -> &'static str {
+    RECOMMENDED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or("", |(_, v)| v)
+}
+
+/// Security headers, validated into header values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderSettings {
+    /// Headers added to every response, in order.
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    /// `Server` value.
+    pub server: HeaderValue,
+}
 
 /// The `Server` value when nothing else is said.
 const DEFAULT_SERVER: HeaderValue = HeaderValue::from_static("galion-edge");

@@ -85,6 +85,7 @@ pub mod front;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod headers;
+mod host;
 pub mod metrics;
 pub mod purge_bus;
 pub mod ratelimit;

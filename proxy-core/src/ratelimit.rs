@@ -41,6 +41,9 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(86_400);
 /// Largest sketch accepted by [`RateLimiter::new`] (2^24 slots: 1 GiB); larger requests are
 /// clamped to it.
 pub const MAX_SLOTS: usize = 1 << 24;
+
+/// Counters per hash row when the config says nothing (`limits.sketch_slots`): 131072, 8 MiB.
+pub const DEFAULT_SLOTS: usize = 131_072;
 /// The default IPv6 prefix length that forms one client key.
 pub const DEFAULT_IPV6_PREFIX_LEN: u8 = 64;
 
@@ -135,7 +138,7 @@ impl std::fmt::Debug for RateLimiter {
 impl RateLimiter {
     /// A limiter with fixed windows of `window` (whole seconds, clamped to
     /// [`MIN_WINDOW`]..=[`MAX_WINDOW`]; the config default is 60 s) and a sketch of `slots`
-    /// counters per hash row (clamped to 1..=[`MAX_SLOTS`]; the config default is 131072).
+    /// counters per hash row (clamped to 1..=[`MAX_SLOTS`]; the config default is [`DEFAULT_SLOTS`]).
     /// Memory is fixed: [`memory_bytes`](Self::memory_bytes) = 2 windows × 4 rows × `slots` ×
     /// 8 bytes (131072 slots: 8 MiB), allocated and zeroed at once by the first
     /// [`check`](Self::check) or [`record`](Self::record) (a few milliseconds for 8 MiB, once;

@@ -287,19 +287,7 @@ where
     }
 }
 
-/// `"galion.app:443"` to `"galion.app"`; `"[::1]:80"` to `"[::1]"`.
-pub fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return match host.find(']') {
-            Some(end) => &host[..=end],
-            None => host,
-        };
-    }
-    match host.rfind(':') {
-        Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
-        _ => host,
-    }
-}
+pub use crate::host::strip_port;
 
 /// Whether a request path is safe to route by prefix: no `.` or `..` segments, plain or
 /// percent-encoded, and no encoded `/`. Such paths could match one route here and mean another

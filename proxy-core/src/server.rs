@@ -227,8 +227,15 @@ pub fn add_to_server_with(
 
     if !config.listeners.https.is_empty() {
         let resolver = Arc::new(
-            SniResolver::from_config(&config)?
-                .with_client_hello_counter(current.metrics.tls_client_hellos()),
+            SniResolver::new(config.sites.iter().filter_map(|s| {
+                let paths = s.tls.as_ref()?;
+                Some((
+                    s.hosts.as_slice(),
+                    paths.cert.as_path(),
+                    paths.key.as_path(),
+                ))
+            }))?
+            .with_client_hello_counter(current.metrics.tls_client_hellos()),
         );
         let mut svc = Service::new("galion-edge https".into(), make_front(ListenerRole::Https));
         for addr in &config.listeners.https {

@@ -20,8 +20,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::config::Config;
-
 /// Why a certificate pair cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
@@ -166,20 +164,24 @@ pub struct SniResolver {
 }
 
 impl SniResolver {
-    /// Loads every site's certificate. Fails on the first pair that cannot be used.
-    pub fn from_config(config: &Config) -> Result<SniResolver, CertError> {
-        let mut sites = Vec::new();
-        for s in &config.sites {
-            let Some(paths) = &s.tls else { continue };
-            let ck = load_certified_key(&paths.cert, &paths.key)?;
-            sites.push(SiteCert {
-                hosts: s.hosts.clone(),
-                cert: paths.cert.clone(),
-                key: paths.key.clone(),
+    /// Loads each site's certificate: `sites` gives, in order, a site's host names and the
+    /// paths of its chain and key (the first site's certificate is the default). Fails on the
+    /// first pair that cannot be used.
+    pub fn new<'a>(
+        sites: impl IntoIterator<Item = (&'a [String], &'a Path, &'a Path)>,
+    ) -> Result<SniResolver, CertError> {
+        let mut loaded = Vec::new();
+        for (hosts, cert, key) in sites {
+            let ck = load_certified_key(cert, key)?;
+            loaded.push(SiteCert {
+                hosts: hosts.to_vec(),
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
                 current: ArcSwap::from_pointee(ck),
-                seen: Mutex::new((stamp(&paths.cert), stamp(&paths.key))),
+                seen: Mutex::new((stamp(cert), stamp(key))),
             });
         }
+        let sites = loaded;
         Ok(SniResolver {
             sites,
             client_hellos: None,
