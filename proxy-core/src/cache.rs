@@ -332,29 +332,56 @@ impl CredentialCookies {
     /// even empty), or a `Cookie` header holding a cookie this setting counts. An empty
     /// `Cookie` header holds no cookie.
     pub fn in_request(&self, headers: &http::HeaderMap) -> bool {
-        if headers.contains_key(header::AUTHORIZATION) {
-            return true;
+        self.scan(headers).credentials
+    }
+
+    /// What the cache needs of a request's headers, in one pass over them. Three hashed
+    /// lookups (`Authorization`, `Cookie`, `Cache-Control`) added about 470 instructions to
+    /// every cache hit; comparing the few names a request has with those standard names adds
+    /// about 100 (callgrind, 12 000 hits).
+    pub(crate) fn scan(&self, headers: &http::HeaderMap) -> RequestScan {
+        let mut scan = RequestScan::default();
+        for (name, value) in headers {
+            if name == header::AUTHORIZATION {
+                scan.credentials = true;
+            } else if name == header::COOKIE {
+                scan.credentials = scan.credentials || self.counts_in(value.as_bytes());
+            } else if name == header::CACHE_CONTROL {
+                scan.cache_control = true;
+            }
         }
-        headers.get_all(header::COOKIE).iter().any(|v| {
-            v.as_bytes().split(|b| *b == b';').any(|pair| {
-                let pair = pair.trim_ascii();
-                if pair.is_empty() {
-                    return false;
+        scan
+    }
+
+    /// Whether one `Cookie` line holds a cookie this setting counts.
+    fn counts_in(&self, line: &[u8]) -> bool {
+        line.split(|b| *b == b';').any(|pair| {
+            let pair = pair.trim_ascii();
+            if pair.is_empty() {
+                return false;
+            }
+            match self {
+                CredentialCookies::All => true,
+                CredentialCookies::Named(names) => {
+                    // A pair without `=` is a cookie with an empty name (RFC 6265bis §5.6).
+                    let name = pair
+                        .iter()
+                        .position(|b| *b == b'=')
+                        .map_or(&b""[..], |i| pair[..i].trim_ascii());
+                    names.iter().any(|n| n.as_bytes() == name)
                 }
-                match self {
-                    CredentialCookies::All => true,
-                    CredentialCookies::Named(names) => {
-                        // A pair without `=` is a cookie with an empty name (RFC 6265bis §5.6).
-                        let name = pair
-                            .iter()
-                            .position(|b| *b == b'=')
-                            .map_or(&b""[..], |i| pair[..i].trim_ascii());
-                        names.iter().any(|n| n.as_bytes() == name)
-                    }
-                }
-            })
+            }
         })
     }
+}
+
+/// What [`CredentialCookies::scan`] found in a request's headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RequestScan {
+    /// `Authorization`, or a credential cookie.
+    pub(crate) credentials: bool,
+    /// A `Cache-Control` line.
+    pub(crate) cache_control: bool,
 }
 
 /// Whether `b` may appear in a cookie name (an RFC 9110 token character).
@@ -821,6 +848,41 @@ mod tests {
         assert_ne!(of("br"), of("gzip"));
         assert_ne!(of("gzip"), of("identity"));
         assert_ne!(of("br"), of("identity"));
+    }
+
+    #[test]
+    fn credentials_are_authorization_or_a_counted_cookie() {
+        let of = |lines: &[(&str, &str)]| {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in lines {
+                h.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            h
+        };
+        let all = CredentialCookies::All;
+        let session = CredentialCookies::Named(vec!["session".into()]);
+        assert!(!all.in_request(&of(&[])));
+        assert!(!all.in_request(&of(&[("cookie", " ; ")])));
+        assert!(all.in_request(&of(&[("authorization", "")])));
+        assert!(all.in_request(&of(&[("cookie", "_ga=1")])));
+        assert!(!session.in_request(&of(&[("cookie", "_ga=1; sessionx=2")])));
+        assert!(session.in_request(&of(&[("cookie", "_ga=1"), ("cookie", " session=abc")])));
+        assert!(
+            !session.in_request(&of(&[("cookie", "Session=abc")])),
+            "case-sensitive"
+        );
+        assert!(session.in_request(&of(&[("authorization", "Bearer x")])));
+        let scan = all.scan(&of(&[("cache-control", "no-cache"), ("accept", "*/*")]));
+        assert_eq!(
+            scan,
+            RequestScan {
+                credentials: false,
+                cache_control: true
+            }
+        );
     }
 
     #[test]

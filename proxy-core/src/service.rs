@@ -338,8 +338,8 @@ pub struct RequestCtx {
     /// Why a stored response was found but not used for this request (it goes upstream and
     /// its answer is not stored under that reason); see `cache_hit_filter`.
     cache_refused: Option<&'static str>,
-    /// The request's own `Cache-Control` (all absent when it has none).
-    request_cc: cache::freshness::RequestDirectives,
+    /// The request's own `Cache-Control`, when it has one (boxed: most requests have none).
+    request_cc: Option<Box<cache::freshness::RequestDirectives>>,
     /// The fields of a `304` that validated a stored response, kept from
     /// `upstream_response_filter` for `response_cache_filter` (RFC 9111 §4.3.4).
     not_modified: Option<Box<http::HeaderMap>>,
@@ -355,6 +355,11 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// The request's `Cache-Control` directives (all absent without the header).
+    fn request_cc(&self) -> cache::freshness::RequestDirectives {
+        self.request_cc.as_deref().copied().unwrap_or_default()
+    }
+
     fn policy(&self) -> &HeaderPolicy {
         self.site
             .and_then(|s| self.state.site_headers.get(s))
@@ -665,7 +670,7 @@ impl ProxyHttp for GalionProxy {
             cache_zone: None,
             credentials: false,
             cache_refused: None,
-            request_cc: Default::default(),
+            request_cc: None,
             not_modified: None,
             peer: None,
             client: None,
@@ -782,17 +787,13 @@ impl ProxyHttp for GalionProxy {
             .cache
             .set_max_file_size_bytes(zone.settings.max_object_size as usize);
         ctx.cache_zone = Some(z);
-        ctx.credentials = ctx
-            .state
-            .config
-            .cache
-            .credential_cookies
-            .in_request(&session.req_header().headers);
+        let headers = &session.req_header().headers;
+        let scan = ctx.state.config.cache.credential_cookies.scan(headers);
+        ctx.credentials = scan.credentials;
         // A background revalidation is the cache's own request: the client's directives
         // (`only-if-cached`, `no-store`) are not its own.
-        let headers = &session.req_header().headers;
-        if session.subrequest_ctx.is_none() && headers.contains_key(header::CACHE_CONTROL) {
-            ctx.request_cc = cache::freshness::RequestDirectives::of(headers);
+        if session.subrequest_ctx.is_none() && scan.cache_control {
+            ctx.request_cc = Some(Box::new(cache::freshness::RequestDirectives::of(headers)));
         }
         Ok(())
     }
@@ -815,20 +816,20 @@ impl ProxyHttp for GalionProxy {
         }
         // The request's freshness directives (RFC 9111 §5.2.1) are obeyed where the origin alone
         // decides freshness; in policy mode the operator's TTLs do.
-        let origin_mode = ctx.cache_zone.is_some_and(|z| {
-            ctx.state.caches.zones[z].settings.freshness == cache::FreshnessMode::Origin
-        });
-        if origin_mode && ctx.request_cc.affects_reuse() {
+        let origin_mode = || {
+            ctx.cache_zone.is_some_and(|z| {
+                ctx.state.caches.zones[z].settings.freshness == cache::FreshnessMode::Origin
+            })
+        };
+        let request_cc = ctx.request_cc();
+        if request_cc.affects_reuse() && origin_mode() {
             use cache::freshness::Reuse;
             let forbids_stale = || {
                 cache::freshness::Directives::of_response(meta.headers(), targeted).forbids_stale()
             };
             let now = std::time::SystemTime::now();
             return Ok(
-                match ctx
-                    .request_cc
-                    .reuse(meta.age(), meta.fresh_until(), now, forbids_stale)
-                {
+                match request_cc.reuse(meta.age(), meta.fresh_until(), now, forbids_stale) {
                     Reuse::AsStored => None,
                     Reuse::Revalidate => Some(pingora_cache::ForcedFreshness::ForceExpired),
                     Reuse::ServeStale => Some(pingora_cache::ForcedFreshness::ForceFresh),
@@ -844,7 +845,7 @@ impl ProxyHttp for GalionProxy {
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
         // `only-if-cached` (RFC 9111 §5.2.1.7): a stored response or 504, never the origin.
-        if ctx.cache_zone.is_none() || !ctx.request_cc.only_if_cached {
+        if ctx.cache_zone.is_none() || !ctx.request_cc().only_if_cached {
             return Ok(true);
         }
         if session.cache.enabled() {
@@ -951,7 +952,7 @@ impl ProxyHttp for GalionProxy {
             ttl,
             targeted: &ctx.state.config.cache.targeted_fields,
             sent,
-            request_no_store: ctx.request_cc.no_store,
+            request_no_store: ctx.request_cc().no_store,
         };
         Ok(cache::response_cacheability(resp, &admission, zone))
     }
