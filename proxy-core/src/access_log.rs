@@ -12,6 +12,8 @@
 //! logrotate without `copytruncate`.
 
 use crate::config::{AccessLogFormat, AccessLogSettings, AccessLogTarget};
+use crate::exposition;
+use prometheus::proto::MetricFamily;
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write;
@@ -119,10 +121,29 @@ impl std::fmt::Debug for AccessLog {
     }
 }
 
+/// Why the access log could not be opened: names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("access log {target}: {source}")]
+pub struct OpenError {
+    /// The file (or `stdout`).
+    pub target: String,
+    /// What the system said.
+    #[source]
+    pub source: std::io::Error,
+}
+
 impl AccessLog {
     /// Opens the target and starts the writer thread. Fails if the file cannot be opened for
     /// appending (it is created if missing) or the thread cannot be started.
-    pub fn open(settings: &AccessLogSettings) -> std::io::Result<AccessLog> {
+    pub fn open(settings: &AccessLogSettings) -> Result<AccessLog, OpenError> {
+        let failed = |source| OpenError {
+            target: match &settings.target {
+                AccessLogTarget::File(p) => p.display().to_string(),
+                AccessLogTarget::Stdout => "stdout".into(),
+                AccessLogTarget::Off => "off".into(),
+            },
+            source,
+        };
         let dropped = Arc::new(AtomicU64::new(0));
         let (sink, path): (Box<dyn Write + Send>, _) = match &settings.target {
             AccessLogTarget::Off => {
@@ -133,13 +154,16 @@ impl AccessLog {
                 })
             }
             AccessLogTarget::Stdout => (Box::new(std::io::stdout()), None),
-            AccessLogTarget::File(p) => (Box::new(open_append(p)?), Some(p.clone())),
+            AccessLogTarget::File(p) => {
+                (Box::new(open_append(p).map_err(failed)?), Some(p.clone()))
+            }
         };
         let shared = Arc::new(Shared::default());
         let theirs = shared.clone();
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || writer(&theirs, sink, path))?;
+            .spawn(move || writer(&theirs, sink, path))
+            .map_err(failed)?;
         Ok(AccessLog {
             format: settings.format,
             handle: Some(Arc::new(Handle { shared })),
@@ -161,6 +185,18 @@ impl AccessLog {
     /// Lines dropped because the writer fell behind.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+    /// The `galion_edge_access_log_dropped_total` series, read now. Fails only on a bug in the
+    /// family's definition.
+    pub fn metric_families(&self) -> exposition::Result<Vec<MetricFamily>> {
+        let mut out = Vec::new();
+        out.extend(exposition::counters(
+            "galion_edge_access_log_dropped_total",
+            "Access-log lines dropped because the writer fell behind.",
+            &[],
+            [(vec![], self.dropped())],
+        )?);
+        Ok(out)
     }
 
     /// Formats one line and adds it to the pending buffer (written within

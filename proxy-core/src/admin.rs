@@ -21,7 +21,7 @@
 
 use crate::purge_bus::Purge;
 use crate::reload::Reloader;
-use crate::service::ProxyState;
+use crate::state::ProxyState;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
@@ -89,6 +89,7 @@ impl Admin {
         let groups_without_healthy_backend = state
             .upstreams
             .iter()
+            .map(|u| &u.group)
             .filter(|g| !g.settings().backends.iter().any(|b| g.is_healthy(*b)))
             .map(|g| g.name().to_string())
             .collect();
@@ -263,7 +264,7 @@ impl ServeHttp for Admin {
             }
             (Method::GET | Method::HEAD, "/metrics") => {
                 let state = self.state.load();
-                match state.metrics.render(&state) {
+                match state.render_metrics() {
                     Ok(text) => Response::builder()
                         .status(StatusCode::OK)
                         .header("content-type", crate::metrics::CONTENT_TYPE)

@@ -18,6 +18,7 @@ pub mod freshness;
 pub mod memory;
 pub mod storage;
 
+use crate::exposition;
 use http::header;
 use pingora_cache::key::{CacheHashKey, HashBinary};
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
@@ -25,7 +26,9 @@ use pingora_cache::{
     CacheKey, CacheMeta, CachePhase, NoCacheReason, RespCacheable, VarianceBuilder,
 };
 use pingora_http::{RequestHeader, ResponseHeader};
+use prometheus::proto::MetricFamily;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 pub use storage::{DiskEviction, DiskOp, TieredStorage, ZoneStats, ZoneUsage};
@@ -103,6 +106,33 @@ pub struct CacheZone {
     pub storage: &'static TieredStorage,
     /// Pingora's LRU over the disk tier's bytes.
     pub eviction: &'static DiskEviction,
+    /// What requests on this zone's routes did that the storage does not see: answers served
+    /// stale, requests that bypassed the cache.
+    pub requests: ZoneRequests,
+}
+
+/// A zone's request counters (see [`CacheZone::requests`]); read at scrape time as
+/// `galion_edge_cache_stale_total` and `galion_edge_cache_bypass_total`.
+#[derive(Debug, Default)]
+pub struct ZoneRequests {
+    stale: AtomicU64,
+    /// One per [`BYPASS_REASONS`] entry, in that order.
+    bypassed: [AtomicU64; BYPASS_REASONS.len()],
+}
+
+impl ZoneRequests {
+    /// Records an answer served stale (`X-Cache-Status` STALE or UPDATING).
+    pub fn stale(&self) {
+        self.stale.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a request that bypassed the cache for `reason` (one of [`BYPASS_REASONS`]; any
+    /// other is not counted).
+    pub fn bypassed(&self, reason: &str) {
+        if let Some(i) = BYPASS_REASONS.iter().position(|r| *r == reason) {
+            self.bypassed[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl std::fmt::Debug for CacheZone {
@@ -137,8 +167,22 @@ impl CacheZone {
             settings: settings.clone(),
             storage: Box::leak(Box::new(storage)),
             eviction,
+            requests: ZoneRequests::default(),
         })
     }
+}
+
+/// Why a cache zone could not be opened: names the zone and its directory.
+#[derive(Debug, thiserror::Error)]
+#[error("cache zone {zone} ({}): {source}", path.display())]
+pub struct OpenError {
+    /// The zone's name.
+    pub zone: String,
+    /// Its disk tier directory.
+    pub path: PathBuf,
+    /// What the system said.
+    #[source]
+    pub source: std::io::Error,
 }
 
 /// Every zone of a config and the shared cache lock.
@@ -162,15 +206,21 @@ impl std::fmt::Debug for Caches {
 impl Caches {
     /// Opens every zone of the config. With at least one zone, also makes `SIGXFSZ` harmless
     /// for the process (see [`survive_file_size_limit`]).
-    pub fn open(settings: &CacheSettings) -> std::io::Result<Caches> {
+    pub fn open(settings: &CacheSettings) -> Result<Caches, OpenError> {
         if !settings.zones.is_empty() {
             survive_file_size_limit();
         }
         let zones = settings
             .zones
             .iter()
-            .map(CacheZone::open)
-            .collect::<std::io::Result<Vec<_>>>()?;
+            .map(|z| {
+                CacheZone::open(z).map_err(|source| OpenError {
+                    zone: z.name.clone(),
+                    path: z.path.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let lock: Box<CacheKeyLockImpl> = CacheLock::new_boxed(settings.lock_timeout);
         Ok(Caches {
             zones,
@@ -218,6 +268,134 @@ impl Caches {
             }
         }
         n
+    }
+
+    /// The zones' series, read now from their counters: hits, misses, fills, errors,
+    /// evictions, bytes and objects per tier, stale answers and bypasses. Fails only on a bug
+    /// in a family's definition.
+    pub fn metric_families(&self) -> exposition::Result<Vec<MetricFamily>> {
+        let mut out = Vec::new();
+        struct Zone<'a> {
+            name: &'a str,
+            stats: &'a ZoneStats,
+            usage: ZoneUsage,
+            memory_evictions: u64,
+            requests: &'a ZoneRequests,
+        }
+        let zones: Vec<Zone<'_>> = self
+            .zones
+            .iter()
+            .map(|z| Zone {
+                name: z.settings.name.as_str(),
+                stats: &z.storage.stats,
+                usage: z.storage.usage(),
+                memory_evictions: z.storage.memory_evictions(),
+                requests: &z.requests,
+            })
+            .collect();
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let per_zone = |f: &dyn Fn(&Zone<'_>) -> u64| {
+            zones
+                .iter()
+                .map(|z| (vec![z.name], f(z)))
+                .collect::<Vec<_>>()
+        };
+        let per_tier = |memory: &dyn Fn(&Zone<'_>) -> u64, disk: &dyn Fn(&Zone<'_>) -> u64| {
+            zones
+                .iter()
+                .flat_map(|z| {
+                    [
+                        (vec![z.name, "memory"], memory(z)),
+                        (vec![z.name, "disk"], disk(z)),
+                    ]
+                })
+                .collect::<Vec<_>>()
+        };
+        out.extend(exposition::counters(
+            "galion_edge_cache_hits_total",
+            "Cache lookups answered from the memory or the disk tier.",
+            &["zone", "tier"],
+            per_tier(&|z| get(&z.stats.memory_hits), &|z| get(&z.stats.disk_hits)),
+        )?);
+        out.extend(exposition::counters(
+            "galion_edge_cache_misses_total",
+            "Cache lookups that found nothing.",
+            &["zone"],
+            per_zone(&|z| get(&z.stats.misses)),
+        )?);
+        out.extend(exposition::counters(
+            "galion_edge_cache_fills_total",
+            "Entries written to the cache.",
+            &["zone"],
+            per_zone(&|z| get(&z.stats.fills)),
+        )?);
+        out.extend(exposition::counters(
+            "galion_edge_cache_fill_errors_total",
+            "Cache fills that failed (disk error, aborted response).",
+            &["zone"],
+            per_zone(&|z| get(&z.stats.fill_errors)),
+        )?);
+        out.extend(exposition::counters(
+            "galion_edge_cache_corrupt_entries_total",
+            "Disk entries found corrupt and dropped.",
+            &["zone"],
+            per_zone(&|z| get(&z.stats.corrupt)),
+        )?);
+        out.extend(exposition::counters(
+            "galion_edge_cache_disk_errors_total",
+            "Disk operations of a cache zone that failed (op: read, write, remove, lost); responses \
+             are served uncached meanwhile.",
+            &["zone", "op"],
+            zones.iter().flat_map(|z| {
+                DiskOp::ALL
+                    .iter()
+                    .map(|op| (vec![z.name, op.as_str()], z.stats.disk_errors(*op)))
+            }),
+        )?);
+        out.extend(exposition::counters(
+            "galion_edge_cache_evictions_total",
+            "Entries evicted from a tier to make room.",
+            &["zone", "tier"],
+            per_tier(&|z| z.memory_evictions, &|z| get(&z.stats.disk_evictions)),
+        )?);
+        out.extend(exposition::gauges(
+            "galion_edge_cache_bytes",
+            "Bytes held by a tier (disk: rounded up to 4 KiB blocks).",
+            &["zone", "tier"],
+            per_tier(&|z| z.usage.memory_bytes, &|z| z.usage.disk_bytes)
+                .into_iter()
+                .map(|(l, v)| (l, exposition::gauge_value(v))),
+        )?);
+        out.extend(exposition::gauges(
+            "galion_edge_cache_objects",
+            "Entries held by a tier.",
+            &["zone", "tier"],
+            per_tier(&|z| z.usage.memory_objects, &|z| z.usage.disk_objects)
+                .into_iter()
+                .map(|(l, v)| (l, exposition::gauge_value(v))),
+        )?);
+        out.extend(exposition::counters(
+            "galion_edge_cache_stale_total",
+            "Answers served stale from the cache (X-Cache-Status STALE or UPDATING).",
+            &["zone"],
+            per_zone(&|z| get(&z.requests.stale)),
+        )?);
+        out.extend(exposition::counters(
+            "galion_edge_cache_bypass_total",
+            "Requests on a caching route neither served from the cache nor stored in it, by \
+             zone and reason (credentials: the request carried Authorization or a credential \
+             cookie and the origin did not mark the answer shareable; origin: Cache-Control \
+             or a missing lifetime; set-cookie; vary-star; too-large; lock; encoding; \
+             too-many-headers; error).",
+            &["zone", "reason"],
+            zones.iter().flat_map(|z| {
+                BYPASS_REASONS
+                    .iter()
+                    .zip(&z.requests.bypassed)
+                    .map(|(r, n)| (vec![z.name, *r], get(n)))
+            }),
+        )?);
+        Ok(out)
     }
 }
 

@@ -16,13 +16,16 @@
 //! Compression is meant to run before the cache stores a response, so a stored object is
 //! compressed once and cache hits pay nothing.
 
+use crate::exposition;
 use bytes::Bytes;
 use flate2::write::{GzEncoder, MultiGzDecoder};
 use flate2::Compression;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 use pingora_http::{RequestHeader, ResponseHeader};
+use prometheus::proto::MetricFamily;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Default gzip level (1-9): zlib-ng's level 5 is close to level 9's ratio at a fraction of
 /// its cost.
@@ -246,6 +249,46 @@ pub enum Plan {
     Leave,
 }
 
+/// What the compression filter did, for the admin stats and the metrics. One per proxy, kept
+/// across config swaps (a reload carries it over) so the counters only grow.
+#[derive(Debug, Default)]
+pub struct CompressionStats {
+    /// Responses compressed (gzip or brotli). Cache hits never count: they serve stored bytes.
+    pub compressed: AtomicU64,
+    /// Responses decompressed for clients that did not accept the origin's encoding.
+    pub decompressed: AtomicU64,
+}
+
+impl CompressionStats {
+    /// Counts one response the plan changes (compressed or decompressed); `Leave` counts nothing.
+    pub fn record(&self, plan: &Plan) {
+        let counter = match plan {
+            Plan::Compress(_) => &self.compressed,
+            Plan::Decompress(_) => &self.decompressed,
+            Plan::Leave => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The `galion_edge_compression_total` series, read now. Fails only on a bug in the
+    /// family's definition.
+    pub fn metric_families(&self) -> exposition::Result<Vec<MetricFamily>> {
+        let mut out = Vec::new();
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let c = self;
+        out.extend(exposition::counters(
+            "galion_edge_compression_total",
+            "Responses compressed (gzip or brotli) or decompressed for the client.",
+            &["action"],
+            [
+                (vec!["compressed"], get(&c.compressed)),
+                (vec!["decompressed"], get(&c.decompressed)),
+            ],
+        )?);
+        Ok(out)
+    }
+}
+
 /// What compression does on one site: the levels, the smallest body worth compressing, the
 /// content types compressed, and the cap on decompressed bodies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -413,6 +456,12 @@ impl CompressionPolicy {
         if req.method == Method::HEAD || req.headers.contains_key(header::RANGE) {
             return Plan::Leave;
         }
+        self.plan_body(&req.headers, resp)
+    }
+
+    /// [`CompressionPolicy::plan`] for a full body, whatever the request's method and range:
+    /// `req_headers` only give the accepted codings.
+    fn plan_body(&self, req_headers: &HeaderMap, resp: &ResponseHeader) -> Plan {
         let status = resp.status;
         if status.is_informational()
             || matches!(
@@ -434,12 +483,12 @@ impl CompressionPolicy {
         {
             return Plan::Leave;
         }
-        let accepted = Accepted::from_headers(&req.headers);
-        match upstream_coding(&resp.headers) {
-            UpstreamCoding::None => {}
-            UpstreamCoding::Known(encoding) if accepted.accepts(encoding) => return Plan::Leave,
-            UpstreamCoding::Known(encoding) => return Plan::Decompress(encoding),
-            UpstreamCoding::Other => return Plan::Leave,
+        let accepted = Accepted::from_headers(req_headers);
+        match ContentCoding::of(&resp.headers) {
+            ContentCoding::None => {}
+            ContentCoding::Known(encoding) if accepted.accepts(encoding) => return Plan::Leave,
+            ContentCoding::Known(encoding) => return Plan::Decompress(encoding),
+            ContentCoding::Other => return Plan::Leave,
         }
         if content_length(&resp.headers).is_some_and(|len| len < self.min_size as u64) {
             return Plan::Leave;
@@ -454,6 +503,66 @@ impl CompressionPolicy {
     }
 }
 
+impl CompressionPolicy {
+    /// The whole compression decision for a response from upstream, with its headers
+    /// rewritten for it ([`apply_headers`], and `Vary: Accept-Encoding` on whatever varies by
+    /// coding). What the service's `upstream_response_filter` calls; the returned plan drives
+    /// the [`BodyCoder`].
+    ///
+    /// `stored` says the response will be stored in the cache under the variant of this
+    /// request's negotiated coding ([`negotiate_headers`]). Then:
+    ///
+    /// - a `HEAD` or `Range` request is planned as the full `GET` the cache fetched for it;
+    /// - a body the origin coded itself in anything but that variant's coding is decoded
+    ///   (gzip, brotli) so a later client sharing the variant can read it, unless the response
+    ///   says `no-transform` (then [`fits_variant`] keeps it out of the cache).
+    pub fn plan_response(
+        &self,
+        req: &RequestHeader,
+        resp: &mut ResponseHeader,
+        stored: bool,
+    ) -> Plan {
+        let plan = if stored {
+            self.plan_body(&req.headers, resp)
+        } else {
+            self.plan(req, resp)
+        };
+        let plan = match (plan, ContentCoding::of(&resp.headers)) {
+            (Plan::Leave, ContentCoding::Known(origin))
+                if stored
+                    && !has_no_transform(&resp.headers)
+                    && origin != negotiate_headers(&req.headers) =>
+            {
+                Plan::Decompress(origin)
+            }
+            (plan, _) => plan,
+        };
+        apply_headers(&plan, resp);
+        // Whatever varies by coding says so: compressible types, and any body the origin coded
+        // itself (caches must not hand it to clients that cannot decode it).
+        if plan == Plan::Leave
+            && (resp.headers.contains_key(header::CONTENT_ENCODING)
+                || self
+                    .is_compressible(resp.headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes())))
+        {
+            ensure_vary_accept_encoding(resp);
+        }
+        plan
+    }
+}
+
+/// Whether a response's body, in the coding its `Content-Encoding` names, may be stored under
+/// the cache variant of a request with `req_headers` (keyed by [`negotiate_headers`]): an
+/// uncoded body always, a gzip or brotli body only under its own coding's variant, any other
+/// coding (or several) never.
+pub fn fits_variant(req_headers: &HeaderMap, resp_headers: &HeaderMap) -> bool {
+    match ContentCoding::of(resp_headers) {
+        ContentCoding::None => true,
+        ContentCoding::Known(coding) => coding == negotiate_headers(req_headers),
+        ContentCoding::Other => false,
+    }
+}
+
 /// The `type/subtype` of a `Content-Type` value, without parameters or whitespace.
 fn mime_essence(content_type: &[u8]) -> &[u8] {
     content_type
@@ -465,7 +574,7 @@ fn mime_essence(content_type: &[u8]) -> &[u8] {
 
 /// Whether a response forbids transforming its body (`Cache-Control: no-transform`, with or
 /// without a value): the one reading of it, for compression and for what the cache stores.
-pub(crate) fn has_no_transform(headers: &HeaderMap) -> bool {
+pub fn has_no_transform(headers: &HeaderMap) -> bool {
     headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
         v.as_bytes().split(|b| *b == b',').any(|directive| {
             let name = directive.split(|b| *b == b'=').next().unwrap_or_default();
@@ -479,32 +588,37 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
     v.trim().parse().ok()
 }
 
-enum UpstreamCoding {
+/// The coding of a response body, read from its `Content-Encoding`: the one parser of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentCoding {
     /// No `Content-Encoding`, an empty one or `identity`.
     None,
-    /// One coding the proxy can decode.
+    /// One coding the proxy can decode (gzip, `x-gzip`, brotli).
     Known(Encoding),
     /// Anything else, including several codings.
     Other,
 }
 
-fn upstream_coding(headers: &HeaderMap) -> UpstreamCoding {
-    let mut values = headers.get_all(header::CONTENT_ENCODING).iter();
-    let Some(first) = values.next() else {
-        return UpstreamCoding::None;
-    };
-    if values.next().is_some() {
-        return UpstreamCoding::Other;
-    }
-    let v = first.as_bytes().trim_ascii();
-    if v.is_empty() || v.eq_ignore_ascii_case(b"identity") {
-        UpstreamCoding::None
-    } else if v.eq_ignore_ascii_case(b"br") {
-        UpstreamCoding::Known(Encoding::Brotli)
-    } else if v.eq_ignore_ascii_case(b"gzip") || v.eq_ignore_ascii_case(b"x-gzip") {
-        UpstreamCoding::Known(Encoding::Gzip)
-    } else {
-        UpstreamCoding::Other
+impl ContentCoding {
+    /// Reads every `Content-Encoding` line of `headers` (any case, surrounding spaces allowed).
+    pub fn of(headers: &HeaderMap) -> ContentCoding {
+        let mut values = headers.get_all(header::CONTENT_ENCODING).iter();
+        let Some(first) = values.next() else {
+            return ContentCoding::None;
+        };
+        if values.next().is_some() {
+            return ContentCoding::Other;
+        }
+        let v = first.as_bytes().trim_ascii();
+        if v.is_empty() || v.eq_ignore_ascii_case(b"identity") {
+            ContentCoding::None
+        } else if v.eq_ignore_ascii_case(b"br") {
+            ContentCoding::Known(Encoding::Brotli)
+        } else if v.eq_ignore_ascii_case(b"gzip") || v.eq_ignore_ascii_case(b"x-gzip") {
+            ContentCoding::Known(Encoding::Gzip)
+        } else {
+            ContentCoding::Other
+        }
     }
 }
 
@@ -1283,6 +1397,95 @@ mod tests {
         ];
         for (what, rq, rs) in &cases {
             assert_eq!(p.plan(rq, rs), Plan::Leave, "{what}");
+        }
+    }
+
+    #[test]
+    fn the_stored_variant_is_planned_for_the_full_body_in_its_own_coding() {
+        let policy = CompressionPolicy::default();
+        let big_js = || resp(200, &[JS, BIG]);
+        let plan = |r: &RequestHeader, mut p: ResponseHeader, stored: bool| {
+            let plan = policy.plan_response(r, &mut p, stored);
+            (plan, p)
+        };
+        // A cacheable HEAD or Range request stores the full GET's body: planned as that.
+        let head = req("HEAD", Some("gzip"));
+        assert_eq!(
+            plan(&head, big_js(), true).0,
+            Plan::Compress(Encoding::Gzip)
+        );
+        assert_eq!(plan(&head, big_js(), false).0, Plan::Leave);
+        let mut range = req("GET", Some("br"));
+        range.insert_header("range", "bytes=0-9").expect("header");
+        assert_eq!(
+            plan(&range, big_js(), true).0,
+            Plan::Compress(Encoding::Brotli)
+        );
+        assert_eq!(plan(&range, big_js(), false).0, Plan::Leave);
+        // The origin's own gzip, for a client that accepts it but negotiates br: passed through
+        // when not stored; decoded when stored under the br variant's key.
+        let gz = || resp(200, &[JS, BIG, ("content-encoding", "gzip")]);
+        let both = req("GET", Some("gzip, br"));
+        assert_eq!(plan(&both, gz(), false).0, Plan::Leave);
+        let (stored, headers) = plan(&both, gz(), true);
+        assert_eq!(stored, Plan::Decompress(Encoding::Gzip));
+        assert!(headers.headers.get("content-encoding").is_none());
+        // ... unless the origin forbids transforming it: left, and kept out of that variant.
+        let nt = resp(
+            200,
+            &[
+                JS,
+                BIG,
+                ("content-encoding", "gzip"),
+                ("cache-control", "no-transform"),
+            ],
+        );
+        let (left, headers) = plan(&both, nt, true);
+        assert_eq!(left, Plan::Leave);
+        assert!(!fits_variant(&both.headers, &headers.headers));
+        assert_eq!(header(&headers, "vary"), Some("Accept-Encoding"));
+        // The variant's own coding is stored as it is.
+        let (same, headers) = plan(&req("GET", Some("gzip")), gz(), true);
+        assert_eq!(same, Plan::Leave);
+        assert!(fits_variant(
+            &req("GET", Some("gzip")).headers,
+            &headers.headers
+        ));
+    }
+
+    #[test]
+    fn what_fits_a_variant() {
+        let ce = |v: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in v {
+                h.append("content-encoding", HeaderValue::from_str(v).expect("value"));
+            }
+            h
+        };
+        let gzip = req("GET", Some("gzip")).headers.clone();
+        let br = req("GET", Some("br, gzip")).headers.clone();
+        let none = req("GET", None).headers.clone();
+        for (coding, fits) in [
+            (vec![], [true, true, true]),
+            (vec!["identity"], [true, true, true]),
+            (vec![" "], [true, true, true]),
+            (vec!["gzip"], [true, false, false]),
+            (vec!["X-GZIP"], [true, false, false]),
+            (vec!["br"], [false, true, false]),
+            (vec!["deflate"], [false, false, false]),
+            (vec!["gzip", "br"], [false, false, false]),
+            (vec!["gzip, br"], [false, false, false]),
+        ] {
+            let h = ce(&coding);
+            assert_eq!(
+                [
+                    fits_variant(&gzip, &h),
+                    fits_variant(&br, &h),
+                    fits_variant(&none, &h)
+                ],
+                fits,
+                "{coding:?}"
+            );
         }
     }
 

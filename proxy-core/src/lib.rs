@@ -81,6 +81,7 @@ pub mod client_ip;
 pub mod compression;
 pub mod config;
 pub mod errors;
+mod exposition;
 pub mod front;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -94,6 +95,7 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod service;
+pub mod state;
 pub mod tls;
 pub mod upstream;
 
@@ -109,7 +111,8 @@ pub use server::{
     add_to_server, add_to_server_with, build_server, build_server_with, BuildError, ProxyOptions,
     RunOptions,
 };
-pub use service::{GalionProxy, ListenerRole, ProxyState};
+pub use service::{GalionProxy, ListenerRole};
+pub use state::{ProxyState, StateError};
 
 /// Re-exported Pingora crates, at the versions this library is built with (0.9.1).
 pub mod pingora {

@@ -29,9 +29,7 @@
 
 use crate::cache::Caches;
 use crate::redis_link::{FailKind, Op, RedisLink};
-use crate::service::ProxyState;
 use ::redis::Script;
-use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use std::collections::VecDeque;
 use std::path::Path;
@@ -238,6 +236,8 @@ impl SyncPoint {
 /// subscriber and publishes its queue.
 pub struct PurgeBus {
     link: Arc<RedisLink>,
+    /// The zones purges apply to (the same across reloads).
+    caches: Arc<Caches>,
     channel: String,
     seq_key: String,
     epoch_key: String,
@@ -255,9 +255,21 @@ impl std::fmt::Debug for PurgeBus {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::redis_link::LinkUser for PurgeBus {
+    async fn connected(&self) {
+        self.flush_queue().await;
+    }
+
+    async fn run(&self) {
+        self.run_subscriber().await;
+    }
+}
+
 impl PurgeBus {
-    /// A bus on `channel` through `link` (keys under the link's `key_prefix`).
-    pub fn new(link: Arc<RedisLink>, channel: &str) -> PurgeBus {
+    /// A bus on `channel` through `link` (keys under the link's `key_prefix`), applying other
+    /// instances' purges to `caches`.
+    pub fn new(link: Arc<RedisLink>, channel: &str, caches: Arc<Caches>) -> PurgeBus {
         let prefix = &link.settings().key_prefix;
         PurgeBus {
             seq_key: format!("{prefix}purge:seq"),
@@ -267,6 +279,7 @@ impl PurgeBus {
             queue: tokio::sync::Mutex::new(VecDeque::new()),
             last: std::sync::Mutex::new(None),
             link,
+            caches,
         }
     }
 
@@ -341,14 +354,13 @@ impl PurgeBus {
         true
     }
 
-    /// Subscribes and applies other instances' purges to the zones of `state`'s current
-    /// state, resubscribing every `retry_interval` after a loss; runs until dropped. Each
+    /// Subscribes and applies other instances' purges to the bus's zones, resubscribing every `retry_interval` after a loss; runs until dropped. Each
     /// (re)subscription resyncs as the module docs say.
-    pub async fn run_subscriber(&self, state: &ArcSwap<ProxyState>) {
+    pub async fn run_subscriber(&self) {
         let retry = self.link.settings().retry_interval;
         let mut told_lost = false;
         loop {
-            match self.subscribe_once(state).await {
+            match self.subscribe_once().await {
                 Ok(()) => {
                     told_lost = false;
                     log::warn!(
@@ -372,7 +384,7 @@ impl PurgeBus {
 
     /// One subscription: connect, subscribe, resync, then apply messages until the connection
     /// ends (`Ok`), or the error that prevented it.
-    async fn subscribe_once(&self, state: &ArcSwap<ProxyState>) -> Result<(), ::redis::RedisError> {
+    async fn subscribe_once(&self) -> Result<(), ::redis::RedisError> {
         let limit = self.link.settings().connect_timeout;
         let timed_out =
             || ::redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
@@ -409,24 +421,23 @@ impl PurgeBus {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        self.resync(state, point);
+        self.resync(point);
         let mut messages = pubsub.on_message();
         while let Some(msg) = messages.next().await {
             let Ok(text) = std::str::from_utf8(msg.get_payload_bytes()) else {
                 continue;
             };
-            self.receive(state, text);
+            self.receive(text);
         }
         Ok(())
     }
 
     /// Compares the point read from Redis after subscribing with the last one applied, clears
     /// the zones that cannot be proved fresh, and records the point.
-    fn resync(&self, state: &ArcSwap<ProxyState>, now: SyncPoint) {
-        let st = state.load();
+    fn resync(&self, now: SyncPoint) {
         let last = self.last.lock().map(|l| l.clone()).unwrap_or(None);
         let mut cleared = Vec::new();
-        for z in &st.caches.zones {
+        for z in &self.caches.zones {
             let fresh = match &last {
                 Some(l) => *l == now,
                 // First sync of this process: the zone's file says what it saw before.
@@ -458,12 +469,12 @@ impl PurgeBus {
                 now.encode().trim_end()
             );
         }
-        self.set_last(&st.caches, now);
+        self.set_last(&self.caches, now);
     }
 
     /// Handles one message: applies another instance's purge, skips this instance's own, and
     /// clears everything on a gap in the sequence.
-    fn receive(&self, state: &ArcSwap<ProxyState>, text: &str) {
+    fn receive(&self, text: &str) {
         let mut parts = text.splitn(5, ' ');
         let (Some(epoch), Some(seq), Some(origin), Some(what), arg) = (
             parts.next(),
@@ -482,14 +493,18 @@ impl PurgeBus {
             epoch: epoch.to_string(),
             seq,
         };
-        let st = state.load();
         let last = self.last.lock().map(|l| l.clone()).unwrap_or(None);
         if let Some(l) = &last {
             if l.covers(&point) {
                 return;
             }
             if !l.followed_by(&point) {
-                let n: usize = st.caches.zones.iter().map(|z| z.storage.purge_all()).sum();
+                let n: usize = self
+                    .caches
+                    .zones
+                    .iter()
+                    .map(|z| z.storage.purge_all())
+                    .sum();
                 if n > 0 {
                     self.link
                         .stats
@@ -501,14 +516,14 @@ impl PurgeBus {
                     l.encode().trim_end(),
                     point.encode().trim_end()
                 );
-                self.set_last(&st.caches, point);
+                self.set_last(&self.caches, point);
                 return;
             }
         }
         if origin != self.link.instance_id() {
             match Purge::decode(what, arg) {
                 Some(p) => {
-                    let n = p.apply(&st.caches).unwrap_or(0);
+                    let n = p.apply(&self.caches).unwrap_or(0);
                     self.link
                         .stats
                         .purges_applied
@@ -518,7 +533,7 @@ impl PurgeBus {
                 None => log::warn!("purge fan-out: unknown purge {what:?} from {origin}"),
             }
         }
-        self.set_last(&st.caches, point);
+        self.set_last(&self.caches, point);
     }
 
     /// Records `point` as applied, in memory and in every zone's sync file.

@@ -24,11 +24,12 @@
 //! never per request.
 
 use crate::config::{redact_url, RedisSettings};
-use crate::service::ProxyState;
-use arc_swap::{ArcSwap, ArcSwapOption};
+use crate::exposition;
+use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
+use prometheus::proto::MetricFamily;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -361,51 +362,122 @@ impl RedisLink {
     pub(crate) fn poke(&self) {
         self.wake.notify_one();
     }
+
+    /// The link's series, read now from its counters: up, transitions, errors, rate-limit
+    /// decisions, purge fan-out. Fails only on a bug in a family's definition.
+    pub fn metric_families(&self) -> exposition::Result<Vec<MetricFamily>> {
+        let s = &self.stats;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let mut out = Vec::new();
+        out.extend(exposition::gauges(
+            "galion_edge_redis_up",
+            "1 while the request path uses Redis (shared limits, purges published), 0 while it \
+             decides locally and retries.",
+            &[],
+            [(vec![], i64::from(self.is_up()))],
+        )?);
+        out.extend(exposition::counters(
+            "galion_edge_redis_transitions_total",
+            "Times the Redis link came up or went down.",
+            &["to"],
+            [
+                (vec!["up"], get(&s.came_up)),
+                (vec!["down"], get(&s.went_down)),
+            ],
+        )?);
+        let errors: Vec<(Vec<&str>, u64)> = Op::ALL
+            .iter()
+            .flat_map(|op| {
+                FailKind::ALL
+                    .iter()
+                    .map(move |k| (vec![op.label(), k.label()], s.errors_of(*op, *k)))
+            })
+            .collect();
+        out.extend(exposition::counters(
+            "galion_edge_redis_errors_total",
+            "Redis commands that failed, by what they were for and how.",
+            &["op", "kind"],
+            errors,
+        )?);
+        out.extend(exposition::counters(
+            "galion_edge_ratelimit_decisions_total",
+            "Rate-limit decisions with [limits] backend = \"redis\": by=\"redis\" one round trip, \
+             by=\"refused_locally\" refused without one (Redis refused the client and its wait has \
+             not passed), by=\"fallback\" the local limiter because Redis was down or slow.",
+            &["by"],
+            [
+                (vec!["redis"], get(&s.limit_redis)),
+                (vec!["refused_locally"], get(&s.limit_refused_locally)),
+                (vec!["fallback"], get(&s.limit_fallback)),
+            ],
+        )?);
+        out.extend(exposition::counters(
+            "galion_edge_purge_fanout_total",
+            "Cache purges through Redis: published by this instance, queued while Redis was \
+             unreachable, applied from other instances, and whole-cache clears after purges may \
+             have been missed (resync_clear).",
+            &["event"],
+            [
+                (vec!["published"], get(&s.purges_published)),
+                (vec!["queued"], get(&s.purges_queued)),
+                (vec!["applied"], get(&s.purges_applied)),
+                (vec!["resync_clear"], get(&s.purge_resync_clears)),
+            ],
+        )?);
+        Ok(out)
+    }
 }
 
-/// The Pingora background service that keeps the [`RedisLink`] of the proxy up (reconnecting
-/// every `retry_interval` while it is down), publishes queued purges, and runs the purge
-/// subscription ([`crate::purge_bus::PurgeBus::run_subscriber`]).
+/// Work that runs on a [`RedisLink`] beside its maintenance: the purge bus
+/// ([`crate::purge_bus::PurgeBus`]) is one. [`RedisService`] drives it.
+#[async_trait]
+pub trait LinkUser: Send + Sync {
+    /// Called each time the link has (re)connected: publish what waited meanwhile.
+    async fn connected(&self);
+    /// Runs for as long as the service does (a subscription, resubscribing after losses).
+    async fn run(&self);
+}
+
+/// The Pingora background service that keeps a [`RedisLink`] up (reconnecting every
+/// `retry_interval` while it is down) and drives its [`LinkUser`] (the purge bus: queued
+/// purges published after each reconnection, and its subscription).
 pub struct RedisService {
-    state: Arc<ArcSwap<ProxyState>>,
+    link: Arc<RedisLink>,
+    user: Option<Arc<dyn LinkUser>>,
 }
 
 impl RedisService {
-    /// The service for the proxy whose state is `state`. It does nothing if the state has no
-    /// Redis link. The link is the same across reloads (`[redis]` changes need a restart).
-    pub fn new(state: Arc<ArcSwap<ProxyState>>) -> Self {
-        RedisService { state }
+    /// The service keeping `link` up and driving `user`. Both are the same across reloads
+    /// (`[redis]` changes need a restart).
+    pub fn new(link: Arc<RedisLink>, user: Option<Arc<dyn LinkUser>>) -> Self {
+        RedisService { link, user }
     }
 }
 
 #[async_trait]
 impl BackgroundService for RedisService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let (link, bus) = {
-            let s = self.state.load();
-            (s.redis.clone(), s.purge_bus.clone())
-        };
-        let Some(link) = link else { return };
+        let link = &self.link;
         let retry = link.settings().retry_interval;
         let maintain = async {
             loop {
                 if link.connect().await {
-                    if let Some(bus) = &bus {
-                        bus.flush_queue().await;
+                    if let Some(user) = &self.user {
+                        user.connected().await;
                     }
                 }
                 link.wait(retry).await;
             }
         };
-        let subscribe = async {
-            match &bus {
-                Some(bus) => bus.run_subscriber(&self.state).await,
+        let run = async {
+            match &self.user {
+                Some(user) => user.run().await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             _ = maintain => {}
-            _ = subscribe => {}
+            _ = run => {}
             _ = shutdown.changed() => {}
         }
     }

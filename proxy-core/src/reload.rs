@@ -12,7 +12,7 @@
 //! applies the rest.
 
 use crate::config::{Config, ConfigError, ConfigErrors};
-use crate::service::ProxyState;
+use crate::state::{ProxyState, StateError};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
@@ -33,7 +33,7 @@ pub enum ReloadError {
     Config(ConfigErrors),
     /// The new state could not be built (the access log or a backend could not be set up).
     #[error("building the new config: {0}")]
-    Io(#[from] std::io::Error),
+    State(#[from] StateError),
 }
 
 impl ReloadError {

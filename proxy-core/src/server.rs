@@ -11,7 +11,8 @@ use crate::front::Front;
 use crate::headers::HeaderPolicy;
 use crate::reload::{Reloader, SignalHandler};
 use crate::routing::{HostPathDecider, RouteDecider};
-use crate::service::{GalionProxy, ListenerRole, ProxyState};
+use crate::service::{GalionProxy, ListenerRole};
+use crate::state::{ProxyState, StateError};
 use crate::tls::{CertError, CertReloader, SniResolver};
 use crate::upstream::HealthChecker;
 use arc_swap::ArcSwap;
@@ -32,9 +33,10 @@ pub enum BuildError {
     /// A certificate could not be loaded (only possible if it changed since validation).
     #[error("certificate: {0}")]
     Certificate(#[from] CertError),
-    /// The access log or a backend could not be set up.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
+    /// The compiled state could not be built: a cache zone, the access log, an upstream
+    /// group or the Redis link (the error names which).
+    #[error(transparent)]
+    State(#[from] StateError),
     /// Pingora refused a setting.
     #[error("pingora: {0}")]
     Pingora(String),
@@ -285,12 +287,29 @@ pub fn add_to_server_with(
     }
     server.add_service(background_service(
         "health checks",
-        HealthChecker::new(state.clone()),
+        HealthChecker::new({
+            let state = state.clone();
+            Box::new(move || {
+                state
+                    .load()
+                    .upstreams
+                    .iter()
+                    .map(|u| u.group.clone())
+                    .collect()
+            })
+        }),
     ));
-    if current.redis.is_some() {
+    if let Some(link) = &current.redis {
+        // The link and the purge bus are the same across reloads (`[redis]` needs a restart).
         server.add_service(background_service(
             "redis",
-            crate::redis_link::RedisService::new(state.clone()),
+            crate::redis_link::RedisService::new(
+                link.clone(),
+                current
+                    .purge_bus
+                    .clone()
+                    .map(|b| b as Arc<dyn crate::redis_link::LinkUser>),
+            ),
         ));
     }
     crate::reload::install_signal_dispositions();

@@ -12,20 +12,15 @@
 //! | `fail_to_proxy` | 502/504/4xx with a short body and the security headers | [`errors`](crate::errors) |
 //! | `logging` | one access-log line; the request's metrics | [`access_log`](crate::access_log), [`metrics`](crate::metrics) |
 
-use crate::access_log::{AccessLog, AccessRecord};
+use crate::access_log::AccessRecord;
 use crate::cache::{self, Caches};
-use crate::client_ip::{ClientIpResolver, TrustedProxies};
-use crate::compression::{self, BodyCoder, CompressionPolicy, Plan};
-use crate::config::Config;
+use crate::compression::{self, BodyCoder};
 use crate::errors::{answer_for, body_for};
 use crate::headers::{self, HeaderPolicy, X_REQUEST_ID};
-use crate::metrics::{InFlight, MetricHandles, Metrics};
-use crate::purge_bus::PurgeBus;
-use crate::ratelimit::redis::RedisLimiter;
-use crate::ratelimit::{self, ConnLimiter, Decision, LimitClass, RateLimiter};
-use crate::redis_link::RedisLink;
-use crate::routing::{path_is_clean, HostPathDecider, RouteDecider, RouteError, RouteTable};
-use crate::upstream::UpstreamGroup;
+use crate::metrics::{InFlight, RequestMetrics};
+use crate::ratelimit::{self, Decision};
+use crate::routing::{path_is_clean, HostPathDecider, RouteDecider, RouteError};
+use crate::state::{Class, ProxyState, Route, Site, Upstream};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -38,246 +33,6 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Everything a request needs from the config, compiled. Swapped whole on reload.
-#[derive(Debug)]
-pub struct ProxyState {
-    /// The validated config.
-    pub config: Arc<Config>,
-    /// Host and path routing.
-    pub routes: RouteTable,
-    /// Upstream groups, indexed like `config.upstreams`.
-    pub upstreams: Vec<Arc<UpstreamGroup>>,
-    /// Header policy per site, indexed like `config.sites`.
-    pub site_headers: Vec<HeaderPolicy>,
-    /// Header policy for answers that belong to no site (unknown host).
-    pub default_headers: HeaderPolicy,
-    /// The access log.
-    pub access_log: AccessLog,
-    /// Cache zones (shared across reloads: the same zones stay open).
-    pub caches: Arc<Caches>,
-    /// Who the client is.
-    pub client_ip: ClientIpResolver,
-    /// Requests per client and class (one fixed-size sketch).
-    pub limiter: Arc<RateLimiter>,
-    /// Concurrent requests per client.
-    pub conn_limiter: Arc<ConnLimiter>,
-    /// Limit classes, indexed like `config.limits.classes`.
-    pub limit_classes: Vec<LimitClass>,
-    limit_policies: Vec<HeaderValue>,
-    limit_allow: TrustedProxies,
-    /// The link to `[redis]`, if configured (the same across reloads).
-    pub redis: Option<Arc<RedisLink>>,
-    /// Rate limits counted in Redis, with `[limits] backend = "redis"`; `limiter` answers
-    /// while Redis cannot.
-    pub redis_limiter: Option<Arc<RedisLimiter>>,
-    /// Purges fanned out to the other instances, with a `[redis] purge_channel`.
-    pub purge_bus: Option<Arc<PurgeBus>>,
-    /// Response compression, if enabled.
-    pub compression: Option<CompressionPolicy>,
-    /// Compression counters (the same `Arc` as [`Metrics::compression_stats`], so they
-    /// outlive a state swap with the metrics).
-    pub compression_stats: Arc<CompressionStats>,
-    /// The proxy's metrics (shared across state swaps, as the caches are).
-    pub metrics: Arc<Metrics>,
-    /// The metrics' handles for this config's sites, routes, groups, zones and classes.
-    pub(crate) metric_handles: MetricHandles,
-}
-
-/// What the compression filter did, for the admin stats and the metrics.
-#[derive(Debug, Default)]
-pub struct CompressionStats {
-    /// Responses compressed (gzip or brotli). Cache hits never count: they serve stored bytes.
-    pub compressed: std::sync::atomic::AtomicU64,
-    /// Responses decompressed for clients that did not accept the origin's encoding.
-    pub decompressed: std::sync::atomic::AtomicU64,
-}
-
-impl ProxyState {
-    /// Compiles a validated config, opening its cache zones and starting fresh metrics. Fails
-    /// only if the access log or a cache zone cannot be opened or a backend address cannot be
-    /// used.
-    pub fn new(config: Arc<Config>) -> std::io::Result<ProxyState> {
-        let caches = Arc::new(Caches::open(&config.cache)?);
-        Self::with_caches(config, caches)
-    }
-
-    /// Compiles a config around already-open cache zones, with fresh metrics (every counter at
-    /// zero). Fails as [`ProxyState::new`] does.
-    pub fn with_caches(config: Arc<Config>, caches: Arc<Caches>) -> std::io::Result<ProxyState> {
-        let metrics = Metrics::new().map_err(std::io::Error::other)?;
-        Self::with_shared(config, caches, Arc::new(metrics))
-    }
-
-    /// Compiles a config around the cache zones and metrics of a state it replaces, so a swap
-    /// keeps the cache and every counter (a reload builds the new state this way). `caches`
-    /// must have been opened for the same zones as `config` names. Fails as
-    /// [`ProxyState::new`] does.
-    pub fn with_shared(
-        config: Arc<Config>,
-        caches: Arc<Caches>,
-        metrics: Arc<Metrics>,
-    ) -> std::io::Result<ProxyState> {
-        Self::build(config, caches, metrics, None)
-    }
-
-    /// Compiles a config that replaces `previous` (a reload): as [`ProxyState::with_shared`]
-    /// with `previous`'s cache zones and metrics, and it also keeps what did not change so
-    /// nothing restarts from zero: the rate limiter when `limits.window` and
-    /// `limits.sketch_slots` are the same (counts carry over; changed class rates apply to
-    /// them), the connection limiter when `max_connections_per_ip` is the same, the access log
-    /// when `[access_log]` is the same (one writer thread, its dropped counter continues), and
-    /// each upstream group whose settings are the same (its health state carries over).
-    /// `config.cache.zones` must equal `previous`'s. Fails as [`ProxyState::new`] does.
-    pub fn reloaded(config: Arc<Config>, previous: &ProxyState) -> std::io::Result<ProxyState> {
-        Self::build(
-            config,
-            previous.caches.clone(),
-            previous.metrics.clone(),
-            Some(previous),
-        )
-    }
-
-    fn build(
-        config: Arc<Config>,
-        caches: Arc<Caches>,
-        metrics: Arc<Metrics>,
-        previous: Option<&ProxyState>,
-    ) -> std::io::Result<ProxyState> {
-        let metric_handles = metrics
-            .handles(&config, &caches)
-            .map_err(std::io::Error::other)?;
-        let limits = &config.limits;
-        let limit_classes: Vec<LimitClass> = limits
-            .classes
-            .iter()
-            .enumerate()
-            .map(|(i, c)| LimitClass {
-                id: i as u8,
-                name: c.name.clone(),
-                rate: c.rate,
-                burst: c.burst,
-            })
-            .collect();
-        let limit_policies = limit_classes
-            .iter()
-            .map(|c| ratelimit::policy_header(c, limits.window))
-            .collect();
-        let upstreams = config
-            .upstreams
-            .iter()
-            .map(|u| {
-                let same = previous.and_then(|p| p.upstreams.iter().find(|g| g.settings() == u));
-                match same {
-                    Some(g) => Ok(g.clone()),
-                    None => UpstreamGroup::new(u).map(Arc::new),
-                }
-            })
-            .collect::<std::io::Result<Vec<_>>>()?;
-        let old_limits = previous.map(|p| &p.config.limits);
-        let limiter = match previous {
-            Some(p)
-                if old_limits.is_some_and(|o| {
-                    o.window == limits.window && o.sketch_slots == limits.sketch_slots
-                }) =>
-            {
-                p.limiter.clone()
-            }
-            _ => Arc::new(RateLimiter::new(limits.window, limits.sketch_slots)),
-        };
-        let conn_limiter = match previous {
-            Some(p)
-                if old_limits
-                    .is_some_and(|o| o.max_connections_per_ip == limits.max_connections_per_ip) =>
-            {
-                p.conn_limiter.clone()
-            }
-            _ => Arc::new(ConnLimiter::new(limits.max_connections_per_ip)),
-        };
-        let access_log = match previous {
-            Some(p) if p.config.access_log == config.access_log => p.access_log.clone(),
-            _ => AccessLog::open(&config.access_log)?,
-        };
-        let (redis, redis_limiter, purge_bus) = redis_parts(&config, previous)?;
-        Ok(ProxyState {
-            routes: RouteTable::new(&config),
-            upstreams,
-            site_headers: config
-                .sites
-                .iter()
-                .map(|s| HeaderPolicy::new(&s.headers))
-                .collect(),
-            default_headers: HeaderPolicy::new(&config.default_headers),
-            access_log,
-            caches,
-            client_ip: ClientIpResolver::new(
-                TrustedProxies::new(config.client_ip.trusted.clone()),
-                config.client_ip.header.clone(),
-            ),
-            limiter,
-            conn_limiter,
-            limit_classes,
-            limit_policies,
-            limit_allow: TrustedProxies::new(limits.allow.clone()),
-            redis,
-            redis_limiter,
-            purge_bus,
-            compression: config.compression.enabled.then(|| {
-                let c = &config.compression;
-                CompressionPolicy::new(
-                    c.gzip_level,
-                    c.brotli_quality,
-                    c.min_size as usize,
-                    c.types
-                        .clone()
-                        .unwrap_or_else(CompressionPolicy::default_types),
-                )
-            }),
-            compression_stats: metrics.compression_stats(),
-            metrics,
-            metric_handles,
-            config,
-        })
-    }
-}
-
-type RedisParts = (
-    Option<Arc<RedisLink>>,
-    Option<Arc<RedisLimiter>>,
-    Option<Arc<PurgeBus>>,
-);
-
-/// The Redis link, shared limiter and purge bus of `config`, keeping `previous`'s where they
-/// still fit (a reload keeps `[redis]` as running, so the link always carries over).
-fn redis_parts(config: &Config, previous: Option<&ProxyState>) -> std::io::Result<RedisParts> {
-    let Some(settings) = &config.redis else {
-        return Ok((None, None, None));
-    };
-    let link = match previous.and_then(|p| p.redis.clone()) {
-        Some(l) if l.settings() == settings => l,
-        _ => Arc::new(RedisLink::new(settings).map_err(std::io::Error::other)?),
-    };
-    let limits = &config.limits;
-    let limiter = (limits.backend == crate::config::LimitBackend::Redis).then(|| {
-        match previous.and_then(|p| p.redis_limiter.clone().map(|r| (p, r))) {
-            Some((p, r))
-                if Arc::ptr_eq(r.link(), &link)
-                    && p.config.limits.window == limits.window
-                    && p.config.limits.classes == limits.classes =>
-            {
-                r
-            }
-            _ => Arc::new(RedisLimiter::new(link.clone(), limits.window)),
-        }
-    });
-    let bus = settings.purge_channel.as_ref().map(|channel| {
-        match previous.and_then(|p| p.purge_bus.clone()) {
-            Some(b) if b.channel() == channel => b,
-            _ => Arc::new(PurgeBus::new(link.clone(), channel)),
-        }
-    });
-    Ok((Some(link), limiter, bus))
-}
 
 /// What a listener does with requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,7 +101,8 @@ pub struct RequestCtx {
     peer: Option<IpAddr>,
     client: Option<IpAddr>,
     conn_guard: Option<pingora_limits::inflight::Guard>,
-    rate: Option<(usize, u32, u32)>,
+    /// The rate-limit headers' remaining count and reset, when the route's class allowed it.
+    rate: Option<(u32, u32)>,
     coder: Option<BodyCoder>,
     in_flight: Option<InFlight>,
     /// A cache hit's body chunk held back over HTTP/2 until the next one (or the end) is known;
@@ -360,10 +116,39 @@ impl RequestCtx {
         self.request_cc.as_deref().copied().unwrap_or_default()
     }
 
+    /// The site the request was routed to (or whose host it named).
+    fn site(&self) -> Option<&Site> {
+        self.state.sites.get(self.site?)
+    }
+
+    /// The route the request was routed to.
+    fn route(&self) -> Option<&Route> {
+        self.state.route(self.site?, self.route?)
+    }
+
+    /// The route's rate-limit class.
+    fn class(&self) -> Option<&Class> {
+        self.route()?.class.as_deref()
+    }
+
+    /// The upstream group the request goes to.
+    fn upstream(&self) -> Option<&Upstream> {
+        self.state.upstreams.get(self.upstream?)
+    }
+
+    /// The metrics the request is counted under: its route's, else its site's, else those of
+    /// requests that matched no site.
+    fn request_metrics(&self) -> &RequestMetrics {
+        match (self.site(), self.route()) {
+            (_, Some(r)) => &r.metrics,
+            (Some(s), None) => &s.unrouted,
+            (None, None) => &self.state.unrouted,
+        }
+    }
+
     fn policy(&self) -> &HeaderPolicy {
-        self.site
-            .and_then(|s| self.state.site_headers.get(s))
-            .unwrap_or(&self.state.default_headers)
+        self.site()
+            .map_or(&self.state.default_headers, |s| &s.headers)
     }
 }
 
@@ -504,20 +289,15 @@ async fn linger(session: &mut Session) {
 
 /// Why a request was refused by a limit.
 enum Refusal {
-    /// Too many requests in the window for this class.
-    Rate { class: usize, retry_after: u32 },
-    /// Too many requests in flight from this client (on a route of this class, if any).
-    Concurrency { class: Option<usize> },
+    /// Too many requests in the window for the route's class.
+    Rate { retry_after: u32 },
+    /// Too many requests in flight from this client.
+    Concurrency,
 }
 
 impl GalionProxy {
     /// Applies the connection cap and the route's rate class to the resolved client.
-    async fn check_limits(
-        &self,
-        ctx: &mut RequestCtx,
-        class: Option<usize>,
-        path: &str,
-    ) -> Option<Refusal> {
+    async fn check_limits(&self, ctx: &mut RequestCtx, path: &str) -> Option<Refusal> {
         let state = ctx.state.clone();
         let ip = ctx.client?;
         if state.limit_allow.contains(ip)
@@ -532,27 +312,22 @@ impl GalionProxy {
         }
         match state.conn_limiter.acquire(ip) {
             Ok(guard) => ctx.conn_guard = guard,
-            Err(_) => return Some(Refusal::Concurrency { class }),
+            Err(_) => return Some(Refusal::Concurrency),
         }
-        let class = class?;
+        let class = state.route(ctx.site?, ctx.route?)?.class.as_deref()?;
         let decision = match &state.redis_limiter {
-            Some(shared) => {
-                shared
-                    .check(&state.limiter, &state.limit_classes[class], ip)
-                    .await
-            }
-            None => state.limiter.check(&state.limit_classes[class], ip),
+            Some(shared) => shared.check(&state.limiter, &class.limit, ip).await,
+            None => state.limiter.check(&class.limit, ip),
         };
         match decision {
             Decision::Allow {
                 remaining,
                 reset_secs,
             } => {
-                ctx.rate = Some((class, remaining, reset_secs));
+                ctx.rate = Some((remaining, reset_secs));
                 None
             }
             Decision::Deny { retry_after_secs } => Some(Refusal::Rate {
-                class,
                 retry_after: retry_after_secs,
             }),
         }
@@ -565,29 +340,32 @@ impl GalionProxy {
         ctx: &mut RequestCtx,
         why: Refusal,
     ) -> Result<bool> {
-        let handles = &ctx.state.metric_handles;
-        let (retry_after, class) = match why {
-            Refusal::Rate { class, retry_after } => {
-                handles.rate_rejected(class);
-                (retry_after, Some(class))
+        let class = ctx.class();
+        let retry_after = match why {
+            Refusal::Rate { retry_after } => {
+                if let Some(c) = class {
+                    c.metrics.rate_rejected();
+                }
+                retry_after
             }
-            Refusal::Concurrency { class } => {
-                handles.concurrency_rejected(class);
-                (1, None)
+            Refusal::Concurrency => {
+                class
+                    .map_or(&ctx.state.unclassed, |c| &c.metrics)
+                    .concurrency_rejected();
+                1
             }
         };
         let mut extra = vec![(header::RETRY_AFTER, HeaderValue::from(retry_after))];
-        let mut json = false;
-        if let Some(c) = class {
-            let st = &ctx.state;
-            extra.push((ratelimit::RATELIMIT_POLICY, st.limit_policies[c].clone()));
+        // The ratelimit headers describe the class's window: a concurrency refusal is not one.
+        let rate_class = class.filter(|_| matches!(why, Refusal::Rate { .. }));
+        if let Some(c) = rate_class {
+            extra.push((ratelimit::RATELIMIT_POLICY, c.policy.clone()));
             extra.push((
                 ratelimit::RATELIMIT,
-                ratelimit::ratelimit_header(&st.limit_classes[c], 0, retry_after),
+                ratelimit::ratelimit_header(&c.limit, 0, retry_after),
             ));
-            json = st.config.limits.classes[c].json;
         }
-        let (body, content_type) = if json {
+        let (body, content_type) = if rate_class.is_some_and(|c| c.json) {
             (
                 Bytes::from(format!(
                     "{{\"error\":\"too_many_requests\",\"retry_after\":{retry_after}}}"
@@ -724,8 +502,7 @@ impl ProxyHttp for GalionProxy {
             Err(RouteError::NoRoute { site }) => site,
             Err(RouteError::UnknownHost) => return refuse(session, ctx, 421).await,
         };
-        let sites = &ctx.state.config.sites;
-        ctx.site = (site < sites.len()).then_some(site);
+        ctx.site = (site < ctx.state.sites.len()).then_some(site);
         let path = req.uri.path();
         if !path_is_clean(path) {
             return refuse(session, ctx, 400).await;
@@ -734,9 +511,7 @@ impl ProxyHttp for GalionProxy {
             Ok(d) => d,
             Err(_) => return refuse(session, ctx, 404).await,
         };
-        let exists = sites
-            .get(decision.site)
-            .is_some_and(|s| decision.route < s.routes.len())
+        let exists = ctx.state.route(decision.site, decision.route).is_some()
             && decision.upstream < ctx.state.upstreams.len();
         if !exists {
             log::warn!(
@@ -746,7 +521,7 @@ impl ProxyHttp for GalionProxy {
         }
         ctx.route = Some(decision.route);
         ctx.upstream = Some(decision.upstream);
-        let limit = ctx.state.config.sites[decision.site].routes[decision.route].max_body_size;
+        let limit = ctx.route().map_or(0, |r| r.max_body_size);
         ctx.body_limit = limit;
         let declared = req
             .headers
@@ -756,22 +531,20 @@ impl ProxyHttp for GalionProxy {
         if declared.is_some_and(|n| n > limit) {
             return refuse(session, ctx, 413).await;
         }
-        let class = ctx.state.config.sites[decision.site].routes[decision.route].limit;
-        if let Some(refusal) = self.check_limits(ctx, class, path).await {
+        if let Some(refusal) = self.check_limits(ctx, path).await {
             return self.too_many(session, ctx, refusal).await;
         }
         Ok(false)
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
-        let (Some(site), Some(route)) = (ctx.site, ctx.route) else {
+        let Some(rc) = ctx.route().map(|r| r.cache) else {
             return Ok(());
         };
         let req = session.req_header();
         if req.method != Method::GET && req.method != Method::HEAD {
             return Ok(());
         }
-        let rc = ctx.state.config.sites[site].routes[route].cache;
         let Some(z) = ctx.state.caches.zone_for(&rc, req.uri.path()) else {
             return Ok(());
         };
@@ -901,13 +674,12 @@ impl ProxyHttp for GalionProxy {
         resp: &ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<pingora_cache::RespCacheable> {
-        let (Some(z), Some(site), Some(route)) = (ctx.cache_zone, ctx.site, ctx.route) else {
+        let (Some(z), Some(route)) = (ctx.cache_zone, ctx.route()) else {
             return Ok(pingora_cache::RespCacheable::Uncacheable(
                 pingora_cache::NoCacheReason::NeverEnabled,
             ));
         };
         let zone = &ctx.state.caches.zones[z].settings;
-        let route = &ctx.state.config.sites[site].routes[route];
         // The route's TTL applies to its own zone; static-extension requests get the static
         // zone's default.
         let ttl = match route.cache.zone {
@@ -915,24 +687,12 @@ impl ProxyHttp for GalionProxy {
             _ => zone.default_ttl,
         };
         let req = session.req_header();
-        // The body is stored under the variant of this request's negotiated encoding: a body in
-        // any other encoding (the origin's own, left as is) must not be stored there.
-        let stored = resp
-            .headers
-            .get(header::CONTENT_ENCODING)
-            .map(|v| v.as_bytes().trim_ascii().to_ascii_lowercase());
-        if let Some(enc) = stored.filter(|e| !e.is_empty() && e.as_slice() != b"identity") {
-            let wanted = compression::negotiate_headers(&req.headers);
-            let same = match wanted {
-                compression::Encoding::Gzip => enc == b"gzip" || enc == b"x-gzip",
-                compression::Encoding::Brotli => enc == b"br",
-                compression::Encoding::Identity => false,
-            };
-            if !same {
-                return Ok(pingora_cache::RespCacheable::Uncacheable(
-                    pingora_cache::NoCacheReason::Custom("encoding-variant-mismatch"),
-                ));
-            }
+        // The body is stored under the variant of this request's negotiated coding: a body in
+        // any other coding (the origin's own, left as is) must not be stored there.
+        if !compression::fits_variant(&req.headers, &resp.headers) {
+            return Ok(pingora_cache::RespCacheable::Uncacheable(
+                pingora_cache::NoCacheReason::Custom("encoding-variant-mismatch"),
+            ));
         }
         // A 304 that validated a stored response: its fields update the stored ones (Pingora's
         // merge, which `resp` is, takes only a few).
@@ -983,10 +743,11 @@ impl ProxyHttp for GalionProxy {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let _ = session;
-        let (Some(site), Some(route), Some(up)) = (ctx.site, ctx.route, ctx.upstream) else {
+        let (Some(route), Some(up)) = (ctx.route(), ctx.upstream()) else {
             return Error::e_explain(ErrorType::InternalError, "request was not routed");
         };
-        let group = ctx.state.upstreams[up].clone();
+        let read_timeout = route.read_timeout;
+        let group = up.group.clone();
         // A backend not tried yet; when all were tried (Pingora retrying a request that failed
         // on a reused keepalive connection), any backend again.
         let Some(addr) = group.select(&ctx.tried).or_else(|| group.select(&[])) else {
@@ -1000,7 +761,6 @@ impl ProxyHttp for GalionProxy {
         ctx.tried.push(addr);
         ctx.upstream_addr = Some(addr);
         ctx.upstream_start = Some(Instant::now());
-        let read_timeout = ctx.state.config.sites[site].routes[route].read_timeout;
         Ok(Box::new(group.peer(addr, read_timeout)))
     }
 
@@ -1011,14 +771,14 @@ impl ProxyHttp for GalionProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(u) = ctx.upstream {
-            let timed_out = matches!(e.etype(), ErrorType::ConnectTimedout);
-            ctx.state.metric_handles.connect_failed(u, timed_out);
-        }
-        let backends = ctx
-            .upstream
-            .and_then(|u| ctx.state.upstreams.get(u))
-            .map_or(0, |g| g.settings().backends.len());
+        let backends = match ctx.upstream() {
+            Some(u) => {
+                let timed_out = matches!(e.etype(), ErrorType::ConnectTimedout);
+                u.metrics.connect_failed(timed_out);
+                u.group.settings().backends.len()
+            }
+            None => 0,
+        };
         // Nothing was sent yet, so another backend can take the request.
         if ctx.tried.len() < backends {
             e.set_retry(true);
@@ -1036,8 +796,8 @@ impl ProxyHttp for GalionProxy {
         _digest: Option<&pingora_core::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(u) = ctx.upstream {
-            ctx.state.metric_handles.upstream_connected(u, reused);
+        if let Some(u) = ctx.upstream() {
+            u.metrics.connected(reused);
         }
         Ok(())
     }
@@ -1133,63 +893,8 @@ impl ProxyHttp for GalionProxy {
             resp.remove_header(&n);
         }
         if let Some(policy) = &ctx.state.compression {
-            let req = session.req_header();
-            // A cacheable HEAD or Range request was fetched upstream as a full GET: plan for the
-            // stored object, not for this request's view of it.
-            let plan = if session.cache.enabled()
-                && (req.method == Method::HEAD || req.headers.contains_key(header::RANGE))
-            {
-                let mut full = RequestHeader::build(Method::GET, b"/", None)?;
-                for ae in req.headers.get_all(header::ACCEPT_ENCODING) {
-                    full.append_header(header::ACCEPT_ENCODING, ae.clone())?;
-                }
-                policy.plan(&full, resp)
-            } else {
-                policy.plan(req, resp)
-            };
-            let plan = match plan {
-                // The origin's encoding would be stored under this request's variant key
-                // (br, gzip or identity): a later client sharing the key must be able to read it.
-                // (`response_cache_filter` refuses to store whatever still does not match.)
-                Plan::Leave
-                    if session.cache.enabled() && !compression::has_no_transform(&resp.headers) =>
-                {
-                    let origin = resp
-                        .headers
-                        .get(header::CONTENT_ENCODING)
-                        .map(|v| v.as_bytes().trim_ascii().to_ascii_lowercase());
-                    let wanted = compression::negotiate_headers(&req.headers);
-                    match origin.as_deref() {
-                        Some(b"gzip" | b"x-gzip") if wanted != compression::Encoding::Gzip => {
-                            Plan::Decompress(compression::Encoding::Gzip)
-                        }
-                        Some(b"br") if wanted != compression::Encoding::Brotli => {
-                            Plan::Decompress(compression::Encoding::Brotli)
-                        }
-                        _ => Plan::Leave,
-                    }
-                }
-                p => p,
-            };
-            compression::apply_headers(&plan, resp);
-            // Whatever varies by encoding says so: compressible types, and any body the origin
-            // encoded itself (caches must not hand it to clients that cannot decode it).
-            if plan == Plan::Leave
-                && (resp.headers.contains_key(header::CONTENT_ENCODING)
-                    || policy.is_compressible(
-                        resp.headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
-                    ))
-            {
-                compression::ensure_vary_accept_encoding(resp);
-            }
-            let counter = match plan {
-                Plan::Compress(_) => Some(&ctx.state.compression_stats.compressed),
-                Plan::Decompress(_) => Some(&ctx.state.compression_stats.decompressed),
-                Plan::Leave => None,
-            };
-            if let Some(c) = counter {
-                c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
+            let plan = policy.plan_response(session.req_header(), resp, session.cache.enabled());
+            ctx.state.compression_stats.record(&plan);
             ctx.coder = BodyCoder::new(&plan, policy);
         }
         Ok(())
@@ -1231,15 +936,11 @@ impl ProxyHttp for GalionProxy {
         ctx.policy().apply(resp);
         // `&'static str` names: Pingora copies a `HeaderName` to keep its case, not these.
         resp.insert_header("x-request-id", ctx.request_id.clone())?;
-        if let Some((class, remaining, reset)) = ctx.rate {
-            let st = &ctx.state;
-            resp.insert_header(
-                ratelimit::RATELIMIT_POLICY,
-                st.limit_policies[class].clone(),
-            )?;
+        if let (Some((remaining, reset)), Some(class)) = (ctx.rate, ctx.class()) {
+            resp.insert_header(ratelimit::RATELIMIT_POLICY, class.policy.clone())?;
             resp.insert_header(
                 ratelimit::RATELIMIT,
-                ratelimit::ratelimit_header(&st.limit_classes[class], remaining, reset),
+                ratelimit::ratelimit_header(&class.limit, remaining, reset),
             )?;
         }
         if self.role != ListenerRole::Redirect
@@ -1307,10 +1008,10 @@ impl ProxyHttp for GalionProxy {
         let answer = answer_for(e);
         // Connect timeouts were counted by `fail_to_connect`.
         if let (Some(u), ErrorType::ReadTimedout | ErrorType::WriteTimedout) =
-            (ctx.upstream, e.etype())
+            (ctx.upstream(), e.etype())
         {
             if e.esource() == &pingora_error::ErrorSource::Upstream {
-                ctx.state.metric_handles.upstream_timed_out(u);
+                u.metrics.timed_out();
             }
         }
         // The connection is closed after an error: say so, or keepalive clients retry into a reset.
@@ -1340,31 +1041,28 @@ impl ProxyHttp for GalionProxy {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let duration = ctx.start.elapsed();
         let bytes_sent = session.as_downstream().body_bytes_sent();
-        let handles = &ctx.state.metric_handles;
         if session.subrequest_ctx.is_none() {
-            handles.request(
-                ctx.site,
-                ctx.route,
+            ctx.request_metrics().record(
                 status,
                 duration,
                 bytes_sent,
                 session.as_downstream().body_bytes_read(),
             );
-            if let Some(z) = ctx.cache_zone {
+            if let Some(zone) = ctx.cache_zone.and_then(|z| ctx.state.caches.zones.get(z)) {
                 let phase = session.cache.phase();
                 if matches!(
                     phase,
                     pingora_cache::CachePhase::Stale | pingora_cache::CachePhase::StaleUpdating
                 ) {
-                    handles.stale(z);
+                    zone.requests.stale();
                 }
                 if let Some(reason) = cache::bypass_reason(phase) {
-                    handles.bypassed(z, reason);
+                    zone.requests.bypassed(reason);
                 }
             }
         }
-        if let (Some(u), Some(t)) = (ctx.upstream, ctx.upstream_time) {
-            handles.upstream_response(u, t);
+        if let (Some(u), Some(t)) = (ctx.upstream(), ctx.upstream_time) {
+            u.metrics.response(t);
         }
         let hdr = |name: header::HeaderName| {
             req.headers
@@ -1372,10 +1070,7 @@ impl ProxyHttp for GalionProxy {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
         };
-        let site = ctx
-            .site
-            .and_then(|s| ctx.state.config.sites.get(s))
-            .map_or("-", |s| s.name.as_str());
+        let site = ctx.site().map_or("-", |s| s.name.as_str());
         let protocol = match req.version {
             http::Version::HTTP_2 => "HTTP/2.0",
             http::Version::HTTP_10 => "HTTP/1.0",

@@ -6,8 +6,7 @@
 //! [`UpstreamGroup::peer`] builds the [`HttpPeer`] with our timeouts: Pingora sets none.
 
 use crate::config::{HealthCheckKind, UpstreamSettings};
-use crate::service::ProxyState;
-use arc_swap::ArcSwap;
+use crate::exposition;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -16,6 +15,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_load_balancing::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, LoadBalancer};
+use prometheus::proto::MetricFamily;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +25,17 @@ use std::time::Duration;
 pub struct UpstreamGroup {
     settings: UpstreamSettings,
     lb: Arc<LoadBalancer<RoundRobin>>,
+}
+
+/// Why an upstream group could not be built from its (validated) settings.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The backend list could not be turned into a load balancer's backends.
+    #[error("backends: {0}")]
+    Backends(#[source] std::io::Error),
+    /// The HTTP health check's request could not be built from its path.
+    #[error("health check request: {0}")]
+    HealthCheckRequest(#[source] Box<pingora_error::Error>),
 }
 
 impl std::fmt::Debug for UpstreamGroup {
@@ -38,8 +49,9 @@ impl std::fmt::Debug for UpstreamGroup {
 
 impl UpstreamGroup {
     /// Builds the group and its health check from validated settings.
-    pub fn new(settings: &UpstreamSettings) -> std::io::Result<UpstreamGroup> {
-        let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(settings.backends.iter().copied())?;
+    pub fn new(settings: &UpstreamSettings) -> Result<UpstreamGroup, UpstreamError> {
+        let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(settings.backends.iter().copied())
+            .map_err(UpstreamError::Backends)?;
         let hc = &settings.health_check;
         match &hc.kind {
             HealthCheckKind::None => {}
@@ -60,7 +72,7 @@ impl UpstreamGroup {
                 check.peer_template.options.total_connection_timeout = Some(hc.timeout);
                 check.peer_template.options.read_timeout = Some(hc.timeout);
                 let mut req = RequestHeader::build("GET", path.as_bytes(), None)
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    .map_err(UpstreamError::HealthCheckRequest)?;
                 let _ = req.insert_header("Host", "localhost");
                 let _ = req.insert_header("User-Agent", "galion-edge-health-check");
                 check.req = req;
@@ -135,19 +147,47 @@ impl UpstreamGroup {
     }
 }
 
+/// The `galion_edge_backend_up` series of `groups`, read now from their health state. Fails
+/// only on a bug in the family's definition.
+pub fn backend_families(groups: &[Arc<UpstreamGroup>]) -> exposition::Result<Vec<MetricFamily>> {
+    let mut out = Vec::new();
+    let backends: Vec<(String, String, bool)> = groups
+        .iter()
+        .flat_map(|g| {
+            g.settings()
+                .backends
+                .iter()
+                .map(|b| (g.name().to_string(), b.to_string(), g.is_healthy(*b)))
+        })
+        .collect();
+    out.extend(exposition::gauges(
+        "galion_edge_backend_up",
+        "1 while the backend is in rotation (its health check passes, or it has none), else 0.",
+        &["upstream", "backend"],
+        backends
+            .iter()
+            .map(|(g, b, up)| (vec![g.as_str(), b.as_str()], i64::from(*up))),
+    )?);
+    Ok(out)
+}
+
 /// Runs the health checks of the current state's groups, each at its group's interval, until
 /// shutdown. It follows state swaps: a group added by a reload is checked from the next tick
 /// (every 100 ms it looks at which groups are due), a removed one is no longer checked, and a
 /// rebuilt one (changed settings) is checked at once.
 pub struct HealthChecker {
-    state: Arc<ArcSwap<ProxyState>>,
+    groups: GroupSource,
 }
 
+/// Where a [`HealthChecker`] reads the groups to check, at every tick: the groups of the
+/// state running now (the server passes the current state's groups).
+pub type GroupSource = Box<dyn Fn() -> Vec<Arc<UpstreamGroup>> + Send + Sync>;
+
 impl HealthChecker {
-    /// A checker for the groups of whatever state `state` holds. Groups with `kind = "none"`
-    /// are skipped.
-    pub fn new(state: Arc<ArcSwap<ProxyState>>) -> Self {
-        HealthChecker { state }
+    /// A checker for whatever groups `groups` returns at each tick. Groups with
+    /// `kind = "none"` are skipped.
+    pub fn new(groups: GroupSource) -> Self {
+        HealthChecker { groups }
     }
 }
 
@@ -172,10 +212,9 @@ impl BackgroundService for HealthChecker {
                 _ = tick.tick() => {}
             }
             let now = tokio::time::Instant::now();
-            let state = self.state.load_full();
+            let groups = (self.groups)();
             let checked = || {
-                state
-                    .upstreams
+                groups
                     .iter()
                     .filter(|g| g.settings.health_check.kind != HealthCheckKind::None)
             };

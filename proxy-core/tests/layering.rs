@@ -12,18 +12,12 @@ use std::path::Path;
 /// Cycles (strongly connected components of more than one module) that exist today, each sorted.
 /// The building blocks that left them: `headers` and `tls` (their settings no longer come from
 /// `config`), `cache` (its settings types live in `cache`, host names in `host`), `compression`
-/// and the purge bus's query parsing (`percent_decode`).
-const KNOWN_CYCLES: &[&[&str]] = &[&[
-    "access_log",
-    "config",
-    "metrics",
-    "purge_bus",
-    "ratelimit",
-    "redis_link",
-    "routing",
-    "service",
-    "upstream",
-]];
+/// and the purge bus's query parsing (`percent_decode`); then everything around `ProxyState`,
+/// which moved to `state` (the background services are built with what they use, each source
+/// exports its own metric families, so `metrics`, `upstream`, `redis_link` and `purge_bus` no
+/// longer name it). Left: `config` names `ratelimit` (its defaults), whose Redis limiter uses
+/// the link, whose settings type lives in `config`.
+const KNOWN_CYCLES: &[&[&str]] = &[&["config", "ratelimit", "redis_link"]];
 
 /// Every top-level module and the modules its non-test code names.
 fn graph() -> BTreeMap<String, BTreeSet<String>> {

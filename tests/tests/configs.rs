@@ -861,11 +861,23 @@ fn the_grafana_dashboard_parses_and_queries_exported_metrics() {
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let panels = v["panels"].as_array().unwrap();
     assert!(panels.len() >= 9, "{} panels", panels.len());
-    // Every metric a panel or an alert queries is one the proxy exports.
-    let exported = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../proxy-core/src/metrics.rs"),
-    )
-    .unwrap();
+    // Every metric a panel or an alert queries is one the proxy exports: named in the source
+    // of proxy-core (each source exports its own families).
+    fn sources(dir: &Path, out: &mut String) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push_str(&std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    let mut exported = String::new();
+    sources(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../proxy-core/src"),
+        &mut exported,
+    );
     let alerts = std::fs::read_to_string(dir.join("alerts.yml")).unwrap();
     for source in [text.as_str(), alerts.as_str()] {
         for (i, _) in source.match_indices("galion_edge_") {
