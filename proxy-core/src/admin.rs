@@ -19,6 +19,7 @@
 //! `{"purged": N, "fanout": "published"}`, or `"queued"` while Redis is unreachable (see
 //! [`crate::purge_bus`]).
 
+use crate::listeners::unbound;
 use crate::purge_bus::Purge;
 use crate::reload::Reloader;
 use crate::state::ProxyState;
@@ -164,63 +165,6 @@ impl Admin {
 
 pub use crate::purge_bus::percent_decode;
 
-/// The addresses in `want` that no listening TCP socket of this process is bound to (matched
-/// by port: the process cannot hold two listeners on one port with different addresses that
-/// the config would accept). On Linux, from `/proc`; elsewhere none (assumed bound).
-fn unbound(want: &[SocketAddr]) -> Vec<SocketAddr> {
-    if !cfg!(target_os = "linux") {
-        return Vec::new();
-    }
-    let mut listening: Vec<(u16, u64)> = Vec::new();
-    for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
-        if let Ok(text) = std::fs::read_to_string(table) {
-            listening.extend(listening_sockets(&text));
-        }
-    }
-    listening.retain(|(port, _)| want.iter().any(|a| a.port() == *port));
-    let ours: Vec<u64> = if listening.is_empty() {
-        Vec::new()
-    } else {
-        std::fs::read_dir("/proc/self/fd")
-            .map(|dir| {
-                dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-                    .filter_map(|target| socket_inode(&target.to_string_lossy()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    want.iter()
-        .filter(|a| {
-            !listening
-                .iter()
-                .any(|(port, inode)| *port == a.port() && ours.contains(inode))
-        })
-        .copied()
-        .collect()
-}
-
-/// `(local port, inode)` of each LISTEN line of a `/proc/net/tcp` or `tcp6` table.
-fn listening_sockets(table: &str) -> impl Iterator<Item = (u16, u64)> + '_ {
-    table.lines().skip(1).filter_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-        if f.len() < 10 || f[3] != "0A" {
-            return None;
-        }
-        let (_, port) = f[1].rsplit_once(':')?;
-        Some((u16::from_str_radix(port, 16).ok()?, f[9].parse().ok()?))
-    })
-}
-
-/// The inode of a `/proc/self/fd` link target `socket:[N]`.
-fn socket_inode(target: &str) -> Option<u64> {
-    target
-        .strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
-}
-
 fn answer(status: StatusCode, body: serde_json::Value) -> Response<Vec<u8>> {
     let body = body.to_string().into_bytes();
     Response::builder()
@@ -327,35 +271,5 @@ impl ServeHttp for Admin {
                 serde_json::json!({"error": "not found"}),
             ),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn listening_sockets_from_a_proc_table() {
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 100 0 0 10 0
-   1: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 12399 1 0000000000000000 20 4 30 10 -1
-   2: 00000000000000000000000001000000:2383 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 777 1 0000000000000000 100 0 0 10 0
-";
-        let got: Vec<(u16, u64)> = listening_sockets(table).collect();
-        assert_eq!(got, vec![(8080, 12345), (9091, 777)]);
-        assert_eq!(socket_inode("socket:[12345]"), Some(12345));
-        assert_eq!(socket_inode("pipe:[12345]"), None);
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn a_listener_of_this_process_is_seen_bound() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let bound = l.local_addr().expect("addr");
-        let free = {
-            let t = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            t.local_addr().expect("addr")
-        };
-        assert_eq!(unbound(&[bound, free]), vec![free]);
     }
 }

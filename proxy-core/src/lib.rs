@@ -87,6 +87,7 @@ pub mod front;
 pub mod fuzzing;
 pub mod headers;
 mod host;
+pub mod listeners;
 pub mod metrics;
 pub mod purge_bus;
 pub mod ratelimit;

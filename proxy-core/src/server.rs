@@ -312,6 +312,19 @@ pub fn add_to_server_with(
             ),
         ));
     }
+    let listeners: Vec<std::net::SocketAddr> = config
+        .listeners
+        .https
+        .iter()
+        .chain(&config.listeners.http_proxy)
+        .chain(&config.listeners.http)
+        .chain(&config.admin_listen)
+        .copied()
+        .collect();
+    server.add_service(background_service(
+        "ready",
+        crate::listeners::ReadyAnnouncer::new(listeners),
+    ));
     crate::reload::install_signal_dispositions();
     server.add_service(background_service(
         "config reload",

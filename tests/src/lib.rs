@@ -91,6 +91,8 @@ pub struct Ports {
 /// The running proxy. Killed on drop.
 pub struct Proxy {
     child: Child,
+    /// The stderr file of the running process (its log), where it says it is ready.
+    log: PathBuf,
     pub ports: Ports,
     pub dir: PathBuf,
     pub config_path: PathBuf,
@@ -125,7 +127,8 @@ impl Proxy {
             let config_path = dir.join("galion.toml");
             std::fs::write(&config_path, text).unwrap();
             let stdout = std::fs::File::create(dir.join("stdout.log")).unwrap();
-            let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
+            let log = dir.join("stderr.log");
+            let stderr = std::fs::File::create(&log).unwrap();
             let child = Command::new(bin)
                 .args(["run", "-c"])
                 .arg(&config_path)
@@ -136,6 +139,7 @@ impl Proxy {
                 .expect("spawn galion-edge");
             let mut proxy = Proxy {
                 child,
+                log,
                 ports,
                 dir: dir.to_path_buf(),
                 config_path,
@@ -148,47 +152,21 @@ impl Proxy {
         panic!("proxy did not start: {last_err}");
     }
 
+    /// Waits until the running process logs its ready line (every listener is bound by it:
+    /// `proxy_core::listeners::READY`), or fails when it exits or `limit` passes.
     fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
-        let ports: Vec<u16> = [
-            self.ports.https,
-            self.ports.http,
-            self.ports.plain,
-            self.ports.admin,
-        ]
-        .into_iter()
-        .filter(|p| *p != 0)
-        .collect();
         loop {
+            if read(&self.log).contains(proxy_core::listeners::READY) {
+                return Ok(());
+            }
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("exited with {status}: {}", self.stderr()));
             }
-            let listening = |p: u16| {
-                [
-                    SocketAddr::from(([127, 0, 0, 1], p)),
-                    SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, p)),
-                ]
-                .iter()
-                .any(|a| {
-                    // A connect to a port in the ephemeral range that nothing listens on can
-                    // be given that same port as its source and "succeed" by connecting to
-                    // itself (TCP simultaneous open): that is not the proxy listening.
-                    TcpStream::connect_timeout(a, Duration::from_millis(200))
-                        .is_ok_and(|c| c.local_addr().ok() != c.peer_addr().ok())
-                })
-            };
-            if ports.iter().all(|p| listening(*p)) {
-                // The ports answer; make sure it is our process that holds them.
-                std::thread::sleep(Duration::from_millis(50));
-                if let Ok(Some(status)) = self.child.try_wait() {
-                    return Err(format!("exited with {status}: {}", self.stderr()));
-                }
-                return Ok(());
-            }
             if Instant::now() > deadline {
-                return Err(format!("not listening after {limit:?}: {}", self.stderr()));
+                return Err(format!("not ready after {limit:?}: {}", self.stderr()));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -222,7 +200,8 @@ impl Proxy {
     /// ports, and waits until it listens.
     pub fn restart(&mut self, bin: &str) {
         let stdout = std::fs::File::create(self.dir.join("stdout.log")).unwrap();
-        let stderr = std::fs::File::create(self.dir.join("stderr-restart.log")).unwrap();
+        self.log = self.dir.join("stderr-restart.log");
+        let stderr = std::fs::File::create(&self.log).unwrap();
         self.child = Command::new(bin)
             .args(["run", "-c"])
             .arg(&self.config_path)
@@ -246,7 +225,8 @@ impl Proxy {
         // A leftover socket file would look like the new process is waiting already.
         let _ = std::fs::remove_file(&sock);
         let stdout = std::fs::File::create(self.dir.join("stdout-upgrade.log")).unwrap();
-        let stderr = std::fs::File::create(self.dir.join("stderr-upgrade.log")).unwrap();
+        let upgrade_log = self.dir.join("stderr-upgrade.log");
+        let stderr = std::fs::File::create(&upgrade_log).unwrap();
         let mut new = Command::new(bin)
             .args(["run", "-c"])
             .arg(&self.config_path)
@@ -278,6 +258,7 @@ impl Proxy {
             .unwrap();
         assert!(status.success(), "kill -QUIT");
         let mut old = std::mem::replace(&mut self.child, new);
+        self.log = upgrade_log;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(_)) = old.try_wait() {
