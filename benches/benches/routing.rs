@@ -6,7 +6,6 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use galion_edge_benches::{bench, criterion, production_config, CACHE_HIT};
-use proxy_core::RouteTable;
 
 const REQUESTS: [(&str, &str); 6] = [
     ("galion.app", "/api/v1/users/42?expand=profile"),
@@ -19,7 +18,7 @@ const REQUESTS: [(&str, &str); 6] = [
 
 fn routing(c: &mut Criterion) {
     let config = production_config();
-    let table = RouteTable::new(&config);
+    let table = config.route_table().expect("routes");
     bench(c, "route_decision/api_lowercase_host", CACHE_HIT, || {
         table.decide(black_box("galion.app"), black_box("/api/v1/users"))
     });

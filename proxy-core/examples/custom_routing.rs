@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 const X_TENANT: HeaderName = HeaderName::from_static("x-tenant");
 
-/// Routes by `X-Tenant`. Looks the group up by name in the current config on each request, so
+/// Routes by `X-Tenant`. Looks the group up by name in the current table on each request, so
 /// it stays right if the proxy's state is swapped for one with other groups; the scan is over a
 /// handful of names and allocates nothing.
 struct ByTenant;
@@ -39,10 +39,9 @@ impl RouteDecider for ByTenant {
         req: &RequestHeader,
         host: &str,
         table: &RouteTable,
-        config: &Config,
     ) -> Result<RouteDecision, RouteError> {
         // Site and route as usual (421 for unknown hosts, the route's limits and headers).
-        let decision = HostPathDecider.decide(req, host, table, config)?;
+        let decision = HostPathDecider.decide(req, host, table)?;
         let Some(tenant) = req.headers.get(X_TENANT) else {
             return Ok(decision);
         };
@@ -50,10 +49,10 @@ impl RouteDecider for ByTenant {
             site: decision.site,
         };
         let tenant = tenant.to_str().map_err(|_| unknown)?;
-        config
-            .upstreams
+        table
+            .upstreams()
             .iter()
-            .position(|u| u.name.strip_prefix("tenant_") == Some(tenant))
+            .position(|u| u.strip_prefix("tenant_") == Some(tenant))
             .map(|upstream| RouteDecision {
                 upstream,
                 ..decision

@@ -5,6 +5,7 @@
 //! (`sites[1].routes[0].upstream`), the bad value and what would be accepted.
 
 pub mod raw;
+mod routes;
 pub mod units;
 
 use crate::tls::check_cert_pair;

@@ -69,7 +69,10 @@ pub fn config(data: &[u8], base_dir: &Path) {
 }
 
 fn check_config(config: &Config) {
-    let table = RouteTable::new(config);
+    let table = match config.route_table() {
+        Ok(t) => t,
+        Err(e) => panic!("a validated config that does not route: {e}"),
+    };
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, site) in config.sites.iter().enumerate() {
         for host in &site.hosts {
@@ -130,10 +133,10 @@ pub fn routing_fixture() -> &'static (Config, RouteTable) {
     static FIXTURE: OnceLock<(Config, RouteTable)> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         match Config::from_toml_str(ROUTING_CONFIG, Path::new(".")) {
-            Ok(config) => {
-                let table = RouteTable::new(&config);
-                (config, table)
-            }
+            Ok(config) => match config.route_table() {
+                Ok(table) => (config, table),
+                Err(e) => panic!("the routing fixture does not route: {e}"),
+            },
             // A fixed, tested string: failing here is a bug in this module.
             Err(e) => panic!("the routing fixture config is invalid: {e}"),
         }

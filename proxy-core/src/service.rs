@@ -494,9 +494,7 @@ impl ProxyHttp for GalionProxy {
             ctx.site = Some(site);
             return self.redirect_or_acme(session, ctx).await;
         }
-        let decided = self
-            .decider
-            .decide(req, host, &ctx.state.routes, &ctx.state.config);
+        let decided = self.decider.decide(req, host, &ctx.state.routes);
         let site = match decided {
             Ok(d) => d.site,
             Err(RouteError::NoRoute { site }) => site,

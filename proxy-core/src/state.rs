@@ -47,6 +47,9 @@ pub enum StateError {
     /// The `[redis]` link could not be set up.
     #[error("redis: {0}")]
     Redis(#[from] LinkError),
+    /// The routing table could not be built (only for a config the validator never saw).
+    #[error("routes: {0}")]
+    Routes(#[from] crate::routing::RouteTableError),
     /// The metrics could not be set up (a bug in a metric's definition).
     #[error(transparent)]
     Metrics(#[from] MetricsError),
@@ -321,7 +324,7 @@ impl ProxyState {
             None => Arc::new(CompressionStats::default()),
         };
         Ok(ProxyState {
-            routes: RouteTable::new(&config),
+            routes: config.route_table()?,
             sites,
             upstreams,
             default_headers: HeaderPolicy::new(&config.default_headers),
