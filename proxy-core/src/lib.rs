@@ -82,6 +82,8 @@ pub mod compression;
 pub mod config;
 pub mod errors;
 pub mod front;
+// Test-only code: the `fuzzing` feature (cargo-fuzz) and proxy-core's unit tests use it.
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod headers;
