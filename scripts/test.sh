@@ -14,10 +14,17 @@ cargo fmt --all -- --check
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+# proxy_core::fuzzing (the fuzz targets' entry points) and the corpus replay test need the
+# `fuzzing` feature, off in the line above; fuzz/ itself is not a member (it needs nightly).
+cargo clippy -p proxy-core --all-targets --features fuzzing -- -D warnings
 
 step "cargo test"
 # Test processes each start several proxies; two at a time suits a 2-core machine.
 cargo test --workspace -- --test-threads="${GALION_TEST_THREADS:-4}"
+
+step "fuzz corpus replay (proxy-core --features fuzzing)"
+# Every committed seed and past crash through the fuzz targets' invariant checks, on stable.
+cargo test -p proxy-core --features fuzzing --test fuzz_corpus
 
 step "benches compile and run once"
 # Criterion's test mode: every measurement runs once (no long loads); the e2e bench starts the

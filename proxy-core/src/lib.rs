@@ -83,6 +83,8 @@ pub mod config;
 pub mod errors;
 mod exposition;
 pub mod front;
+// Test-only code: the `fuzzing` feature (cargo-fuzz) and proxy-core's unit tests use it.
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod headers;

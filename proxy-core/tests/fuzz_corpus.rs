@@ -1,5 +1,6 @@
 //! Replays the committed fuzz corpora through the fuzz targets' invariant checks, on the stable
-//! toolchain, so `cargo test --workspace` (and CI) covers what the fuzzers check.
+//! toolchain, so CI covers what the fuzzers check. Needs proxy-core's `fuzzing` feature:
+//! `cargo test -p proxy-core --features fuzzing --test fuzz_corpus` (as `scripts/test.sh` runs it).
 //!
 //! `fuzz/corpus/<target>/seed-*` are the seeds; `fuzz/regressions/<target>/*` are inputs a
 //! fuzzer once crashed on (each also has a focused unit test next to the code it broke). Both
@@ -7,7 +8,7 @@
 //!
 //! The disk-entry seeds are real entry files written by `TieredStorage`; `write_disk_seeds`
 //! (ignored) regenerates them:
-//! `GALION_WRITE_FUZZ_SEEDS=1 cargo test -p proxy-core --test fuzz_corpus -- --ignored`.
+//! `GALION_WRITE_FUZZ_SEEDS=1 cargo test -p proxy-core --features fuzzing --test fuzz_corpus -- --ignored`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

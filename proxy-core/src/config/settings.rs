@@ -1,0 +1,355 @@
+//! The validated settings: plain types the rest of the crate reads, with every default applied.
+//! Built only by validation (`super::validate`), so a value here has passed its checks.
+
+use crate::cache::{CacheSettings, RouteCache};
+use crate::headers::HeaderSettings;
+use http::HeaderName;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Pingora's server settings, from `[server]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    /// Worker threads per service. Default: the number of cores (Pingora's own default is 1).
+    pub threads: usize,
+    /// Default `true` (Pingora's default): a service's threads share one runtime and steal
+    /// each other's tasks. `false`: every thread runs its own single-threaded runtime and a
+    /// connection stays on the thread it was given when accepted, as with nginx's workers.
+    pub work_stealing: bool,
+    /// Graceful shutdown: time to keep serving after SIGTERM-style signals. Default 5s.
+    pub grace_period: Duration,
+    /// Time runtimes get to exit after the grace period. Default 5s.
+    pub graceful_shutdown_timeout: Duration,
+    /// Default `/tmp/galion-edge.pid`.
+    pub pid_file: String,
+    /// Default `/tmp/galion-edge-upgrade.sock`.
+    pub upgrade_sock: String,
+    /// Idle upstream connections kept. Default 128.
+    pub upstream_keepalive_pool_size: usize,
+}
+
+/// Listening addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSettings {
+    /// TLS listeners.
+    pub https: Vec<SocketAddr>,
+    /// Plain HTTP: redirect to https and ACME challenges.
+    pub http: Vec<SocketAddr>,
+    /// Plain HTTP that proxies (local development, load tests behind a TLS terminator).
+    pub http_proxy: Vec<SocketAddr>,
+}
+
+/// Limits on clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownstreamSettings {
+    /// Default 10s (nginx: 60s). A client that started a request head and does not finish it in
+    /// this time gets 408 and is disconnected; one that sends nothing is closed silently.
+    pub client_header_timeout: Duration,
+    /// Default 60s.
+    pub keepalive_timeout: Duration,
+    /// Default 1000 (nginx's `keepalive_requests`).
+    pub keepalive_requests: u32,
+    /// Default 32 KiB (nginx: 4 x 8k). Larger header blocks get 431.
+    pub max_header_bytes: usize,
+    /// Default 100 header lines. More get 431.
+    pub max_header_count: usize,
+    /// Default 10 MiB. Routes may override.
+    pub max_body_size: u64,
+    /// Default 128.
+    pub h2_max_concurrent_streams: u32,
+    /// Default 0 (no cap). Most connections one TCP peer (IPv6: one /64) may hold open at once
+    /// on a listener; a connection beyond it is closed at once, before anything is read. Peers
+    /// in `[client_ip] trusted` are exempt.
+    pub max_connections_per_peer: u32,
+    /// Default 60s (nginx `send_timeout`). A write to a client that makes no progress for this
+    /// long ends the request and closes the connection (a slow-read client); 0 is an error.
+    pub send_timeout: Duration,
+}
+
+/// Access log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// nginx's `combined` (same time format) plus host, request time, upstream and request id.
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// Standard output.
+    Stdout,
+    /// Appended to a file.
+    File(PathBuf),
+    /// Not written.
+    Off,
+}
+
+/// The access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogSettings {
+    /// Default combined.
+    pub format: AccessLogFormat,
+    /// Default stdout.
+    pub target: AccessLogTarget,
+}
+
+/// How backends are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    /// A TCP connect succeeds.
+    Tcp,
+    /// `GET path` answers 2xx or 3xx.
+    Http {
+        /// Request path.
+        path: String,
+    },
+    /// No active checks; backends are always in rotation.
+    None,
+}
+
+/// Active health checks for one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckSettings {
+    /// Default tcp.
+    pub kind: HealthCheckKind,
+    /// Default 2s.
+    pub interval: Duration,
+    /// Default 1s.
+    pub timeout: Duration,
+    /// Default 1 (a dead backend leaves rotation at the first failed check).
+    pub fall: usize,
+    /// Default 1.
+    pub rise: usize,
+}
+
+/// Timeouts toward one group. Pingora sets none by default; these are ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// Default 2s.
+    pub connect: Duration,
+    /// Default 60s (nginx `proxy_read_timeout`).
+    pub read: Duration,
+    /// Default 60s.
+    pub write: Duration,
+    /// Idle keepalive connections are closed after this. Default 60s.
+    pub idle: Duration,
+}
+
+/// One upstream group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    /// The group's name.
+    pub name: String,
+    /// Backends, in file order.
+    pub backends: Vec<SocketAddr>,
+    /// Timeouts.
+    pub timeouts: UpstreamTimeouts,
+    /// Health checks.
+    pub health_check: HealthCheckSettings,
+}
+
+/// A certificate pair on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPaths {
+    /// Chain.
+    pub cert: PathBuf,
+    /// Key.
+    pub key: PathBuf,
+}
+
+/// Who the client is, from `[client_ip]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientIpSettings {
+    /// Proxies whose forwarding headers are believed. Default: none (only the peer counts).
+    pub trusted: Vec<ipnet::IpNet>,
+    /// Header a trusted proxy names the client in. Default `CF-Connecting-IP`.
+    pub header: Option<HeaderName>,
+}
+
+/// One rate-limit class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitClassSettings {
+    /// Name (`api`, `default`).
+    pub name: String,
+    /// Requests per window.
+    pub rate: u32,
+    /// Extra requests per window.
+    pub burst: u32,
+    /// JSON 429 bodies.
+    pub json: bool,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsSettings {
+    /// Default 60s.
+    pub window: Duration,
+    /// Default 131072 (8 MiB of sketch: enough for 100,000 clients a minute, see `ratelimit`).
+    pub sketch_slots: usize,
+    /// Never limited.
+    pub allow: Vec<ipnet::IpNet>,
+    /// Never limited path prefixes. Default none.
+    pub exempt_paths: Vec<String>,
+    /// Default 0 (no cap).
+    pub max_connections_per_ip: u32,
+    /// Classes in name order.
+    pub classes: Vec<LimitClassSettings>,
+    /// Where the counts live. Default [`LimitBackend::Local`].
+    pub backend: LimitBackend,
+}
+
+/// Where rate-limit counts live, from `[limits] backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LimitBackend {
+    /// This process's sketch (`"local"`, the default): each instance counts on its own.
+    #[default]
+    Local,
+    /// Redis (`"redis"`, needs `[redis]`): every instance sharing the Redis shares the counts;
+    /// the local sketch answers while Redis cannot (see `ratelimit::redis`).
+    Redis,
+}
+
+/// `[redis]`: the Redis that several instances share (rate-limit counts, purge fan-out).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host[:port][/db]` as written (production: DB 4, see
+    /// ARCHITECTURE.md). Required.
+    pub url: String,
+    /// The database number from the URL (default 0).
+    pub db: i64,
+    /// Prefix of every key the proxy writes. Default `"galion-edge:"`.
+    pub key_prefix: String,
+    /// Time allowed for one command on the request path; past it the request is decided by
+    /// the local limiter. Default 50ms.
+    pub timeout: Duration,
+    /// Time allowed to open a connection (background, never on the request path). Default 1s.
+    pub connect_timeout: Duration,
+    /// How often an unreachable Redis is tried again. Default 1s.
+    pub retry_interval: Duration,
+    /// Multiplexed connections in the pool, used in turn. Default 2.
+    pub connections: usize,
+    /// Pub/sub channel of cache purges; `None` (written `""`) when the fan-out is off.
+    /// Default `"<key_prefix>purge"`.
+    pub purge_channel: Option<String>,
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(&self.url))
+            .field("db", &self.db)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("retry_interval", &self.retry_interval)
+            .field("connections", &self.connections)
+            .field("purge_channel", &self.purge_channel)
+            .finish()
+    }
+}
+
+/// `url` with any password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s + 3 => match url[s + 3..at].find(':') {
+            Some(c) => format!("{}:***{}", &url[..s + 3 + c], &url[at..]),
+            None => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
+}
+
+/// `[compression]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompressionSettings {
+    /// Default true.
+    pub enabled: bool,
+    /// Default 5.
+    pub gzip_level: u32,
+    /// Default 5 (quality 4 came out larger than gzip 5 on JavaScript).
+    pub brotli_quality: u32,
+    /// Default 256 bytes.
+    pub min_size: u64,
+    /// Default: `compression::CompressionPolicy::default_types()`.
+    pub types: Option<Vec<String>>,
+}
+
+/// One route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSettings {
+    /// Path prefix.
+    pub prefix: String,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// Body limit in bytes.
+    pub max_body_size: u64,
+    /// Read timeout override.
+    pub read_timeout: Option<Duration>,
+    /// Cache use.
+    pub cache: RouteCache,
+    /// Rate-limit class (index into `limits.classes`), if limited.
+    pub limit: Option<usize>,
+}
+
+/// One site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteSettings {
+    /// Name for logs.
+    pub name: String,
+    /// Lower-case host names.
+    pub hosts: Vec<String>,
+    /// Certificate.
+    pub tls: Option<CertPaths>,
+    /// Response headers.
+    pub headers: HeaderSettings,
+    /// Routes in file order.
+    pub routes: Vec<RouteSettings>,
+}
+
+/// A validated configuration. Build it with [`Config::load`] or [`Config::from_toml_str`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerSettings,
+    /// `[listeners]`
+    pub listeners: ListenerSettings,
+    /// `[downstream]`
+    pub downstream: DownstreamSettings,
+    /// Certificate check interval. Default 60s.
+    pub tls_reload_interval: Duration,
+    /// `[access_log]`
+    pub access_log: AccessLogSettings,
+    /// ACME webroot.
+    pub acme_webroot: Option<PathBuf>,
+    /// `[cache]`
+    pub cache: CacheSettings,
+    /// `[client_ip]`
+    pub client_ip: ClientIpSettings,
+    /// `[limits]`
+    pub limits: LimitsSettings,
+    /// `[redis]`, if any.
+    pub redis: Option<RedisSettings>,
+    /// `[compression]`
+    pub compression: CompressionSettings,
+    /// Admin listener addresses (`[admin] listen`); empty for none.
+    pub admin_listen: Vec<SocketAddr>,
+    /// Upstream groups, sorted by name.
+    pub upstreams: Vec<UpstreamSettings>,
+    /// Sites in file order.
+    pub sites: Vec<SiteSettings>,
+    /// Headers for answers that belong to no site (an unknown host), from `[headers]`.
+    pub default_headers: HeaderSettings,
+    /// Directory the file was read from (relative paths are resolved against it).
+    pub base_dir: PathBuf,
+}
+
+impl Config {
+    /// The group a route sends to.
+    pub fn upstream(&self, index: usize) -> Option<&UpstreamSettings> {
+        self.upstreams.get(index)
+    }
+}
