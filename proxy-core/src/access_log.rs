@@ -11,16 +11,45 @@
 //! [`AccessLog::reopen`] (SIGUSR1, as nginx) makes the writer close and reopen its file, for
 //! logrotate without `copytruncate`.
 
-use crate::config::{AccessLogFormat, AccessLogSettings, AccessLogTarget};
 use crate::exposition;
 use prometheus::proto::MetricFamily;
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Access log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// nginx's `combined` (same time format) plus host, request time, upstream and request id.
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// Standard output.
+    Stdout,
+    /// Appended to a file.
+    File(PathBuf),
+    /// Not written.
+    Off,
+}
+
+/// The access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogSettings {
+    /// Default combined.
+    pub format: AccessLogFormat,
+    /// Default stdout.
+    pub target: AccessLogTarget,
+}
 
 /// Longest a line waits in the pending buffer before the writer writes it.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);

@@ -18,15 +18,19 @@ mod settings;
 pub mod units;
 mod validate;
 
+pub use crate::access_log::{AccessLogFormat, AccessLogSettings, AccessLogTarget};
 pub use crate::cache::{CacheSettings, RouteCache, ZoneSettings};
 pub use crate::headers::HeaderSettings;
+pub use crate::redis_link::{redact_url, RedisSettings};
+pub use crate::upstream::{
+    HealthCheckKind, HealthCheckSettings, UpstreamSettings, UpstreamTimeouts,
+};
 pub use error::{ConfigError, ConfigErrors};
 pub use raw::*;
 pub use settings::{
-    redact_url, AccessLogFormat, AccessLogSettings, AccessLogTarget, CertPaths, ClientIpSettings,
-    CompressionSettings, Config, DownstreamSettings, HealthCheckKind, HealthCheckSettings,
-    LimitBackend, LimitClassSettings, LimitsSettings, ListenerSettings, RedisSettings,
-    RouteSettings, ServerSettings, SiteSettings, UpstreamSettings, UpstreamTimeouts,
+    CertPaths, ClientIpSettings, CompressionSettings, Config, DownstreamSettings, LimitBackend,
+    LimitClassSettings, LimitsSettings, ListenerSettings, RouteSettings, ServerSettings,
+    SiteSettings,
 };
 pub use units::*;
 pub use validate::valid_hostname;

@@ -23,7 +23,6 @@
 //! logs one `info` line and the request path uses Redis again. State changes are logged once,
 //! never per request.
 
-use crate::config::{redact_url, RedisSettings};
 use crate::exposition;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
@@ -32,9 +31,60 @@ use pingora_core::services::background::BackgroundService;
 use prometheus::proto::MetricFamily;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// `[redis]`: the Redis that several instances share (rate-limit counts, purge fan-out).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host[:port][/db]` as written (production: DB 4, see
+    /// ARCHITECTURE.md). Required.
+    pub url: String,
+    /// The database number from the URL (default 0).
+    pub db: i64,
+    /// Prefix of every key the proxy writes. Default `"galion-edge:"`.
+    pub key_prefix: String,
+    /// Time allowed for one command on the request path; past it the request is decided by
+    /// the local limiter. Default 50ms.
+    pub timeout: Duration,
+    /// Time allowed to open a connection (background, never on the request path). Default 1s.
+    pub connect_timeout: Duration,
+    /// How often an unreachable Redis is tried again. Default 1s.
+    pub retry_interval: Duration,
+    /// Multiplexed connections in the pool, used in turn. Default 2.
+    pub connections: usize,
+    /// Pub/sub channel of cache purges; `None` (written `""`) when the fan-out is off.
+    /// Default `"<key_prefix>purge"`.
+    pub purge_channel: Option<String>,
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(&self.url))
+            .field("db", &self.db)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("retry_interval", &self.retry_interval)
+            .field("connections", &self.connections)
+            .field("purge_channel", &self.purge_channel)
+            .finish()
+    }
+}
+
+/// `url` with any password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s + 3 => match url[s + 3..at].find(':') {
+            Some(c) => format!("{}:***{}", &url[..s + 3 + c], &url[at..]),
+            None => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
+}
 
 /// Consecutive timeouts that take the link down (a connection error does at once). One slow
 /// answer costs one request `timeout`; a Redis that stopped answering costs three.

@@ -5,7 +5,6 @@
 //! group's interval, following reloads.
 //! [`UpstreamGroup::peer`] builds the [`HttpPeer`] with our timeouts: Pingora sets none.
 
-use crate::config::{HealthCheckKind, UpstreamSettings};
 use crate::exposition;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
@@ -20,6 +19,61 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How backends are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    /// A TCP connect succeeds.
+    Tcp,
+    /// `GET path` answers 2xx or 3xx.
+    Http {
+        /// Request path.
+        path: String,
+    },
+    /// No active checks; backends are always in rotation.
+    None,
+}
+
+/// Active health checks for one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckSettings {
+    /// Default tcp.
+    pub kind: HealthCheckKind,
+    /// Default 2s.
+    pub interval: Duration,
+    /// Default 1s.
+    pub timeout: Duration,
+    /// Default 1 (a dead backend leaves rotation at the first failed check).
+    pub fall: usize,
+    /// Default 1.
+    pub rise: usize,
+}
+
+/// Timeouts toward one group. Pingora sets none by default; these are ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// Default 2s.
+    pub connect: Duration,
+    /// Default 60s (nginx `proxy_read_timeout`).
+    pub read: Duration,
+    /// Default 60s.
+    pub write: Duration,
+    /// Idle keepalive connections are closed after this. Default 60s.
+    pub idle: Duration,
+}
+
+/// One upstream group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    /// The group's name.
+    pub name: String,
+    /// Backends, in file order.
+    pub backends: Vec<SocketAddr>,
+    /// Timeouts.
+    pub timeouts: UpstreamTimeouts,
+    /// Health checks.
+    pub health_check: HealthCheckSettings,
+}
 
 /// One upstream group and its load balancer.
 pub struct UpstreamGroup {

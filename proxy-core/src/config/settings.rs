@@ -1,10 +1,12 @@
 //! The validated settings: plain types the rest of the crate reads, with every default applied.
 //! Built only by validation (`super::validate`), so a value here has passed its checks.
 
+use crate::access_log::AccessLogSettings;
 use crate::cache::{CacheSettings, RouteCache};
 use crate::headers::HeaderSettings;
+use crate::redis_link::RedisSettings;
+use crate::upstream::UpstreamSettings;
 use http::HeaderName;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -68,90 +70,6 @@ pub struct DownstreamSettings {
     pub send_timeout: Duration,
 }
 
-/// Access log format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccessLogFormat {
-    /// nginx's `combined` (same time format) plus host, request time, upstream and request id.
-    Combined,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Where access log lines go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AccessLogTarget {
-    /// Standard output.
-    Stdout,
-    /// Appended to a file.
-    File(PathBuf),
-    /// Not written.
-    Off,
-}
-
-/// The access log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessLogSettings {
-    /// Default combined.
-    pub format: AccessLogFormat,
-    /// Default stdout.
-    pub target: AccessLogTarget,
-}
-
-/// How backends are checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HealthCheckKind {
-    /// A TCP connect succeeds.
-    Tcp,
-    /// `GET path` answers 2xx or 3xx.
-    Http {
-        /// Request path.
-        path: String,
-    },
-    /// No active checks; backends are always in rotation.
-    None,
-}
-
-/// Active health checks for one group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheckSettings {
-    /// Default tcp.
-    pub kind: HealthCheckKind,
-    /// Default 2s.
-    pub interval: Duration,
-    /// Default 1s.
-    pub timeout: Duration,
-    /// Default 1 (a dead backend leaves rotation at the first failed check).
-    pub fall: usize,
-    /// Default 1.
-    pub rise: usize,
-}
-
-/// Timeouts toward one group. Pingora sets none by default; these are ours.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UpstreamTimeouts {
-    /// Default 2s.
-    pub connect: Duration,
-    /// Default 60s (nginx `proxy_read_timeout`).
-    pub read: Duration,
-    /// Default 60s.
-    pub write: Duration,
-    /// Idle keepalive connections are closed after this. Default 60s.
-    pub idle: Duration,
-}
-
-/// One upstream group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamSettings {
-    /// The group's name.
-    pub name: String,
-    /// Backends, in file order.
-    pub backends: Vec<SocketAddr>,
-    /// Timeouts.
-    pub timeouts: UpstreamTimeouts,
-    /// Health checks.
-    pub health_check: HealthCheckSettings,
-}
-
 /// A certificate pair on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertPaths {
@@ -211,56 +129,6 @@ pub enum LimitBackend {
     /// Redis (`"redis"`, needs `[redis]`): every instance sharing the Redis shares the counts;
     /// the local sketch answers while Redis cannot (see `ratelimit::redis`).
     Redis,
-}
-
-/// `[redis]`: the Redis that several instances share (rate-limit counts, purge fan-out).
-#[derive(Clone, PartialEq, Eq)]
-pub struct RedisSettings {
-    /// `redis://[user:password@]host[:port][/db]` as written (production: DB 4, see
-    /// ARCHITECTURE.md). Required.
-    pub url: String,
-    /// The database number from the URL (default 0).
-    pub db: i64,
-    /// Prefix of every key the proxy writes. Default `"galion-edge:"`.
-    pub key_prefix: String,
-    /// Time allowed for one command on the request path; past it the request is decided by
-    /// the local limiter. Default 50ms.
-    pub timeout: Duration,
-    /// Time allowed to open a connection (background, never on the request path). Default 1s.
-    pub connect_timeout: Duration,
-    /// How often an unreachable Redis is tried again. Default 1s.
-    pub retry_interval: Duration,
-    /// Multiplexed connections in the pool, used in turn. Default 2.
-    pub connections: usize,
-    /// Pub/sub channel of cache purges; `None` (written `""`) when the fan-out is off.
-    /// Default `"<key_prefix>purge"`.
-    pub purge_channel: Option<String>,
-}
-
-impl fmt::Debug for RedisSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisSettings")
-            .field("url", &redact_url(&self.url))
-            .field("db", &self.db)
-            .field("key_prefix", &self.key_prefix)
-            .field("timeout", &self.timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("retry_interval", &self.retry_interval)
-            .field("connections", &self.connections)
-            .field("purge_channel", &self.purge_channel)
-            .finish()
-    }
-}
-
-/// `url` with any password replaced by `***`, for logs and errors.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s + 3 => match url[s + 3..at].find(':') {
-            Some(c) => format!("{}:***{}", &url[..s + 3 + c], &url[at..]),
-            None => url.to_string(),
-        },
-        _ => url.to_string(),
-    }
 }
 
 /// `[compression]`.
