@@ -2,9 +2,9 @@
 //! limits per client IP ([`ConnLimiter`]), and the `RateLimit` / `RateLimit-Policy` response
 //! headers of the IETF httpapi draft.
 //!
-//! Both limiters live in fixed memory: Pingora's count-min sketches
-//! (`pingora_limits::rate::Rate`, `pingora_limits::inflight::Inflight`) hold counters, never
-//! keys, so a flood of distinct addresses costs CPU, not memory. The price is that a client's
+//! Both limiters live in fixed memory: count-min sketches (Pingora's
+//! `pingora_limits::estimator::Estimator` in two fixed windows, see [`window`], and
+//! `pingora_limits::inflight::Inflight`) hold counters, never keys, so a flood of distinct addresses costs CPU, not memory. The price is that a client's
 //! count may be over-estimated when other clients hash onto its counters; it is never
 //! under-estimated. [`RateLimiter::new`] says how to size the sketch so that this never
 //! matters in practice.
@@ -18,14 +18,15 @@
 //! by every instance, and this sketch answers while Redis cannot.
 
 pub mod redis;
+pub mod window;
 
 use crate::client_ip::canonical;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use pingora_limits::inflight::{Guard, Inflight};
-use pingora_limits::rate::Rate;
 use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use window::{Clock, SystemClock, Windows};
 use std::time::Duration;
 
 /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers, structured-field version).
@@ -33,8 +34,7 @@ pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-poli
 /// `RateLimit` (draft-ietf-httpapi-ratelimit-headers, structured-field version).
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
-/// Shortest window: Pingora's `Rate` divides by the window in milliseconds, and its reset
-/// bookkeeping assumes windows of at least a second.
+/// Shortest window: the limiter's windows and its headers are in whole seconds.
 pub const MIN_WINDOW: Duration = Duration::from_secs(1);
 /// Longest window (one day); longer ones are clamped to it.
 pub const MAX_WINDOW: Duration = Duration::from_secs(86_400);
@@ -119,7 +119,8 @@ impl Decision {
 /// allowed (`[limits] allow`) or exempt traffic costs no sketch memory.
 pub struct RateLimiter {
     /// Built by [`RateLimiter::sketch`] on first use.
-    rate: OnceLock<Rate>,
+    rate: OnceLock<Windows>,
+    clock: Arc<dyn Clock>,
     window: Duration,
     slots: usize,
     v6_mask: u128,
@@ -172,6 +173,7 @@ impl RateLimiter {
         let slots = slots.clamp(1, MAX_SLOTS);
         RateLimiter {
             rate: OnceLock::new(),
+            clock: Arc::new(SystemClock::default()),
             window,
             slots,
             v6_mask: prefix_mask(DEFAULT_IPV6_PREFIX_LEN),
@@ -183,6 +185,14 @@ impl RateLimiter {
     /// limited per address.
     pub fn with_ipv6_prefix_len(mut self, len: u8) -> RateLimiter {
         self.v6_mask = prefix_mask(len);
+        self
+    }
+
+    /// Reads the time from `clock` instead of the system's monotonic clock: tests step a
+    /// [`window::ManualClock`] through windows without sleeping. Set it before the first
+    /// request is counted (the first window starts then).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> RateLimiter {
+        self.clock = clock;
         self
     }
 
@@ -203,9 +213,9 @@ impl RateLimiter {
     }
 
     /// The sketch, allocated on first use.
-    fn sketch(&self) -> &Rate {
+    fn sketch(&self) -> &Windows {
         self.rate
-            .get_or_init(|| Rate::new_with_estimator_config(self.window, HASHES, self.slots))
+            .get_or_init(|| Windows::new(self.window, HASHES, self.slots, self.clock.clone()))
     }
 
     /// Decides one request of `ip` in `class`, and counts it if allowed.
@@ -225,15 +235,14 @@ impl RateLimiter {
     ///   `Δ = W × ((1 − f) + (1 − (L − 1) / curr))`, at most `2W`;
     /// - for `L = 0`: `W` (nothing will ever pass; the client is told to wait a window).
     ///
-    /// Accuracy: Pingora's `Rate` starts a new window at the first request (of any client)
-    /// after the old one ended, so under idle traffic windows start late (the first window
-    /// starts with the first counted request, when the sketch is allocated). That only makes the
-    /// estimate larger (stricter). `retry_after_secs` is accurate when the client's own retry
-    /// or steady traffic starts the next window; it can be a little optimistic when, on an
-    /// idle server, another client's request started that window late. The check and the count
-    /// are two steps, so concurrent requests of one client may together overshoot `L` by at
-    /// most the number of requests in flight at once (bounded by worker threads); the sketch
-    /// never under-counts. Never fails; allocates only the sketch, on the first call.
+    /// Accuracy: the first window starts with the first counted request (when the sketch is
+    /// allocated), and the next ones follow it back to back, whatever the traffic (see
+    /// [`window`]), so the elapsed fraction is exact and `retry_after_secs` holds to the
+    /// rounding. The check and the count are two steps, so concurrent requests of one client
+    /// may together overshoot `L` by at most the number of requests in flight at once (bounded
+    /// by worker threads); a request counted while another thread starts the next window is
+    /// counted in the window that just ended. The sketch never under-counts otherwise. Never
+    /// fails or panics; allocates only the sketch, on the first call.
     ///
     /// ```
     /// use proxy_core::ratelimit::{Decision, LimitClass, RateLimiter};
@@ -257,20 +266,14 @@ impl RateLimiter {
     pub fn check(&self, class: &LimitClass, ip: IpAddr) -> Decision {
         let key = (class.id, key_bits(ip, self.v6_mask));
         let rate = self.sketch();
-        let (prev, curr, frac) = rate.rate_with(&key, |c| {
-            (
-                c.prev_samples.max(0) as f64,
-                c.curr_samples.max(0) as f64,
-                c.current_interval_fraction.clamp(0.0, 1.0),
-            )
-        });
+        let window::Counts { prev, curr, frac } = rate.counts(&key);
         let limit = f64::from(class.limit());
         let window = self.window.as_secs_f64();
         let estimate = prev * (1.0 - frac) + curr;
         // A hair of tolerance so that float rounding at exact equality (what retry_after
         // promises) never refuses.
         if estimate + 1.0 <= limit + 1e-9 {
-            rate.observe(&key, 1);
+            rate.observe(&key);
             Decision::Allow {
                 remaining: (limit - estimate - 1.0).max(0.0).floor() as u32,
                 reset_secs: ceil_secs((1.0 - frac) * window),
@@ -290,7 +293,7 @@ impl RateLimiter {
     /// sketch, on the first call.
     pub fn record(&self, class: &LimitClass, ip: IpAddr) {
         self.sketch()
-            .observe(&(class.id, key_bits(ip, self.v6_mask)), 1);
+            .observe(&(class.id, key_bits(ip, self.v6_mask)));
     }
 }
 
@@ -457,8 +460,6 @@ impl ConnLimiter {
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
-    use std::thread::sleep;
-    use std::time::Instant;
 
     fn class(id: u8, rate: u32, burst: u32) -> LimitClass {
         LimitClass {
@@ -471,13 +472,6 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
-    }
-
-    /// Sleeps until `at` after `t0` (no-op if already past).
-    fn sleep_until(t0: Instant, at: Duration) {
-        if let Some(d) = at.checked_sub(t0.elapsed()) {
-            sleep(d);
-        }
     }
 
     #[test]
@@ -542,87 +536,71 @@ mod tests {
         assert_eq!(prefix_mask(64), u128::MAX << 64);
     }
 
+    /// A limiter on a manual clock at zero, its first window started (by a request of another
+    /// client), so window `k` is `[k·w, (k+1)·w)`.
+    fn on_manual_clock(w: Duration) -> (RateLimiter, Arc<window::ManualClock>) {
+        let clock = Arc::new(window::ManualClock::new());
+        let rl = RateLimiter::new(w, 65536).with_clock(clock.clone());
+        rl.record(&class(2, 1, 0), ip("198.51.100.1"));
+        (rl, clock)
+    }
+
     #[test]
     fn window_edge_gives_no_double_burst() {
-        // L = 10 in a 2 s window. Fill the budget late in window 0, then hammer every 10 ms
-        // until the sliding window that starts at the burst has closed.
+        // L = 10 in a 2 s window. Spend the budget late in window 0, then ask every 10 ms until
+        // the sliding window that starts at the burst has closed.
         let w = Duration::from_secs(2);
-        let rl = RateLimiter::new(w, 65536);
-        // The sketch, and with it the limiter's first window, starts with the first counted
-        // request: count one for another client now, so that window 0 starts with `t0`.
-        rl.record(&class(2, 1, 0), ip("198.51.100.1"));
-        let t0 = Instant::now();
+        let (rl, clock) = on_manual_clock(w);
         let c = class(1, 8, 2);
         let limit = 10usize;
         let a = ip("203.0.113.5");
+        let step = Duration::from_millis(10);
+        clock.advance(Duration::from_millis(1700));
+        let mut t = 1.7f64;
         let mut allowed: Vec<f64> = Vec::new();
         let mut log: Vec<(f64, bool)> = Vec::new();
-        sleep_until(t0, Duration::from_millis(1700));
-        let burst_at = t0.elapsed().as_secs_f64();
-        let end = burst_at + w.as_secs_f64();
-        while t0.elapsed().as_secs_f64() < end {
+        // The burst goes out back to back at 1.7 s; after it, one request per 10 ms until 3.7 s.
+        while rl.check(&c, a).is_allowed() {
+            allowed.push(t);
+            assert!(allowed.len() <= limit, "over the budget at once");
+        }
+        for _ in 0..200 {
+            clock.advance(step);
+            t += 0.01;
             let ok = rl.check(&c, a).is_allowed();
-            let t = t0.elapsed().as_secs_f64();
             log.push((t, ok));
             if ok {
                 allowed.push(t);
             }
-            // The burst goes out back to back; after it, one request per 10 ms.
-            if !(ok && t < 1.9) {
-                sleep(Duration::from_millis(10));
-            }
         }
-        let in_window0 = allowed.iter().filter(|&&t| t < 2.0).count();
-        assert_eq!(in_window0, limit, "the whole budget at the end of window 0");
-        // Window 1 did open: the limiter let requests through again before the end.
-        assert!(
-            allowed.len() > limit,
-            "nothing allowed in window 1 (did window 0 start at t0?): {log:?}"
-        );
-        // At the start of window 1 the estimate is 10 × (1 − f) + 0, so nothing passes before
-        // f = 1/L = 0.1 (0.2 s). 20 ms margins for scheduling.
-        let early: Vec<_> = log
-            .iter()
-            .filter(|(t, _)| (2.02..2.18).contains(t))
-            .collect();
-        assert!(
-            early.len() > 3,
-            "the test did probe early window 1: {early:?}"
-        );
+        assert_eq!(allowed.len() - allowed.iter().filter(|&&t| t >= 2.0).count(), limit);
+        // At the start of window 1 the estimate is 10 × (1 − f) + 0: nothing passes before
+        // f = 1/L = 0.1 (2.2 s), and the first request at 2.2 s does.
+        let early: Vec<_> = log.iter().filter(|(t, _)| *t < 2.195).collect();
         assert!(early.iter().all(|(_, ok)| !ok), "refused early: {early:?}");
-        // Over every sliding window of 2 s in the test: the count is at most L + ⌊L × f⌋ where f
-        // is how far into window 1 the sliding window ends (the documented bound; +1 because the
-        // test's clock and the limiter's differ by the lazy window start and 1 ms truncation;
-        // the sketch adds nothing: one key in 65536 slots is counted exactly, and a count-min
-        // sketch never under-counts). The sliding windows that end in the first 1/L of window
-        // 1 — where the fixed-window double burst would happen — hold at most L + 1.
+        assert!(
+            log.iter().any(|(t, ok)| *ok && (2.195..2.205).contains(t)),
+            "allowed again at 2.2 s: {log:?}"
+        );
+        // Over every sliding window of 2 s: at most L + ⌊L × f⌋ where f is how far into
+        // window 1 the sliding window ends (the documented bound).
         let mut max_count = 0;
         for (i, &t_end) in allowed.iter().enumerate() {
-            let count = allowed[..=i].iter().filter(|&&t| t > t_end - 2.0).count();
+            let count = allowed[..=i].iter().filter(|&&t| t > t_end - 2.0 + 1e-9).count();
             let f = ((t_end - 2.0) / 2.0).max(0.0);
-            let bound = limit + (limit as f64 * f).floor() as usize + 1;
-            assert!(
-                count <= bound,
-                "{count} > {bound} in the window ending {t_end:.3}"
-            );
-            if f < 1.0 / limit as f64 {
-                assert!(count <= limit + 1, "{count} at {t_end:.3}");
-            }
+            let bound = limit + (limit as f64 * f + 1e-9).floor() as usize;
+            assert!(count <= bound, "{count} > {bound} in the window ending {t_end:.3}");
             max_count = max_count.max(count);
         }
         assert!(max_count < 2 * limit, "{max_count}: never twice the limit");
-        println!(
-            "window edge: {} allowed, max {max_count} in any 2 s sliding window (L = {limit})",
-            allowed.len()
-        );
     }
 
     #[test]
     fn retry_after_is_honoured() {
-        let w = Duration::from_secs(2);
-        let rl = RateLimiter::new(w, 65536);
+        let (rl, clock) = on_manual_clock(Duration::from_secs(2));
         let c = class(1, 3, 1);
         let a = ip("192.0.2.44");
+        clock.advance(Duration::from_millis(300));
         for _ in 0..4 {
             assert!(rl.check(&c, a).is_allowed());
         }
@@ -631,7 +609,12 @@ mod tests {
             panic!("fifth request allowed");
         };
         assert!((1..=4).contains(&retry_after_secs), "{retry_after_secs}");
-        sleep(Duration::from_secs(u64::from(retry_after_secs)));
+        // The wait is rounded up to whole seconds: a second before the promised time it is
+        // still refused; at the time it is allowed.
+        let promised = Duration::from_secs(u64::from(retry_after_secs));
+        clock.advance(promised - Duration::from_secs(1));
+        assert!(!rl.check(&c, a).is_allowed(), "early");
+        clock.advance(Duration::from_secs(1));
         assert!(rl.check(&c, a).is_allowed(), "after {retry_after_secs} s");
         // Now both windows hold requests; spend what is left and wait again.
         while rl.check(&c, a).is_allowed() {}
@@ -639,7 +622,7 @@ mod tests {
             panic!("not refused");
         };
         assert!((1..=4).contains(&retry_after_secs), "{retry_after_secs}");
-        sleep(Duration::from_secs(u64::from(retry_after_secs)));
+        clock.advance(Duration::from_secs(u64::from(retry_after_secs)));
         assert!(rl.check(&c, a).is_allowed(), "after {retry_after_secs} s");
     }
 
