@@ -1,9 +1,10 @@
-//! One place that maps a Pingora error to the status a client sees.
+//! One place that maps a Pingora error to the status a client sees, and the refusals the
+//! service decides itself.
 //!
-//! Deliberate refusals are answered where they are decided (408 and 431 by the front, 400, 404,
-//! 413 and 421 in `request_filter`); those decided mid-proxy (a streamed body over the limit)
-//! carry `HTTPStatus` and come through here. Upstream failures become 502 (refused, reset,
-//! garbage) or 504 (timed out).
+//! Deliberate refusals are answered where they are decided: 408 and 431 (and malformed heads,
+//! `front::Malformed`) by the front, the [`Refusal`]s of `request_filter` by the service; those
+//! decided mid-proxy (a streamed body over the limit) carry `HTTPStatus` and come through
+//! [`answer_for`]. Upstream failures become 502 (refused, reset, garbage) or 504 (timed out).
 
 use pingora_error::{Error, ErrorSource, ErrorType};
 
@@ -14,6 +15,46 @@ pub struct ErrorAnswer {
     pub status: u16,
     /// Short body text.
     pub body: &'static str,
+}
+
+/// A request the service refuses before anything goes upstream; each knows its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No `Host` (or `:authority`) to route by: 400.
+    NoHost,
+    /// A host no site serves: 421 (never proxied, never another site's answer).
+    UnknownHost,
+    /// A path with `.`/`..` segments or an encoded `/` (see `routing::path_is_clean`): 400.
+    UncleanPath,
+    /// The site has no route for the path: 404.
+    NoRoute,
+    /// `Content-Length` over the route's body limit: 413.
+    BodyTooLarge,
+    /// An ACME challenge that is not there (or no webroot configured): 404.
+    NoChallenge,
+    /// A port-80 request whose `https://` target cannot be written as a `Location`: 400.
+    BadRedirectTarget,
+    /// The route decider named a site, route or group that does not exist: 500 (a bug in the
+    /// decider; logged).
+    DeciderBug,
+}
+
+impl Refusal {
+    /// The status code it is answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::NoHost | Refusal::UncleanPath | Refusal::BadRedirectTarget => 400,
+            Refusal::NoRoute | Refusal::NoChallenge => 404,
+            Refusal::BodyTooLarge => 413,
+            Refusal::UnknownHost => 421,
+            Refusal::DeciderBug => 500,
+        }
+    }
+
+    /// The short body it is answered with.
+    pub fn body(self) -> &'static str {
+        body_for(self.status())
+    }
 }
 
 /// Maps an error from any phase to the answer the client gets.
@@ -67,6 +108,23 @@ mod tests {
         let mut e = Error::new(t);
         e.as_up();
         e
+    }
+
+    #[test]
+    fn refusals_know_their_status() {
+        for (r, status) in [
+            (Refusal::NoHost, 400),
+            (Refusal::UnknownHost, 421),
+            (Refusal::UncleanPath, 400),
+            (Refusal::NoRoute, 404),
+            (Refusal::BodyTooLarge, 413),
+            (Refusal::NoChallenge, 404),
+            (Refusal::BadRedirectTarget, 400),
+            (Refusal::DeciderBug, 500),
+        ] {
+            assert_eq!(r.status(), status, "{r:?}");
+            assert_eq!(r.body(), body_for(status));
+        }
     }
 
     #[test]

@@ -26,8 +26,8 @@ use http::header::{HeaderName, HeaderValue};
 use pingora_limits::inflight::{Guard, Inflight};
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
-use window::{Clock, SystemClock, Windows};
 use std::time::Duration;
+use window::{Clock, SystemClock, Windows};
 
 /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers, structured-field version).
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -573,7 +573,10 @@ mod tests {
                 allowed.push(t);
             }
         }
-        assert_eq!(allowed.len() - allowed.iter().filter(|&&t| t >= 2.0).count(), limit);
+        assert_eq!(
+            allowed.len() - allowed.iter().filter(|&&t| t >= 2.0).count(),
+            limit
+        );
         // At the start of window 1 the estimate is 10 × (1 − f) + 0: nothing passes before
         // f = 1/L = 0.1 (2.2 s), and the first request at 2.2 s does.
         let early: Vec<_> = log.iter().filter(|(t, _)| *t < 2.195).collect();
@@ -586,10 +589,16 @@ mod tests {
         // window 1 the sliding window ends (the documented bound).
         let mut max_count = 0;
         for (i, &t_end) in allowed.iter().enumerate() {
-            let count = allowed[..=i].iter().filter(|&&t| t > t_end - 2.0 + 1e-9).count();
+            let count = allowed[..=i]
+                .iter()
+                .filter(|&&t| t > t_end - 2.0 + 1e-9)
+                .count();
             let f = ((t_end - 2.0) / 2.0).max(0.0);
             let bound = limit + (limit as f64 * f + 1e-9).floor() as usize;
-            assert!(count <= bound, "{count} > {bound} in the window ending {t_end:.3}");
+            assert!(
+                count <= bound,
+                "{count} > {bound} in the window ending {t_end:.3}"
+            );
             max_count = max_count.max(count);
         }
         assert!(max_count < 2 * limit, "{max_count}: never twice the limit");

@@ -15,7 +15,7 @@
 use crate::access_log::AccessRecord;
 use crate::cache::{self, Caches};
 use crate::compression::{self, BodyCoder};
-use crate::errors::{answer_for, body_for};
+use crate::errors::{answer_for, body_for, Refusal};
 use crate::headers::{self, HeaderPolicy, X_REQUEST_ID};
 use crate::metrics::{InFlight, RequestMetrics};
 use crate::ratelimit::{self, Decision};
@@ -231,7 +231,8 @@ async fn respond(
     Ok(())
 }
 
-async fn refuse(session: &mut Session, ctx: &RequestCtx, status: u16) -> Result<bool> {
+async fn refuse(session: &mut Session, ctx: &RequestCtx, why: Refusal) -> Result<bool> {
+    let status = why.status();
     if !keep_after_refusal(session.req_header(), status) {
         session.set_keepalive(None);
     }
@@ -239,12 +240,12 @@ async fn refuse(session: &mut Session, ctx: &RequestCtx, status: u16) -> Result<
         session,
         ctx,
         status,
-        Bytes::from_static(body_for(status).as_bytes()),
+        Bytes::from_static(why.body().as_bytes()),
         "text/plain; charset=utf-8",
         &[],
     )
     .await?;
-    if status == 413 {
+    if why == Refusal::BodyTooLarge {
         linger(session).await;
     }
     Ok(true)
@@ -288,7 +289,7 @@ async fn linger(session: &mut Session) {
 }
 
 /// Why a request was refused by a limit.
-enum Refusal {
+enum LimitRefusal {
     /// Too many requests in the window for the route's class.
     Rate { retry_after: u32 },
     /// Too many requests in flight from this client.
@@ -297,7 +298,7 @@ enum Refusal {
 
 impl GalionProxy {
     /// Applies the connection cap and the route's rate class to the resolved client.
-    async fn check_limits(&self, ctx: &mut RequestCtx, path: &str) -> Option<Refusal> {
+    async fn check_limits(&self, ctx: &mut RequestCtx, path: &str) -> Option<LimitRefusal> {
         let state = ctx.state.clone();
         let ip = ctx.client?;
         if state.limit_allow.contains(ip)
@@ -312,7 +313,7 @@ impl GalionProxy {
         }
         match state.conn_limiter.acquire(ip) {
             Ok(guard) => ctx.conn_guard = guard,
-            Err(_) => return Some(Refusal::Concurrency),
+            Err(_) => return Some(LimitRefusal::Concurrency),
         }
         let class = state.route(ctx.site?, ctx.route?)?.class.as_deref()?;
         let decision = match &state.redis_limiter {
@@ -327,7 +328,7 @@ impl GalionProxy {
                 ctx.rate = Some((remaining, reset_secs));
                 None
             }
-            Decision::Deny { retry_after_secs } => Some(Refusal::Rate {
+            Decision::Deny { retry_after_secs } => Some(LimitRefusal::Rate {
                 retry_after: retry_after_secs,
             }),
         }
@@ -338,17 +339,17 @@ impl GalionProxy {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        why: Refusal,
+        why: LimitRefusal,
     ) -> Result<bool> {
         let class = ctx.class();
         let retry_after = match why {
-            Refusal::Rate { retry_after } => {
+            LimitRefusal::Rate { retry_after } => {
                 if let Some(c) = class {
                     c.metrics.rate_rejected();
                 }
                 retry_after
             }
-            Refusal::Concurrency => {
+            LimitRefusal::Concurrency => {
                 class
                     .map_or(&ctx.state.unclassed, |c| &c.metrics)
                     .concurrency_rejected();
@@ -357,7 +358,7 @@ impl GalionProxy {
         };
         let mut extra = vec![(header::RETRY_AFTER, HeaderValue::from(retry_after))];
         // The ratelimit headers describe the class's window: a concurrency refusal is not one.
-        let rate_class = class.filter(|_| matches!(why, Refusal::Rate { .. }));
+        let rate_class = class.filter(|_| matches!(why, LimitRefusal::Rate { .. }));
         if let Some(c) = rate_class {
             extra.push((ratelimit::RATELIMIT_POLICY, c.policy.clone()));
             extra.push((
@@ -390,14 +391,14 @@ impl GalionProxy {
         let path = req.uri.path();
         if let Some(token) = path.strip_prefix(crate::acme::CHALLENGE_PREFIX) {
             let Some(webroot) = ctx.state.config.acme_webroot.clone() else {
-                return refuse(session, ctx, 404).await;
+                return refuse(session, ctx, Refusal::NoChallenge).await;
             };
             return match crate::acme::read_challenge(&webroot, token).await {
                 Some(body) => {
                     respond(session, ctx, 200, body, "text/plain", &[]).await?;
                     Ok(true)
                 }
-                None => refuse(session, ctx, 404).await,
+                None => refuse(session, ctx, Refusal::NoChallenge).await,
             };
         }
         let target = req
@@ -422,7 +423,7 @@ impl GalionProxy {
                 .await?;
                 Ok(true)
             }
-            Err(_) => refuse(session, ctx, 400).await,
+            Err(_) => refuse(session, ctx, Refusal::BadRedirectTarget).await,
         }
     }
 }
@@ -485,11 +486,11 @@ impl ProxyHttp for GalionProxy {
             .peer
             .map(|p| ctx.state.client_ip.resolve(p, &req.headers));
         let Some(host) = request_host(req) else {
-            return refuse(session, ctx, 400).await;
+            return refuse(session, ctx, Refusal::NoHost).await;
         };
         if self.role == ListenerRole::Redirect {
             let Some(site) = ctx.state.routes.site_for_host(host) else {
-                return refuse(session, ctx, 421).await;
+                return refuse(session, ctx, Refusal::UnknownHost).await;
             };
             ctx.site = Some(site);
             return self.redirect_or_acme(session, ctx).await;
@@ -498,16 +499,18 @@ impl ProxyHttp for GalionProxy {
         let site = match decided {
             Ok(d) => d.site,
             Err(RouteError::NoRoute { site }) => site,
-            Err(RouteError::UnknownHost) => return refuse(session, ctx, 421).await,
+            Err(RouteError::UnknownHost) => {
+                return refuse(session, ctx, Refusal::UnknownHost).await
+            }
         };
         ctx.site = (site < ctx.state.sites.len()).then_some(site);
         let path = req.uri.path();
         if !path_is_clean(path) {
-            return refuse(session, ctx, 400).await;
+            return refuse(session, ctx, Refusal::UncleanPath).await;
         }
         let decision = match decided {
             Ok(d) => d,
-            Err(_) => return refuse(session, ctx, 404).await,
+            Err(_) => return refuse(session, ctx, Refusal::NoRoute).await,
         };
         let exists = ctx.state.route(decision.site, decision.route).is_some()
             && decision.upstream < ctx.state.upstreams.len();
@@ -515,7 +518,7 @@ impl ProxyHttp for GalionProxy {
             log::warn!(
                 "route decider chose {decision:?}, which names no site, route or upstream group"
             );
-            return refuse(session, ctx, 500).await;
+            return refuse(session, ctx, Refusal::DeciderBug).await;
         }
         ctx.route = Some(decision.route);
         ctx.upstream = Some(decision.upstream);
@@ -527,7 +530,7 @@ impl ProxyHttp for GalionProxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit) {
-            return refuse(session, ctx, 413).await;
+            return refuse(session, ctx, Refusal::BodyTooLarge).await;
         }
         if let Some(refusal) = self.check_limits(ctx, path).await {
             return self.too_many(session, ctx, refusal).await;

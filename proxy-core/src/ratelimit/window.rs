@@ -264,7 +264,12 @@ mod tests {
     #[test]
     fn concurrent_rolls() {
         let clock = Arc::new(ManualClock::new());
-        let w = Arc::new(Windows::new(Duration::from_millis(1), 4, 1024, clock.clone()));
+        let w = Arc::new(Windows::new(
+            Duration::from_millis(1),
+            4,
+            1024,
+            clock.clone(),
+        ));
         for round in 0..20u64 {
             clock.advance(Duration::from_millis(1));
             let threads: Vec<_> = (0..4)
