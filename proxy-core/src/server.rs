@@ -37,9 +37,9 @@ pub enum BuildError {
     /// group or the Redis link (the error names which).
     #[error(transparent)]
     State(#[from] StateError),
-    /// Pingora refused a setting.
+    /// Pingora refused a setting (its error kept as the source).
     #[error("pingora: {0}")]
-    Pingora(String),
+    Pingora(#[source] Box<pingora_error::Error>),
 }
 
 /// How the process starts.
@@ -243,7 +243,7 @@ pub fn add_to_server_with(
         for addr in &config.listeners.https {
             // The same settings as `TlsSettings::intermediate`, plus the handshake counter.
             let mut tls = TlsSettings::with_callbacks(current.metrics.tls_callbacks())
-                .map_err(|e| BuildError::Pingora(e.to_string()))?;
+                .map_err(BuildError::Pingora)?;
             tls.set_cert_resolver(resolver.clone());
             tls.enable_h2();
             svc.add_tls_with_settings(&addr.to_string(), None, tls);

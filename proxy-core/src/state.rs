@@ -401,3 +401,16 @@ fn redis_parts(
     });
     Ok((Some(link), limiter, bus))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Errors travel through `Result`s on start and reload: keep them small (boxed sources).
+    #[test]
+    fn error_sizes_are_pinned() {
+        assert_eq!(std::mem::size_of::<StateError>(), 80);
+        assert_eq!(std::mem::size_of::<crate::BuildError>(), 80);
+        assert_eq!(std::mem::size_of::<crate::errors::Refusal>(), 1);
+    }
+}
