@@ -181,11 +181,14 @@ impl Proxy {
         let _ = self.child.wait();
     }
 
+    /// Sends the proxy a signal (`"HUP"`, `"USR1"`, `"TERM"`, `"QUIT"`); panics if `kill` fails.
+    pub fn signal(&self, sig: &str) {
+        assert!(signal(self.pid(), sig), "kill -{sig} {}", self.pid());
+    }
+
     /// SIGTERM (graceful shutdown), waiting up to 20s for the process to exit.
     pub fn terminate(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = signal(self.child.id(), "TERM");
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -252,11 +255,7 @@ impl Proxy {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let status = Command::new("kill")
-            .args(["-QUIT", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -QUIT");
+        assert!(signal(self.child.id(), "QUIT"), "kill -QUIT");
         let mut old = std::mem::replace(&mut self.child, new);
         self.log = upgrade_log;
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -713,4 +712,88 @@ pub fn raw_header(raw: &str, name: &str) -> Option<String> {
             .eq_ignore_ascii_case(name)
             .then(|| v.trim().to_string())
     })
+}
+
+/// Sends `sig` (`"HUP"`, `"TERM"`, `"0"` to test for life, ...) to `pid` with `kill(1)`;
+/// whether it was delivered. The one place tests signal processes.
+pub fn signal(pid: u32, sig: &str) -> bool {
+    Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether process `pid` exists.
+pub fn alive(pid: u32) -> bool {
+    signal(pid, "0")
+}
+
+/// Asserts the security headers every answer of the test configs carries, whoever made it (the
+/// origin, the cache, a refusal, an error): the defaults of `[headers]` and a request id.
+pub fn assert_security_headers(h: &reqwest::header::HeaderMap, what: &str) {
+    let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+    assert_eq!(
+        get("x-content-type-options"),
+        Some("nosniff"),
+        "{what}: {h:?}"
+    );
+    assert_eq!(get("x-frame-options"), Some("SAMEORIGIN"), "{what}: {h:?}");
+    assert_eq!(
+        get("referrer-policy"),
+        Some("strict-origin-when-cross-origin"),
+        "{what}: {h:?}"
+    );
+    assert!(
+        get("strict-transport-security").is_some_and(|v| v.starts_with("max-age=")),
+        "{what}: {h:?}"
+    );
+    assert!(
+        get("x-request-id").is_some_and(|v| !v.is_empty()),
+        "{what}: {h:?}"
+    );
+}
+
+/// Reads one HTTP/1 response (head and `Content-Length` body, none without one) from `s`;
+/// returns it whole, or what came before EOF or an error.
+pub fn read_response(s: &mut impl Read) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len = raw_header(&head, "content-length")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                buf.truncate(end + 4 + len);
+                return String::from_utf8_lossy(&buf).into_owned();
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&buf).into_owned(),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// [`read_response`] on an async stream; `None` on EOF or an error before a whole response.
+pub async fn read_response_async<R: tokio::io::AsyncBufRead + Unpin>(s: &mut R) -> Option<String> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if s.read_line(&mut line).await.ok()? == 0 {
+            return None;
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let len: usize = raw_header(&head, "content-length").map_or(Some(0), |v| v.parse().ok())?;
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.ok()?;
+    head.push_str(&String::from_utf8_lossy(&body));
+    Some(head)
 }

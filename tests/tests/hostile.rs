@@ -331,26 +331,6 @@ async fn bad_chunk_sizes_get_400_close_and_nothing_complete_upstream() {
     }
 }
 
-/// Reads one HTTP/1 response with a `Content-Length` body from `s`; returns its head.
-async fn read_response(s: &mut tokio::io::BufReader<TcpStream>) -> Option<String> {
-    use tokio::io::AsyncBufReadExt;
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if s.read_line(&mut line).await.ok()? == 0 {
-            return None;
-        }
-        head.push_str(&line);
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let len: usize = raw_header(&head, "content-length")?.parse().ok()?;
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).await.ok()?;
-    Some(head)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalive_connections_close_after_keepalive_requests() {
     let app = origin("app").await;
@@ -373,7 +353,7 @@ async fn keepalive_connections_close_after_keepalive_requests() {
             if s.get_mut().write_all(req.as_bytes()).await.is_err() {
                 break;
             }
-            match tokio::time::timeout(Duration::from_secs(10), read_response(&mut s)).await {
+            match tokio::time::timeout(Duration::from_secs(10), read_response_async(&mut s)).await {
                 Ok(Some(head)) => {
                     assert_eq!(status_of(&head), 200, "{head}");
                     served += 1;

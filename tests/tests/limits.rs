@@ -68,15 +68,6 @@ fn assert_raw_security_headers(raw: &str, what: &str) {
     );
 }
 
-fn assert_security_headers(h: &reqwest::header::HeaderMap, what: &str) {
-    assert_eq!(h["x-content-type-options"], "nosniff", "{what}");
-    assert_eq!(h["x-frame-options"], "SAMEORIGIN", "{what}");
-    assert_eq!(
-        h["referrer-policy"], "strict-origin-when-cross-origin",
-        "{what}"
-    );
-}
-
 /// How reading a response ended.
 #[derive(Debug, PartialEq, Eq)]
 enum End {

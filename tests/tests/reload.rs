@@ -5,7 +5,6 @@
 
 use galion_edge_tests::*;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,14 +45,6 @@ fn limits(rate: u32) -> String {
 }
 
 const STDOUT_LOG: &str = "[access_log]\npath = \"stdout\"";
-
-fn signal(proxy: &Proxy, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &proxy.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {sig}");
-}
 
 /// Rewrites the running config file with `f` applied to its text.
 fn edit(path: &Path, f: impl FnOnce(String) -> String) {
@@ -116,7 +107,7 @@ async fn sighup_applies_a_changed_route_under_load_with_zero_failures() {
     edit(&proxy.config_path, |t| {
         t.replace(&a.addr.to_string(), &b.addr.to_string())
     });
-    signal(&proxy, "-HUP");
+    proxy.signal("HUP");
     let switched = eventually(Duration::from_secs(10), || async {
         let before = b.requests().len();
         get(&proxy, "/probe", "192.0.2.2").await.status() == 200 && b.requests().len() > before
@@ -155,7 +146,7 @@ async fn sighup_applies_a_changed_limit() {
         assert_eq!(get(&proxy, "/api/x", "203.0.113.1").await.status(), 200);
     }
     edit(&proxy.config_path, |t| t.replace("rate = 100", "rate = 3"));
-    signal(&proxy, "-HUP");
+    proxy.signal("HUP");
     proxy_log(&proxy, "config reload: applied");
     // A fresh client: counts from before the reload carry over.
     let mut statuses = Vec::new();
@@ -194,7 +185,7 @@ async fn a_broken_config_on_sighup_is_refused_and_the_old_one_serves() {
 
     // Not TOML at all.
     std::fs::write(&proxy.config_path, "this is [ not toml").unwrap();
-    signal(&proxy, "-HUP");
+    proxy.signal("HUP");
     let log = proxy_log(&proxy, "refused");
     assert!(log.contains("config reload: file"), "{log}");
     assert_eq!(get(&proxy, "/x", "192.0.2.1").await.status(), 200);
@@ -209,7 +200,7 @@ async fn a_broken_config_on_sighup_is_refused_and_the_old_one_serves() {
             "{ path = \"/\", upstream = \"nowhere\" }",
         );
     std::fs::write(&proxy.config_path, bad).unwrap();
-    signal(&proxy, "-HUP");
+    proxy.signal("HUP");
     let log = proxy_log(&proxy, "sites[0].routes[1].upstream");
     assert!(
         log.lines()
@@ -227,7 +218,7 @@ async fn a_broken_config_on_sighup_is_refused_and_the_old_one_serves() {
         good.replace(&a.addr.to_string(), &b.addr.to_string()),
     )
     .unwrap();
-    signal(&proxy, "-HUP");
+    proxy.signal("HUP");
     proxy_log(&proxy, "config reload: applied");
     assert_eq!(get(&proxy, "/x", "192.0.2.1").await.status(), 200);
     assert_eq!(b.requests().len(), 1);
@@ -267,7 +258,7 @@ async fn sigusr1_reopens_the_access_log() {
     );
     let rotated = dir.path().join("access.log.1");
     std::fs::rename(&log_path, &rotated).unwrap();
-    signal(&proxy, "-USR1");
+    proxy.signal("USR1");
     proxy_log(&proxy, "reopening");
     // The reopen happens after the writer's next wake-up; requests logged until then may still
     // go to the renamed file, so poll until one lands in the new file.

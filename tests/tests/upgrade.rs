@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use galion_edge_tests::*;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -65,15 +64,6 @@ fn count(o: &Origin, prefix: &str) -> usize {
         .iter()
         .filter(|r| r.uri.starts_with(prefix))
         .count()
-}
-
-fn alive(pid: u32) -> bool {
-    Command::new("kill")
-        .args(["-0", &pid.to_string()])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap()
-        .success()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
