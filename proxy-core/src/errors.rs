@@ -37,6 +37,10 @@ pub enum Refusal {
     /// The route decider named a site, route or group that does not exist: 500 (a bug in the
     /// decider; logged).
     DeciderBug,
+    /// `TRACE` (or `TRACK`): 405, never forwarded. A trace echoes the request, credentials
+    /// included, back to whoever can make the browser send one (cross-site tracing); nginx
+    /// answers 405 as well.
+    Trace,
 }
 
 impl Refusal {
@@ -46,6 +50,7 @@ impl Refusal {
             Refusal::NoHost | Refusal::UncleanPath | Refusal::BadRedirectTarget => 400,
             Refusal::NoRoute | Refusal::NoChallenge => 404,
             Refusal::BodyTooLarge => 413,
+            Refusal::Trace => 405,
             Refusal::UnknownHost => 421,
             Refusal::DeciderBug => 500,
         }
@@ -55,6 +60,9 @@ impl Refusal {
     pub fn body(self) -> &'static str {
         body_for(self.status())
     }
+
+    /// The `Allow` value a 405 must carry (RFC 9110 §15.5.6): the methods the proxy forwards.
+    pub const ALLOW: &'static str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 }
 
 /// Maps an error from any phase to the answer the client gets.
@@ -121,6 +129,7 @@ mod tests {
             (Refusal::NoChallenge, 404),
             (Refusal::BadRedirectTarget, 400),
             (Refusal::DeciderBug, 500),
+            (Refusal::Trace, 405),
         ] {
             assert_eq!(r.status(), status, "{r:?}");
             assert_eq!(r.body(), body_for(status));

@@ -236,13 +236,14 @@ async fn refuse(session: &mut Session, ctx: &RequestCtx, why: Refusal) -> Result
     if !keep_after_refusal(session.req_header(), status) {
         session.set_keepalive(None);
     }
+    let allow = [(header::ALLOW, HeaderValue::from_static(Refusal::ALLOW))];
     respond(
         session,
         ctx,
         status,
         Bytes::from_static(why.body().as_bytes()),
         "text/plain; charset=utf-8",
-        &[],
+        if status == 405 { &allow } else { &[] },
     )
     .await?;
     if why == Refusal::BodyTooLarge {
@@ -485,6 +486,9 @@ impl ProxyHttp for GalionProxy {
         ctx.client = ctx
             .peer
             .map(|p| ctx.state.client_ip.resolve(p, &req.headers));
+        if req.method.as_str() == "TRACE" || req.method.as_str() == "TRACK" {
+            return refuse(session, ctx, Refusal::Trace).await;
+        }
         let Some(host) = request_host(req) else {
             return refuse(session, ctx, Refusal::NoHost).await;
         };

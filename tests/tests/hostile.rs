@@ -826,6 +826,45 @@ async fn the_proxy_is_not_an_open_proxy() {
     }
 }
 
+/// TRACE (and IIS's TRACK) would echo the request, cookies and `Authorization` included, back
+/// to a script that can make the browser send one: answered 405 by the proxy, with `Allow`,
+/// never forwarded; the connection stays usable (the refusal has no body to skip).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_is_refused_not_forwarded() {
+    let app = origin("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(bin!(), dir.path(), &config(&app, None, "", ""));
+    for method in ["TRACE", "TRACK"] {
+        let mut s = std::net::TcpStream::connect(proxy.plain_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let req =
+            format!("{method} /p HTTP/1.1\r\nHost: galion.app\r\nCookie: session=secret\r\n\r\n");
+        std::io::Write::write_all(&mut s, req.as_bytes()).unwrap();
+        let raw = read_response(&mut s);
+        assert_eq!(status_of(&raw), 405, "{method}: {raw:?}");
+        assert_eq!(
+            raw_header(&raw, "allow").as_deref(),
+            Some("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            "{method}"
+        );
+        assert_eq!(
+            raw_header(&raw, "x-content-type-options").as_deref(),
+            Some("nosniff")
+        );
+        assert_eq!(raw_header(&raw, "server").as_deref(), Some("galion-edge"));
+        assert!(!raw.contains("secret"), "{method}: echoed: {raw:?}");
+        // The next request on the same connection is served.
+        std::io::Write::write_all(&mut s, b"GET /ok HTTP/1.1\r\nHost: galion.app\r\n\r\n").unwrap();
+        let next = read_response(&mut s);
+        assert_eq!(status_of(&next), 200, "{method}: then {next:?}");
+    }
+    assert!(
+        app.requests().iter().all(|r| r.uri == "/ok"),
+        "forwarded: {:?}",
+        app.requests()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acme_webroot_escapes_are_refused() {
     let app = origin("app").await;
