@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Profiles the release proxy under load on loopback: `galion-edge demo` (the sample origins and
-# the proxy with configs/local.toml, moved to ports 2xxxx so it does not clash with a demo on
+# Profiles the release proxy under load on loopback: `galion-edge-tools demo` (the sample origins
+# and the proxy, in one process, with configs/local.toml, moved to ports 2xxxx so it does not clash with a demo on
 # the usual ports, access log to a file as in production), wrk from Debian as the load, and
 # `perf record` (software cpu-clock sampling: it works without hardware counters, as in VMs).
 #
 # Usage: benches/profile.sh [SCENARIO] [SECONDS] [BINARY]
 #   SCENARIO: hit1k (1 KiB API cache hit, default), hit100k (100 KiB JS hit), pass (uncacheable
 #   API pass-through), ab (no perf: interleaved wrk runs of BINARY and $B_BIN, see below).
-#   BINARY: the galion-edge binary (default target/release/galion-edge, built if missing).
+#   BINARY: a binary whose `demo` serves the proxy in its own process: galion-edge-tools (default
+#   target/release/galion-edge-tools, built if missing), or a galion-edge built before the demo
+#   moved out of it (1687f5b and earlier), for an A/B against an old build.
 # Outputs: $OUT (default /tmp/galion-perf)/SCENARIO.perf.data and SCENARIO.top.txt (the
 # functions by share of samples, all threads of the proxy process).
 #
-# A/B mode: B_BIN=/path/to/new/galion-edge benches/profile.sh ab 8 /path/to/old/galion-edge
+# A/B mode: B_BIN=/path/to/new/galion-edge-tools benches/profile.sh ab 8 /path/to/old/galion-edge-tools
 # runs ROUNDS (default 3) x {A = old, B = new} x {hit1k, hit100k, pass}, each SECONDS long,
 # and prints requests/s, p50, p99 and CPU time per request of each run, so the two are compared
 # in the same minutes. A_THREADS / B_THREADS set `[server] threads` of each side (default 0 =
@@ -25,13 +27,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SCENARIO=${1:-hit1k}
 SECONDS_RUN=${2:-10}
-BIN=${3:-target/release/galion-edge}
+BIN=${3:-target/release/galion-edge-tools}
 OUT=${OUT:-/tmp/galion-perf}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-2}
 mkdir -p "$OUT"
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"; exit 1; }
-[ -x "$BIN" ] || cargo build --release -p galion-edge
+[ -x "$BIN" ] || cargo build --release -p galion-edge-tools
 
 # A copy of the local config on other ports, its certificates and webroot.
 DIR=$(mktemp -d /tmp/galion-profile.XXXXXX)

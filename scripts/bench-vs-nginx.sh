@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # galion-edge against nginx, side by side, on this machine, in the same run.
 #
-# Starts the sample origins (`galion-edge origins`), galion-edge (release build, on
+# Starts the sample origins (`galion-edge-tools origins`), galion-edge (release build, on
 # configs/local.toml moved to the benchmark ports) and nginx (Debian's, with its brotli module, on
 # configs/bench/nginx.conf, a non-daemon child with its own prefix in a temp dir), all on
-# 127.0.0.1. Then, for ROUNDS rounds, runs every scenario of `galion-edge loadtest` against the
+# 127.0.0.1. Then, for ROUNDS rounds, runs every scenario of `galion-edge-tools loadtest` against the
 # origin directly (where that is meaningful), galion-edge and nginx, interleaved (the order of the
 # three rotates every round), and prints the medians as a markdown table (docs/benchmarks.md).
 #
 # Usage: scripts/bench-vs-nginx.sh [ROUNDS] [DURATION] [CONNECTIONS]     (defaults 3 8s 32)
 #   SCENARIOS="api-hit br-hit" scripts/bench-vs-nginx.sh 1 5s   # a subset
 #   OUT=dir                       where the reports go (default bench-results/DATE)
-#   SKIP_BUILD=1                  use target/release/galion-edge as it is
+#   SKIP_BUILD=1                  use target/release/galion-edge and galion-edge-tools as they are
 #   RATE=3000                     also run api-pass at this fixed rate per target (0 = skip):
 #                                 closed-loop latency hides a server that parks connections
 #                                 (coordinated omission); at a fixed rate every late answer counts
@@ -27,8 +27,10 @@ RATE=${RATE:-3000}
 # Scenarios where the origin answered directly is a meaningful baseline.
 ORIGIN_SCENARIOS=" static-hit api-hit api-pass pass-1mb mix "
 OUT=${OUT:-bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
-# The release binary of this checkout (honours CARGO_TARGET_DIR, like cargo).
+# The release binaries of this checkout (honours CARGO_TARGET_DIR, like cargo): the proxy, and
+# the tools (sample origins, load generator).
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/galion-edge
+TOOLS=${CARGO_TARGET_DIR:-$ROOT/target}/release/galion-edge-tools
 
 # Benchmark ports (configs/bench/nginx.conf uses the same).
 GE_PLAIN=26088 GE_HTTPS=26443 GE_HTTP=26080 GE_ADMIN=26113
@@ -49,8 +51,10 @@ if ! command -v nginx >/dev/null || [ ! -f /usr/lib/nginx/modules/ngx_http_brotl
 fi
 
 if [ -z "${SKIP_BUILD:-}" ]; then
-  echo "building galion-edge (release)..."
+  echo "building galion-edge and galion-edge-tools (release)..."
+  # Two builds, so that the proxy is built with its own features, as shipped.
   cargo build --release -p galion-edge
+  cargo build --release -p galion-edge-tools
 fi
 
 RUN=$(mktemp -d /tmp/galion-edge-bench.XXXXXX)
@@ -80,7 +84,7 @@ fi
 mkdir -p "$RUN/nginx/logs" "$RUN/nginx/cache"
 nginx -t -q -p "$RUN/nginx/" -c "$ROOT/configs/bench/nginx.conf"
 
-RUST_LOG=warn "$BIN" origins -c "$RUN/galion.toml" >"$RUN/origins.log" 2>&1 &
+RUST_LOG=warn "$TOOLS" origins -c "$RUN/galion.toml" >"$RUN/origins.log" 2>&1 &
 ORIGINS=$!; PIDS+=("$ORIGINS")
 RUST_LOG=warn "$BIN" run -c "$RUN/galion.toml" >"$RUN/proxy.log" 2>&1 &
 PROXY=$!; PIDS+=("$PROXY")
@@ -115,7 +119,7 @@ run_one() { # round target scenario
     galion-edge) args=(--url "http://127.0.0.1:$GE_PLAIN" --tls-url "https://127.0.0.1:$GE_HTTPS" --pid "$PROXY") ;;
     nginx) args=(--url "http://127.0.0.1:$NG_PLAIN" --tls-url "https://127.0.0.1:$NG_HTTPS" --pid "$NGINX") ;;
   esac
-  "$BIN" loadtest "${args[@]}" --label "$target" -s "$sc" -d "$DURATION" -c "$CONNS" \
+  "$TOOLS" loadtest "${args[@]}" --label "$target" -s "$sc" -d "$DURATION" -c "$CONNS" \
     -o "$OUT/round-$round/$target-$sc" > "$OUT/round-$round/$target-$sc.txt" 2>&1 \
     || { echo "  $target $sc FAILED:"; tail -5 "$OUT/round-$round/$target-$sc.txt"; }
   awk -v t="$target" -v s="$sc" 'NR==4 {printf "  %-12s %s\n", t, $0}' "$OUT/round-$round/$target-$sc.txt"
@@ -156,7 +160,7 @@ if [ "${RATE:-0}" != 0 ] && [[ " $SCENARIOS " == *" api-pass "* ]]; then
         galion-edge) args=(--url "http://127.0.0.1:$GE_PLAIN" --pid "$PROXY") ;;
         nginx) args=(--url "http://127.0.0.1:$NG_PLAIN" --pid "$NGINX") ;;
       esac
-      "$BIN" loadtest "${args[@]}" --label "$t" -s api-pass -d "$DURATION" -c "$CONNS" --rate "$RATE" \
+      "$TOOLS" loadtest "${args[@]}" --label "$t" -s api-pass -d "$DURATION" -c "$CONNS" --rate "$RATE" \
         -o "$OUT/fixed-rate/round-$round-$t" > "$OUT/fixed-rate/round-$round-$t.txt" 2>&1 \
         || { echo "  $t FAILED:"; tail -5 "$OUT/fixed-rate/round-$round-$t.txt"; }
       awk -v t="$t" 'NR==4 {printf "  %-12s %s\n", t, $0}' "$OUT/fixed-rate/round-$round-$t.txt"
@@ -170,10 +174,10 @@ if [ ${#WS_SCENARIOS[@]} -gt 0 ]; then
   done
 fi
 
-"$BIN" loadtest --summarize "$OUT"/round-* > "$OUT/summary.md"
+"$TOOLS" loadtest --summarize "$OUT"/round-* > "$OUT/summary.md"
 if [ -d "$OUT/fixed-rate" ]; then
   { echo; echo "api-pass at a fixed $RATE req/s (latency from the intended send time):"; echo
-    "$BIN" loadtest --summarize "$OUT/fixed-rate"; } >> "$OUT/summary.md"
+    "$TOOLS" loadtest --summarize "$OUT/fixed-rate"; } >> "$OUT/summary.md"
 fi
 echo
 cat "$OUT/machine.txt"

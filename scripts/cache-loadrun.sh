@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cache-hit load run: the release proxy (galion-edge demo: sample origins + proxy, configs/local.toml)
+# Cache-hit load run: the release proxy (galion-edge-tools demo: sample origins + proxy, configs/local.toml)
 # against the same origin directly, interleaved, with wrk (Debian package) on 127.0.0.1 only.
 # Bounded: ROUNDS x 4 runs of DURATION each. Usage: scripts/cache-loadrun.sh [ROUNDS] [DURATION]
 set -euo pipefail
@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 command -v wrk >/dev/null || { sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo; $sudo apt-get install -y wrk >/dev/null; }
 ROUNDS=${1:-2}; DURATION=${2:-8s}
-cargo build --release -p galion-edge >/dev/null
-RUST_LOG=warn ./target/release/galion-edge demo >/dev/null 2>&1 &
+cargo build --release -p galion-edge-tools >/dev/null
+RUST_LOG=warn ./target/release/galion-edge-tools demo >/dev/null 2>&1 &
 PID=$!; trap 'kill $PID 2>/dev/null' EXIT
 for _ in $(seq 50); do curl -sf -o /dev/null -H 'Host: galion.app' http://127.0.0.1:8088/api/users && break; sleep 0.2; done
 for u in /api/users '/api/blob/bytes?n=102400' '/api/app.js/text?n=102400'; do

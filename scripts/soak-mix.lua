@@ -1,5 +1,5 @@
 -- wrk script for scripts/soak.sh: a weighted mix of requests, and totals by status at the end.
--- Paths are the sample origins' (proxy-bin/src/origin.rs); hosts are the soak config's sites.
+-- Paths are the sample origins' (tools/src/origin.rs); hosts are the soak config's sites.
 
 local encodings = { "identity", "gzip", "br", "gzip, deflate, br" }
 local post_body = string.rep("x", 4096)

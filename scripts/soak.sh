@@ -3,7 +3,7 @@
 #
 #   scripts/soak.sh [SECONDS]        (default 600; run it under `nice -n 10` on a shared machine)
 #
-# Everything is on 127.0.0.1: sample origins in a process of their own (proxy-bin/examples/
+# Everything is on 127.0.0.1: sample origins in a process of their own (tools/examples/
 # soak_origins.rs, requests not recorded), `galion-edge run` with a soak config (small zones so
 # the memory tiers fill and the disk tiers evict within minutes), and `wrk` (Debian package) with
 # scripts/soak-mix.lua: cache hits (api and static zones, three encodings), misses of new URLs
@@ -22,7 +22,8 @@ TARGET=${CARGO_TARGET_DIR:-target}
 
 bash scripts/setup.sh
 command -v wrk >/dev/null || { sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo; $sudo apt-get install -y wrk >/dev/null; }
-cargo build --release -p galion-edge --bin galion-edge --example soak_origins >/dev/null
+cargo build --release -p galion-edge --bin galion-edge >/dev/null
+cargo build --release -p galion-edge-tools --example soak_origins >/dev/null
 
 cat >"$SOAK_DIR/soak.toml" <<EOF
 [server]

@@ -6,7 +6,7 @@
 //! process on a background thread, with a production-shaped config: worker threads per core,
 //! the access log written to a file, metrics, rate-limit classes that are checked (with rates
 //! nobody reaches), security headers, the compression policy and two cache zones. The origin is
-//! `galion_edge::origin` on its own one-thread runtime; the client is hyper on the bench thread.
+//! `galion_edge_tools::origin` on its own one-thread runtime; the client is hyper on the bench thread.
 //! Everything shares the machine's cores, as in production.
 //!
 //! Scenarios:
@@ -239,7 +239,7 @@ fn e2e(c: &mut Criterion) {
         .build()
         .unwrap();
     let origin = origin_rt
-        .block_on(galion_edge::origin::spawn_origin(
+        .block_on(galion_edge_tools::origin::spawn_origin(
             "api",
             "127.0.0.1:0".parse().unwrap(),
         ))

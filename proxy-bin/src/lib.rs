@@ -1,24 +1,21 @@
 //! The `galion-edge` command: CLI, logging and exit codes around `proxy-core`.
 //!
-//! Everything the proxy does lives in `proxy-core`; this crate parses arguments, sets up logging,
-//! turns errors into exit codes, and carries the sample origins of `galion-edge demo` (which the
-//! end-to-end tests use as their origins too).
+//! Everything the proxy does lives in `proxy-core`; this crate parses arguments, sets up logging
+//! and turns errors into exit codes. The binary ships only the proxy (`run`, `check`). The demo,
+//! the sample origins and the load generator are another binary, `galion-edge-tools` (crate
+//! `galion_edge_tools` in `tools/`), so that their HTTP server and client, WebSocket, histogram
+//! and progress-bar crates are not in what is deployed; `galion-edge demo`, `loadtest` and
+//! `origins` remain as hidden commands that only name the command that replaced them.
 
 #![deny(missing_docs)]
-
-pub mod demo;
-pub mod loadtest;
-pub mod origin;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use proxy_core::config::Config;
 use proxy_core::server::{build_server_with, ProxyOptions, RunOptions};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-/// The embedded local config used by `galion-edge demo`.
-pub const LOCAL_CONFIG: &str = include_str!("../../configs/local.toml");
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,37 +49,39 @@ enum Command {
         #[arg(long)]
         root: Option<PathBuf>,
     },
-    /// Start sample origins for both sites on loopback and the proxy in front of them.
-    Demo {
-        /// Directory holding `local.toml` and its certificates; defaults to the repository's
-        /// `configs/` next to the binary's source, or the embedded copy.
-        #[arg(long)]
-        configs: Option<PathBuf>,
-    },
-    /// Run bounded load against the proxy (started here with the sample origins) or a loopback
-    /// URL; print throughput, latency percentiles, cache hits, server CPU and memory; write a
-    /// JSON report and an SVG latency plot.
-    Loadtest(Box<loadtest::LoadtestArgs>),
-    /// Start only the sample origins of a config (one on every backend address) and wait:
-    /// what `loadtest` and scripts/bench-vs-nginx.sh run beside the proxy.
-    #[command(hide = true)]
-    Origins {
-        /// Config file (TOML) whose upstream backends get an origin each.
-        #[arg(short = 'c', long = "config")]
-        config: PathBuf,
-    },
+    /// Moved to `galion-edge-tools demo`.
+    #[command(hide = true, disable_help_flag = true)]
+    Demo(Moved),
+    /// Moved to `galion-edge-tools loadtest`.
+    #[command(hide = true, disable_help_flag = true)]
+    Loadtest(Moved),
+    /// Moved to `galion-edge-tools origins`.
+    #[command(hide = true, disable_help_flag = true)]
+    Origins(Moved),
 }
 
-/// Runs the command line; what `main` calls.
+/// The arguments of a command that moved to `galion-edge-tools`, taken whatever they are, so
+/// that the answer is where the command went rather than an argument error.
+#[derive(clap::Args, Debug)]
+struct Moved {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<OsString>,
+}
+
+/// The binary that holds the commands that left this one.
+pub const TOOLS_BIN: &str = "galion-edge-tools";
+
+/// Runs the command line; what `main` calls. Exits 0 on success, 1 on an error (printed on
+/// stderr), 2 on a usage error, including a command that moved to [`TOOLS_BIN`].
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
         Command::Check { config, root } => return check(&config, root.as_deref()),
         Command::Run { config, upgrade } => run(&config, upgrade),
-        Command::Demo { configs } => demo::run(configs),
-        Command::Loadtest(args) => loadtest::run(*args),
-        Command::Origins { config } => demo::run_origins(&config),
+        Command::Demo(m) => return moved("demo", &m.args),
+        Command::Loadtest(m) => return moved("loadtest", &m.args),
+        Command::Origins(m) => return moved("origins", &m.args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -93,7 +92,28 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// `galion-edge COMMAND ARGS` for a command that moved to the tools binary: says the command
+/// to type instead, exits 2.
+fn moved(command: &str, args: &[OsString]) -> ExitCode {
+    eprintln!("galion-edge: {}", moved_message(command, args));
+    ExitCode::from(2)
+}
+
+fn moved_message(command: &str, args: &[OsString]) -> String {
+    let rest: String = args
+        .iter()
+        .map(|a| format!(" {}", a.to_string_lossy()))
+        .collect();
+    format!(
+        "`{command}` is not part of the proxy's binary any more; run `{TOOLS_BIN} {command}{rest}` \
+         (build it with `cargo build -p {TOOLS_BIN}`, or from the repository: \
+         `cargo run -p {TOOLS_BIN} -- {command}{rest}`)"
+    )
+}
+
+/// Sets up logging as every binary of the workspace does: `env_logger` on stderr, filtered by
+/// `RUST_LOG` (default `info`), millisecond timestamps. A second call changes nothing.
+pub fn init_logging() {
     let env = env_logger::Env::default().default_filter_or("info");
     let _ = env_logger::Builder::from_env(env)
         .format_timestamp_millis()
@@ -134,8 +154,9 @@ pub fn run(path: &Path, upgrade: bool) -> anyhow::Result<()> {
     serve(config, Some(path), upgrade)
 }
 
-/// Runs a validated config until the process is told to stop. `path` is the file a reload
-/// (SIGHUP, `POST /reload`) reads again; without it reloads are refused.
+/// Runs a validated config until the process is told to stop (also what
+/// `galion-edge-tools demo` runs). `path` is the file a reload (SIGHUP, `POST /reload`) reads
+/// again; without it reloads are refused.
 pub fn serve(config: Config, path: Option<&Path>, upgrade: bool) -> anyhow::Result<()> {
     let mut proxy = ProxyOptions::default();
     if let Some(p) = path {
@@ -146,4 +167,32 @@ pub fn serve(config: Config, path: Option<&Path>, upgrade: bool) -> anyhow::Resu
         build_server_with(config, &RunOptions { upgrade }, proxy).context("starting the server")?;
     log::info!("galion-edge {} starting", env!("CARGO_PKG_VERSION"));
     server.run_forever()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moved_commands_take_any_arguments_and_name_the_tools_command() {
+        let cli = Cli::try_parse_from(["galion-edge", "loadtest", "-s", "api-hit", "--help"]);
+        let args = match cli.map(|c| c.command) {
+            Ok(Command::Loadtest(m)) => m.args,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(args, ["-s", "api-hit", "--help"]);
+        let msg = moved_message("loadtest", &args);
+        assert!(
+            msg.contains("`galion-edge-tools loadtest -s api-hit --help`"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("cargo run -p galion-edge-tools -- loadtest"),
+            "{msg}"
+        );
+        assert!(matches!(
+            Cli::try_parse_from(["galion-edge", "demo"]).map(|c| c.command),
+            Ok(Command::Demo(_))
+        ));
+    }
 }

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub use galion_edge::origin::{spawn_origin, Origin, Recorded};
+pub use galion_edge_tools::origin::{spawn_origin, Origin, Recorded};
 
 pub mod h2raw;
 
@@ -24,6 +24,15 @@ pub mod h2raw;
 macro_rules! bin {
     () => {
         env!("CARGO_BIN_EXE_galion-edge-under-test")
+    };
+}
+
+/// The path of the tools binary under test (`galion_edge_tools::main`, as
+/// `galion-edge-tools`); a macro for the same reason as [`bin!`].
+#[macro_export]
+macro_rules! tools_bin {
+    () => {
+        env!("CARGO_BIN_EXE_galion-edge-tools-under-test")
     };
 }
 

@@ -1,6 +1,7 @@
 //! The access log: one line per request with client, host, method, path, status, bytes,
 //! duration, upstream and its time, and request id; JSON or combined; stdout or a file.
-//! Also: the demo starts its origins and proxy from the embedded local config.
+//! Also: the demo (`galion-edge-tools demo`) starts its origins and proxy from the embedded
+//! local config.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -138,7 +139,7 @@ fn the_demo_serves_both_sites_from_the_embedded_config() {
     // The embedded local config, moved to free ports so the test never collides with a demo
     // someone is running.
     let dir = tempfile::tempdir().unwrap();
-    let path = galion_edge::demo::write_local_config(dir.path()).unwrap();
+    let path = galion_edge_tools::demo::write_local_config(dir.path()).unwrap();
     let mut text = std::fs::read_to_string(&path).unwrap();
     for port in [
         "8443", "8080", "8088", "9113", "3001", "8001", "8002", "3003", "8003", "8004",
@@ -161,7 +162,7 @@ fn the_demo_serves_both_sites_from_the_embedded_config() {
         .unwrap();
 
     let out = std::fs::File::create(dir.path().join("demo.out")).unwrap();
-    let mut child = std::process::Command::new(bin!())
+    let mut child = std::process::Command::new(tools_bin!())
         .args(["demo", "--configs"])
         .arg(dir.path())
         .stdout(out.try_clone().unwrap())

@@ -106,7 +106,7 @@ async fn negotiation_table() {
     let o = origin("app").await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(bin!(), dir.path(), &config(&o));
-    let original = galion_edge::origin::sample_text(100 * 1024);
+    let original = galion_edge_tools::origin::sample_text(100 * 1024);
     for (ae, want) in [
         (Some("br"), Some("br")),
         (Some("gzip"), Some("gzip")),
@@ -179,7 +179,7 @@ async fn what_is_left_alone() {
     assert_eq!(g.encoding.as_deref(), Some("gzip"));
     assert_eq!(
         decode(Some("gzip"), &g.raw),
-        galion_edge::origin::sample_text(10000)
+        galion_edge_tools::origin::sample_text(10000)
     );
 }
 
@@ -188,7 +188,7 @@ async fn gzip_from_the_origin_is_decompressed_for_clients_without_it() {
     let o = origin("app").await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(bin!(), dir.path(), &config(&o));
-    let original = galion_edge::origin::sample_text(50_000);
+    let original = galion_edge_tools::origin::sample_text(50_000);
     for ae in [None, Some("identity"), Some("gzip;q=0")] {
         let g = fetch(&proxy, "/js/text?n=50000&gz=1", ae, &[]).await;
         assert_eq!(g.status, 200);
@@ -209,7 +209,7 @@ async fn the_cache_stores_the_compressed_variant_and_hits_do_not_recompress() {
     let o = origin("app").await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(bin!(), dir.path(), &config(&o));
-    let original = galion_edge::origin::sample_text(100 * 1024);
+    let original = galion_edge_tools::origin::sample_text(100 * 1024);
     let first = fetch(
         &proxy,
         "/cached/text?n=102400",
@@ -263,7 +263,7 @@ async fn an_origin_gzip_body_is_never_stored_where_a_client_cannot_read_it() {
     let o = origin("app").await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(bin!(), dir.path(), &config(&o));
-    let original = galion_edge::origin::sample_text(20_000);
+    let original = galion_edge_tools::origin::sample_text(20_000);
     // A br client first: the origin's gzip is decoded before it is stored under the br variant.
     let first = fetch(&proxy, "/cached/text?n=20000&gz=1", Some("br"), &[]).await;
     assert_ne!(first.encoding.as_deref(), Some("gzip"));

@@ -19,8 +19,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use galion_edge::origin::url_body;
 use galion_edge_tests::*;
+use galion_edge_tools::origin::url_body;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,9 @@
-//! `galion-edge loadtest` through the real binary: it starts the sample origins and the proxy as
-//! child processes, runs two short scenarios bounded by a request count, and writes a JSON report
-//! and an SVG plot whose figures must add up; `--url` measures a running server (and a PID given
-//! with `--pid`); non-loopback targets are refused; `--summarize` builds the comparison table.
+//! `galion-edge-tools loadtest` through the real tools binary: it starts the sample origins (its
+//! own `origins`) and the proxy under test (`--proxy-bin`) as child processes, runs two short
+//! scenarios bounded by a request count, and writes a JSON report and an SVG plot whose figures
+//! must add up; `--url` measures a running server (and a PID given with `--pid`); non-loopback
+//! targets are refused; `--summarize` builds the comparison table; a missing proxy binary is
+//! named. The proxy binary itself points `demo`, `loadtest` and `origins` to the tools binary.
 //! Every run is bounded by `--requests` and a kill deadline; nothing here asserts speed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -27,11 +29,16 @@ impl Ran {
     }
 }
 
-/// Runs the binary with `args`, killing it after `limit`.
+/// Runs the tools binary with `args`, killing it after `limit`.
 fn run(args: &[&str], limit: Duration) -> Ran {
+    run_program(tools_bin!(), args, limit)
+}
+
+/// Runs `program` with `args`, killing it after `limit`.
+fn run_program(program: &str, args: &[&str], limit: Duration) -> Ran {
     let dir = tempfile::tempdir().unwrap();
     let (out, err) = (dir.path().join("out"), dir.path().join("err"));
-    let mut child = Command::new(bin!())
+    let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
@@ -114,6 +121,8 @@ fn spawned_run_writes_report_and_plot() {
             "4",
             "-o",
             out.to_str().unwrap(),
+            "--proxy-bin",
+            bin!(),
         ],
         Duration::from_secs(60),
     );
@@ -127,7 +136,7 @@ fn spawned_run_writes_report_and_plot() {
     assert!(ran.stdout.contains("report.json"), "{}", ran.show());
 
     let r = report(&out);
-    assert_eq!(r["tool"], "galion-edge loadtest");
+    assert_eq!(r["tool"], "galion-edge-tools loadtest");
     assert_eq!(r["label"], "galion-edge");
     assert_eq!(r["config"]["spawned"], true);
     assert_eq!(r["config"]["connections"], 4);
@@ -231,9 +240,32 @@ fn refuses_what_is_not_loopback_or_unbounded() {
         (&["loadtest", "-c", "100000"][..], "--connections 100000"),
         (&["loadtest", "-s", "nope"][..], "unknown scenario"),
         (&["loadtest", "--pid", "1"][..], "go with --url"),
+        (
+            &[
+                "loadtest",
+                "--proxy-bin",
+                "/nonexistent/galion-edge",
+                "-n",
+                "10",
+            ][..],
+            "no proxy binary at /nonexistent/galion-edge (--proxy-bin)",
+        ),
     ] {
         let ran = run(args, Duration::from_secs(10));
         assert_eq!(ran.code, Some(1), "{args:?}\n{}", ran.show());
         assert!(ran.stderr.contains(expected), "{args:?}\n{}", ran.show());
+    }
+}
+
+#[test]
+fn the_proxy_binary_names_the_tools_command() {
+    for sub in ["demo", "loadtest", "origins"] {
+        let ran = run_program(bin!(), &[sub, "-s", "api-hit"], Duration::from_secs(10));
+        assert_eq!(ran.code, Some(2), "{sub}\n{}", ran.show());
+        assert!(
+            ran.stderr.contains(&format!("galion-edge-tools {sub}")),
+            "{sub}\n{}",
+            ran.show()
+        );
     }
 }

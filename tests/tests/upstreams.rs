@@ -562,7 +562,7 @@ async fn counting_relay(target: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
 /// (memory)` in `write_response_tasks`), and this checks every byte and its order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_reach_a_slow_reader_byte_exact() {
-    use galion_edge::origin::url_body;
+    use galion_edge_tools::origin::url_body;
     let o = origin("api").await;
     let dir = tempfile::tempdir().unwrap();
     let upstream = format!(

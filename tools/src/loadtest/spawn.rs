@@ -1,11 +1,12 @@
-//! The servers `galion-edge loadtest` starts itself: the sample origins and the proxy, each a
-//! child process of this same binary (`galion-edge origins -c` and `galion-edge run -c`), so
-//! their CPU and memory are measured apart from the load generator's.
+//! The servers `galion-edge-tools loadtest` starts itself, each a child process so that their CPU
+//! and memory are measured apart from the load generator's: the sample origins (this same
+//! binary, `galion-edge-tools origins -c`) and the proxy (the `galion-edge` binary,
+//! `galion-edge run -c`, found by [`proxy_binary`]).
 //!
 //! Without `--config`, the embedded `configs/local.toml` is written to a temporary directory
 //! with every listener and origin moved to a free loopback port, the pid file and upgrade socket
 //! moved into that directory, and the access log written to a file there (as nginx writes its
-//! own): the run does not collide with a `galion-edge demo` or another load test.
+//! own): the run does not collide with a `galion-edge-tools demo` or another load test.
 
 use super::LoadtestError;
 use proxy_core::config::Config;
@@ -14,6 +15,13 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The environment variable that names the proxy binary when `--proxy-bin` is not given.
+pub const PROXY_BIN_ENV: &str = "GALION_EDGE_BIN";
+
+/// The proxy binary's name, looked up in the directory of this executable by default (Cargo
+/// builds both binaries of a profile into the same `target/<profile>/`).
+pub const PROXY_BIN_NAME: &str = "galion-edge";
 
 /// Origins and proxy, killed (and the temporary directory removed) on drop.
 #[derive(Debug)]
@@ -79,9 +87,49 @@ fn local_config_text(dir: &Path) -> Result<String, LoadtestError> {
     Ok(text)
 }
 
+/// Where the proxy binary is, and what said so: `explicit` (`--proxy-bin`), else a non-empty
+/// `env` (`GALION_EDGE_BIN`), else `galion-edge` beside `exe`.
+fn locate(
+    explicit: Option<&Path>,
+    env: Option<std::ffi::OsString>,
+    exe: &Path,
+) -> (PathBuf, String) {
+    if let Some(p) = explicit {
+        return (p.to_path_buf(), "--proxy-bin".into());
+    }
+    if let Some(v) = env.filter(|v| !v.is_empty()) {
+        return (PathBuf::from(v), PROXY_BIN_ENV.into());
+    }
+    let name = format!("{PROXY_BIN_NAME}{}", std::env::consts::EXE_SUFFIX);
+    (
+        exe.with_file_name(name),
+        format!("beside {}", exe.display()),
+    )
+}
+
+/// The `galion-edge` binary the load test starts as the proxy: `explicit` (`--proxy-bin PATH`),
+/// else the path in [`PROXY_BIN_ENV`], else [`PROXY_BIN_NAME`] in the directory of this
+/// executable. Fails with [`LoadtestError::Spawn`], naming the path tried and how to provide the
+/// binary, when that path is not a file; it does not check that the file is a galion-edge.
+pub fn proxy_binary(explicit: Option<&Path>) -> Result<PathBuf, LoadtestError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| LoadtestError::Spawn(format!("finding this binary: {e}")))?;
+    let (path, from) = locate(explicit, std::env::var_os(PROXY_BIN_ENV), &exe);
+    if path.is_file() {
+        return Ok(path);
+    }
+    Err(LoadtestError::Spawn(format!(
+        "no proxy binary at {} ({from}): build it with `cargo build -p galion-edge` (add \
+         --release if this is a release build: both go to the same target directory), or name \
+         it with --proxy-bin PATH or {PROXY_BIN_ENV}=PATH",
+        path.display()
+    )))
+}
+
 /// Starts the origins and the proxy: on `config`, or on the embedded local config with free
-/// ports. Returns once the proxy answers through to an origin.
-pub fn spawn(config: Option<&Path>) -> Result<Spawned, LoadtestError> {
+/// ports. The proxy is the binary at `proxy_bin` (see [`proxy_binary`]). Returns once the proxy
+/// answers through to an origin.
+pub fn spawn(config: Option<&Path>, proxy_bin: &Path) -> Result<Spawned, LoadtestError> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -120,26 +168,28 @@ pub fn spawn(config: Option<&Path>) -> Result<Spawned, LoadtestError> {
         https,
         proxy_pid: 0,
     };
-    let start = |args: &[&str], log: &str| -> Result<Child, LoadtestError> {
+    let start = |program: &Path, args: &[&str], log: &str| -> Result<Child, LoadtestError> {
         let log_path = dir.join(log);
         let log = std::fs::File::create(&log_path)
             .map_err(|e| LoadtestError::Spawn(format!("creating {}: {e}", log_path.display())))?;
-        Command::new(&exe)
+        Command::new(program)
             .args(args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .map_err(|e| LoadtestError::Spawn(format!("starting {} {args:?}: {e}", exe.display())))
+            .map_err(|e| {
+                LoadtestError::Spawn(format!("starting {} {args:?}: {e}", program.display()))
+            })
     };
     let p = path.to_string_lossy().into_owned();
     spawned
         .children
-        .push(start(&["origins", "-c", &p], "origins.log")?);
+        .push(start(&exe, &["origins", "-c", &p], "origins.log")?);
     spawned
         .children
-        .push(start(&["run", "-c", &p], "proxy.log")?);
+        .push(start(proxy_bin, &["run", "-c", &p], "proxy.log")?);
     spawned.proxy_pid = spawned.children[1].id();
 
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -216,5 +266,32 @@ mod tests {
             assert!(!text.contains(old), "{old} left in the config");
         }
         assert!(text.contains(&format!("{}/access.log", dir.display())));
+    }
+
+    #[test]
+    fn proxy_binary_is_the_flag_then_the_variable_then_the_sibling() {
+        let exe = Path::new("/opt/t/release/galion-edge-tools");
+        let sibling = Path::new("/opt/t/release")
+            .join(format!("galion-edge{}", std::env::consts::EXE_SUFFIX));
+        let flag = Path::new("/x/flag");
+        let env = || Some(std::ffi::OsString::from("/x/env"));
+        assert_eq!(locate(Some(flag), env(), exe).0, flag);
+        assert_eq!(locate(None, env(), exe).0, Path::new("/x/env"));
+        assert_eq!(locate(None, Some("".into()), exe).0, sibling);
+        let (path, from) = locate(None, None, exe);
+        assert_eq!(path, sibling);
+        assert!(from.contains("galion-edge-tools"), "{from}");
+    }
+
+    #[test]
+    fn a_missing_proxy_binary_is_named_with_the_fix() {
+        let e = proxy_binary(Some(Path::new("/nonexistent/galion-edge"))).map(|_| ());
+        let msg = e.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            msg.contains("/nonexistent/galion-edge (--proxy-bin)"),
+            "{msg}"
+        );
+        assert!(msg.contains("cargo build -p galion-edge"), "{msg}");
+        assert!(msg.contains(PROXY_BIN_ENV), "{msg}");
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Usage: `soak_origins NAME=127.0.0.1:PORT [NAME=ADDR ...]`
 
-use galion_edge::origin::spawn_origin;
+use galion_edge_tools::origin::spawn_origin;
 use std::net::SocketAddr;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

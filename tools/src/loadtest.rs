@@ -1,8 +1,9 @@
-//! `galion-edge loadtest`: bounded load runs on loopback, with a JSON report and an SVG plot.
+//! `galion-edge-tools loadtest`: bounded load runs on loopback, with a JSON report and an SVG plot.
 //!
-//! Without `--url`, the command starts the sample origins and the proxy (child processes of this
-//! binary, on the embedded local config with free ports, or on `--config`), warms the cache, and
-//! runs the chosen scenarios against the proxy. With `--url` (and `--tls-url` for the HTTPS
+//! Without `--url`, the command starts the sample origins and the proxy (child processes: this
+//! binary's `origins` and the `galion-edge` binary's `run`, on the embedded local config with free
+//! ports, or on `--config`; [`spawn::proxy_binary`] says where the proxy binary is found), warms
+//! the cache, and runs the chosen scenarios against the proxy. With `--url` (and `--tls-url` for the HTTPS
 //! scenarios) it runs them against any loopback server, such as nginx, measuring the processes
 //! given with `--pid` (and their children) the same way.
 //!
@@ -70,7 +71,7 @@ pub enum LoadtestError {
     Report(String),
 }
 
-/// `galion-edge loadtest` arguments.
+/// `galion-edge-tools loadtest` arguments.
 #[derive(clap::Args, Debug, Clone)]
 pub struct LoadtestArgs {
     /// Scenarios, repeated or comma-separated; `all` (the default) runs every one. See --list.
@@ -119,6 +120,10 @@ pub struct LoadtestArgs {
     /// sites of configs/local.toml) instead of the embedded local config.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Without --url: the `galion-edge` binary to start as the proxy. Default: the path in
+    /// $GALION_EDGE_BIN, else `galion-edge` in this binary's directory (where Cargo builds both).
+    #[arg(long, value_name = "PATH")]
+    pub proxy_bin: Option<PathBuf>,
     /// Directory for report.json and latency.svg.
     #[arg(short = 'o', long, default_value = "loadtest-report")]
     pub out: PathBuf,
@@ -128,7 +133,7 @@ pub struct LoadtestArgs {
     pub summarize: Vec<PathBuf>,
 }
 
-/// Runs `galion-edge loadtest`.
+/// Runs `galion-edge-tools loadtest`.
 pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     if args.list {
         for s in scenarios::all() {
@@ -149,8 +154,12 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     let spawned = match &args.url {
         Some(_) => None,
         None => {
-            eprintln!("galion-edge loadtest: starting the sample origins and the proxy...");
-            Some(spawn::spawn(args.config.as_deref())?)
+            let proxy_bin = spawn::proxy_binary(args.proxy_bin.as_deref())?;
+            eprintln!(
+                "galion-edge-tools loadtest: starting the sample origins and the proxy ({})...",
+                proxy_bin.display()
+            );
+            Some(spawn::spawn(args.config.as_deref(), &proxy_bin)?)
         }
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -230,6 +239,11 @@ impl Plan {
         if a.url.is_some() && a.config.is_some() {
             return bad(
                 "--config is for the proxy loadtest starts; it does not go with --url".into(),
+            );
+        }
+        if a.url.is_some() && a.proxy_bin.is_some() {
+            return bad(
+                "--proxy-bin is for the proxy loadtest starts; it does not go with --url".into(),
             );
         }
         let scenarios = scenarios::select(&a.scenarios).map_err(LoadtestError::Args)?;
@@ -351,7 +365,7 @@ async fn run_all(
         .map(|d| d.as_secs())
         .unwrap_or_default();
     let mut report = Report {
-        tool: "galion-edge loadtest".into(),
+        tool: report::TOOL.into(),
         version: env!("CARGO_PKG_VERSION").into(),
         label,
         started_unix,
@@ -382,7 +396,7 @@ async fn run_all(
             t => {
                 let Some(addr) = tls else {
                     eprintln!(
-                        "galion-edge loadtest: {} skipped: it needs --tls-url (the target's HTTPS listener)",
+                        "galion-edge-tools loadtest: {} skipped: it needs --tls-url (the target's HTTPS listener)",
                         sc.name
                     );
                     continue;
@@ -395,7 +409,10 @@ async fn run_all(
                 }
             }
         };
-        eprintln!("galion-edge loadtest: {} ({})", sc.name, sc.description);
+        eprintln!(
+            "galion-edge-tools loadtest: {} ({})",
+            sc.name, sc.description
+        );
         let shared = Shared::new(shared_stop.clone());
         let r = match &sc.workload {
             Workload::Http { requests } => {
@@ -594,6 +611,7 @@ mod tests {
         assert!(plan(&["--rate", "0"]).is_err());
         assert!(plan(&["--ws-connections", "20000"]).is_err());
         assert!(plan(&["--pid", "1"]).is_err());
+        assert!(plan(&["--url", "http://127.0.0.1:1", "--proxy-bin", "/x"]).is_err());
         assert!(plan(&["-s", "nope"]).is_err());
         let p = plan(&["-n", "100"]).map(|p| (p.params.duration, p.params.max_requests));
         assert_eq!(p.ok(), Some((MAX_DURATION, 100)));

@@ -1,5 +1,5 @@
 //! The report of a run: JSON (serde), the human table, and the comparison table of several runs
-//! (`galion-edge loadtest --summarize DIR`: medians per scenario and target over rounds).
+//! (`galion-edge-tools loadtest --summarize DIR`: medians per scenario and target over rounds).
 
 use super::client::{Stats, CACHE_STATUSES};
 use serde::{Deserialize, Serialize};
@@ -7,10 +7,15 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// The whole report of one `galion-edge loadtest` invocation.
+/// The `tool` field of every report: the command that wrote it. Reports written before the
+/// load generator moved out of the proxy's binary say `galion-edge loadtest`; `--summarize`
+/// reads both.
+pub const TOOL: &str = "galion-edge-tools loadtest";
+
+/// The whole report of one `galion-edge-tools loadtest` invocation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
-    /// Always `galion-edge loadtest`.
+    /// Always [`TOOL`].
     pub tool: String,
     /// The galion-edge version that measured.
     pub version: String,
@@ -281,7 +286,7 @@ pub fn human(report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "galion-edge loadtest: {} ({} CPUs, kernel {}, load {:.2}); {} connections, {:.0}s or {} requests{}",
+        "galion-edge-tools loadtest: {} ({} CPUs, kernel {}, load {:.2}); {} connections, {:.0}s or {} requests{}",
         report.label,
         report.machine.cpus,
         report.machine.kernel,

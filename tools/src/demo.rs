@@ -1,8 +1,9 @@
-//! `galion-edge demo`: the sample origins of both sites and the proxy in front of them.
+//! `galion-edge-tools demo`: the sample origins of both sites and the proxy in front of them.
 //!
 //! The embedded `configs/local.toml` and its self-signed certificates are written to a temporary
 //! directory (so the demo runs from anywhere), an origin is started on every backend address of
-//! every upstream group, and the proxy serves the config in the foreground.
+//! every upstream group, and the proxy serves the config in the foreground, in this process
+//! (`galion_edge::serve`, as `galion-edge run`).
 
 use crate::origin::spawn_origin;
 use crate::LOCAL_CONFIG;
@@ -48,7 +49,7 @@ pub fn write_local_config(dir: &Path) -> std::io::Result<PathBuf> {
 }
 
 /// Starts a sample origin on every backend address of every upstream group of the config at
-/// `path`, then waits until the process is killed (`galion-edge origins -c FILE`).
+/// `path`, then waits until the process is killed (`galion-edge-tools origins -c FILE`).
 pub fn run_origins(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -130,7 +131,7 @@ pub fn run(configs: Option<PathBuf>) -> anyhow::Result<()> {
         .map(|a| a.port())
         .unwrap_or(8088);
     println!(
-        "galion-edge demo: sample origins for both sites, the proxy in front (config {})",
+        "galion-edge-tools demo: sample origins for both sites, the proxy in front (config {})",
         path.display()
     );
     for o in &started {
@@ -149,5 +150,5 @@ pub fn run(configs: Option<PathBuf>) -> anyhow::Result<()> {
          \x20 curl -s -X POST 'http://127.0.0.1:{admin}/cache/purge?prefix=galion.app/api/'   # purge; stats at /cache/stats\n\
          \nAccess log lines follow. Ctrl-C stops.\n"
     );
-    crate::serve(config, Some(&path), false)
+    galion_edge::serve(config, Some(&path), false)
 }
