@@ -6,6 +6,8 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// Where: a field path such as `upstreams.app_api.backends[0]`, or `file` for I/O and syntax.
+    /// An empty key (`"" = 1`, legal TOML) is written `""` inside a path; when it is the unknown
+    /// key itself, the path is the table it is in (`server`), `(top level)` at the top.
     pub path: String,
     /// The bad value as written (empty when the field is missing).
     pub value: String,

@@ -3,6 +3,8 @@
 
 use super::validate::validate;
 use crate::config::{Config, ConfigError, ConfigErrors, RawConfig};
+use serde_path_to_error::Segment;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 impl Config {
@@ -73,29 +75,128 @@ impl Config {
     }
 
     fn parse(text: &str, base_dir: &Path, root: Option<&Path>) -> Result<Config, ConfigErrors> {
-        let de = toml::Deserializer::new(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let message = inner.message().trim().replace('\n', "; ");
-            let location = inner
-                .span()
-                .map(|s| {
-                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
-                    format!(" (line {line})")
-                })
-                .unwrap_or_default();
-            ConfigErrors(vec![ConfigError {
-                path: if path == "." { "file".into() } else { path },
-                value: String::new(),
-                message: format!("{message}{location}"),
-            }])
-        })?;
-        validate(raw, base_dir, root)
+        validate(decode(text)?, base_dir, root)
     }
 
     /// Validates decoded raw config, collecting every error.
     pub fn from_raw(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigErrors> {
         validate(raw, base_dir, None)
+    }
+}
+
+/// The path of a decoding error about a key of the file's top-level table itself: the empty key
+/// `"" = 1` at the top, which has no field path of its own.
+const TOP_LEVEL: &str = "(top level)";
+
+/// TOML text to [`RawConfig`], or the one syntax or type error, with its field path and line.
+fn decode(text: &str) -> Result<RawConfig, ConfigErrors> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut segments: Vec<Segment> = e.path().iter().cloned().collect();
+        let inner = e.into_inner();
+        let mut message = inner.message().trim().replace('\n', "; ");
+        let location = inner
+            .span()
+            .map(|s| {
+                let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                format!(" (line {line})")
+            })
+            .unwrap_or_default();
+        // toml names an unknown key in backquotes: an empty one reads "unknown field ``", and
+        // its path ends in an empty segment ("server."). Name the table it is in instead, and
+        // the key in words.
+        let mut empty_path = "file";
+        if let Some(rest) = message.strip_prefix("unknown field ``") {
+            if matches!(segments.last(), Some(Segment::Map { key }) if key.is_empty()) {
+                segments.pop();
+                message = format!("unknown field \"\" (an empty key){rest}");
+                empty_path = TOP_LEVEL;
+            }
+        }
+        ConfigErrors(vec![ConfigError {
+            path: field_path(&segments).unwrap_or_else(|| empty_path.into()),
+            value: String::new(),
+            message: format!("{message}{location}"),
+        }])
+    })
+}
+
+/// `segments` written the way `serde_path_to_error` writes a path (`sites[0].routes[1].path`),
+/// except that an empty key (`[upstreams.""]`, legal TOML) is written `""` rather than
+/// nothing; `None` when there are no segments.
+fn field_path(segments: &[Segment]) -> Option<String> {
+    if segments.is_empty() {
+        return None;
+    }
+    let mut out = String::new();
+    for (i, segment) in segments.iter().enumerate() {
+        if i > 0 && !matches!(segment, Segment::Seq { .. }) {
+            out.push('.');
+        }
+        match segment {
+            Segment::Seq { index } => {
+                let _ = write!(out, "[{index}]");
+            }
+            Segment::Map { key } | Segment::Enum { variant: key } if key.is_empty() => {
+                out.push_str("\"\"");
+            }
+            Segment::Map { key } | Segment::Enum { variant: key } => out.push_str(key),
+            Segment::Unknown => out.push('?'),
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn only_error(text: &str) -> ConfigError {
+        let errors = Config::from_toml_str(text, Path::new(".")).unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        errors.0[0].clone()
+    }
+
+    /// `''='='` (fuzz/regressions/config/): an empty key gave the path "" at the top level and
+    /// "server." under `[server]`, with "unknown field ``".
+    #[test]
+    fn an_empty_key_is_named_with_the_table_it_is_in() {
+        let e = only_error("''='='");
+        assert_eq!(e.path, "(top level)");
+        assert_eq!(
+            e.to_string(),
+            "(top level): unknown field \"\" (an empty key), expected one of `server`, \
+             `listeners`, `downstream`, `tls`, `access_log`, `acme`, `headers`, `client_ip`, \
+             `limits`, `redis`, `compression`, `admin`, `cache`, `upstreams`, `sites` (line 1)"
+        );
+        let e = only_error("[server]\n''=1\n");
+        assert_eq!(e.path, "server");
+        assert_eq!(
+            e.to_string(),
+            "server: unknown field \"\" (an empty key), expected one of `threads`, \
+             `work_stealing`, `grace_period`, `graceful_shutdown_timeout`, `pid_file`, \
+             `upgrade_sock`, `upstream_keepalive_pool_size` (line 2)"
+        );
+        let e = only_error("[[sites]]\n'' = 1\n");
+        assert_eq!(e.path, "sites[0]");
+    }
+
+    #[test]
+    fn an_empty_key_inside_a_path_is_written_quoted() {
+        let e = only_error("[upstreams.'']\nbackends = 1\n");
+        assert_eq!(e.path, "upstreams.\"\".backends");
+        let e = only_error("[upstreams.'']\nbogus = 1\n");
+        assert_eq!(e.path, "upstreams.\"\".bogus");
+    }
+
+    /// Paths without an empty key are written as before.
+    #[test]
+    fn other_decoding_errors_keep_their_paths() {
+        assert_eq!(only_error("[server]\nthread = 4\n").path, "server.thread");
+        assert_eq!(
+            only_error("sites = [{ hosts = 1 }]\n").path,
+            "sites[0].hosts"
+        );
+        assert_eq!(only_error("[server\n").path, "file");
     }
 }
