@@ -13,9 +13,12 @@
 //!   │
 //!   ├─ HTTP/1 head read with deadlines ── front::Front (408 slow header, 431 too large)
 //!   │
+//!   ├─ new_ctx ────────────────────────── state::ProxyState (the config compiled per site and
+//!   │                                      route; swapped whole on reload)
 //!   ├─ request_filter ─────────────────── client_ip::ClientIpResolver (who the client is)
 //!   │                                      routing::RouteDecider over routing::RouteTable
-//!   │                                      (host → site, prefix → route, 421 / 404 / 400)
+//!   │                                      (host → site, prefix → route, 421 / 404 / 400,
+//!   │                                      errors::Refusal; TRACE 405)
 //!   │                                      acme (port 80 challenges), 301 to https, 413 on CL
 //!   │                                      ratelimit::{RateLimiter, ConnLimiter} (429),
 //!   │                                      ratelimit::redis::RedisLimiter (shared, Redis)
@@ -27,11 +30,13 @@
 //!   ├─ upstream_response_filter / body ── compression::{CompressionPolicy, BodyCoder}
 //!   ├─ response_filter ────────────────── headers::HeaderPolicy (HSTS, CSP, …), X-Cache-Status
 //!   ├─ fail_to_proxy ──────────────────── errors::answer_for (502 / 504 / 4xx)
-//!   └─ logging ────────────────────────── access_log::AccessLog, metrics::MetricHandles
+//!   └─ logging ────────────────────────── access_log::AccessLog, the route's
+//!                                          metrics::RequestMetrics
 //!
 //! admin listener ──────────────────────── admin::Admin (/healthz, /readyz, /metrics,
 //!                                          cache stats and purges, /reload;
-//!                                          metrics::Metrics::render)
+//!                                          state::ProxyState::render_metrics)
+//! start-up ────────────────────────────── listeners::ReadyAnnouncer ("ready: listening on …")
 //! SIGHUP / SIGUSR1 ────────────────────── reload::SignalHandler (config reload, log reopen)
 //! Redis (optional) ────────────────────── redis_link::RedisService (pool, breaker, reconnect),
 //!                                          purge_bus::PurgeBus (purges to every instance)
@@ -53,7 +58,7 @@
 //!
 //! | block | what it is for | hook |
 //! |---|---|---|
-//! | [`RouteTable`] | host → site, longest prefix → route, allocation-free | `request_filter` |
+//! | [`RouteTable`] ([`RouteTable::builder`], no config needed) | host → site, longest prefix → route, allocation-free | `request_filter` |
 //! | [`TieredStorage`] + [`DiskEviction`] | a `pingora_cache::Storage`: memory over checksummed disk, survives restarts | `request_cache_filter` |
 //! | [`ClientIpResolver`] + [`TrustedProxies`] | the client's IP behind trusted proxies (Cloudflare) | `request_filter` |
 //! | [`RateLimiter`] + [`LimitClass`], [`ConnLimiter`] | sliding-window request limits and in-flight caps per IP, fixed memory | `request_filter` |
