@@ -36,6 +36,9 @@ pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// Shortest window: the limiter's windows and its headers are in whole seconds.
 pub const MIN_WINDOW: Duration = Duration::from_secs(1);
+/// The window when the config names none (`[limits] window`): one minute, as the
+/// requests-per-minute limits of ARCHITECTURE.md.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 /// Longest window (one day); longer ones are clamped to it.
 pub const MAX_WINDOW: Duration = Duration::from_secs(86_400);
 /// Largest sketch accepted by [`RateLimiter::new`] (2^24 slots: 1 GiB); larger requests are

@@ -896,3 +896,47 @@ fn the_grafana_dashboard_parses_and_queries_exported_metrics() {
         }
     }
 }
+
+/// The defaults docs/configuration.md lists are the constants their owners export (and the
+/// validator uses), so the two cannot drift apart again (the docs once said brotli 4 while the
+/// code used 5).
+#[test]
+fn documented_defaults_are_the_owners_constants() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
+    )
+    .unwrap();
+    let default_of = |key: &str| -> String {
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{key}` |")))
+            .unwrap_or_else(|| panic!("no row for {key}"));
+        row.split('|')
+            .nth(2)
+            .unwrap()
+            .trim()
+            .trim_matches('`')
+            .to_string()
+    };
+    use proxy_core::{compression, ratelimit};
+    assert_eq!(
+        default_of("gzip_level"),
+        compression::DEFAULT_GZIP_LEVEL.to_string()
+    );
+    assert_eq!(
+        default_of("brotli_quality"),
+        compression::DEFAULT_BROTLI_QUALITY.to_string()
+    );
+    assert_eq!(
+        default_of("min_size"),
+        compression::DEFAULT_MIN_SIZE.to_string()
+    );
+    assert_eq!(
+        default_of("sketch_slots"),
+        ratelimit::DEFAULT_SLOTS.to_string()
+    );
+    assert_eq!(
+        default_of("window"),
+        format!("\"{}s\"", ratelimit::DEFAULT_WINDOW.as_secs())
+    );
+}

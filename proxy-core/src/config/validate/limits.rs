@@ -4,7 +4,7 @@ use super::{valid_name, Validator};
 use crate::config::{
     LimitBackend, LimitClassSettings, LimitsSettings, RawLimits, RawRoute, RedisSettings,
 };
-use std::time::Duration;
+use crate::ratelimit;
 
 impl Validator {
     pub(super) fn limits(&mut self, raw: &RawLimits) -> LimitsSettings {
@@ -82,11 +82,8 @@ impl Validator {
         }
         LimitsSettings {
             window: {
-                let w = self.duration("limits.window", &raw.window, Duration::from_secs(60));
-                if w < Duration::from_secs(1)
-                    || w > Duration::from_secs(86_400)
-                    || w.subsec_nanos() != 0
-                {
+                let w = self.duration("limits.window", &raw.window, ratelimit::DEFAULT_WINDOW);
+                if w < ratelimit::MIN_WINDOW || w > ratelimit::MAX_WINDOW || w.subsec_nanos() != 0 {
                     self.err(
                         "limits.window",
                         raw.window.as_ref().map(|d| d.shown()).unwrap_or_default(),
