@@ -1365,16 +1365,8 @@ mod tests {
         z.unlinks.lock().unwrap().draining = true;
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn a_late_unlink_leaves_a_newer_fill_of_the_same_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let z = zone(dir.path(), 0);
-        let key = key("/api/a");
-        let path = disk::entry_path(dir.path(), &key.combined_bin());
-        fill(z, &key, b"old").await;
-
-        // An eviction drops the entry; its unlink is queued and has not run yet.
-        hold_unlinks(z);
+    /// Evicts `key` through the storage, as Pingora's eviction manager does.
+    async fn evict(z: &'static TieredStorage, key: &CacheKey) {
         let span = Span::inactive();
         let evicted = z
             .purge(
@@ -1385,6 +1377,19 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(evicted, PurgeOutcome::Purged(_)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_late_unlink_leaves_a_newer_fill_of_the_same_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let z = zone(dir.path(), 0);
+        let key = key("/api/a");
+        let path = disk::entry_path(dir.path(), &key.combined_bin());
+        fill(z, &key, b"old").await;
+
+        // An eviction drops the entry; its unlink is queued and has not run yet.
+        hold_unlinks(z);
+        evict(z, &key).await;
         assert_eq!(body(z, &key).await, None, "dropped: a miss at once");
         assert!(path.exists(), "the unlink waits in the queue");
 
@@ -1396,15 +1401,7 @@ mod tests {
 
         // Without a newer fill, the queued unlink removes the file.
         hold_unlinks(z);
-        let evicted = z
-            .purge(
-                PurgeTarget::Exact(&CacheEntryKey::key_only(key.to_compact())),
-                PurgeType::Eviction,
-                &span.handle(),
-            )
-            .await
-            .unwrap();
-        assert!(matches!(evicted, PurgeOutcome::Purged(_)));
+        evict(z, &key).await;
         z.drain_unlinks();
         assert!(!path.exists());
         assert_eq!(z.stats.disk_evictions.load(Ordering::Relaxed), 2);
