@@ -6,8 +6,8 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use galion_edge_benches::{bench, criterion, CACHE_HIT};
-use proxy_core::access_log::{write_line, AccessRecord};
 use proxy_core::config::AccessLogFormat;
+use proxy_core::{write_access_line, AccessRecord};
 use std::time::{Duration, SystemTime};
 
 fn access_log_bench(c: &mut Criterion) {
@@ -37,7 +37,7 @@ fn access_log_bench(c: &mut Criterion) {
     ] {
         bench(c, id, CACHE_HIT, || {
             line.clear();
-            write_line(&mut line, format, black_box(&record), black_box(now));
+            write_access_line(&mut line, format, black_box(&record), black_box(now));
             line.len()
         });
     }

@@ -10,8 +10,8 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use galion_edge_benches::{bench, criterion, CACHE_HIT};
 use pingora_cache::key::CacheHashKey;
 use pingora_cache::CacheMeta;
-use proxy_core::cache::{cache_key, variance};
 use proxy_core::pingora::http::{RequestHeader, ResponseHeader};
+use proxy_core::{cache_key, cache_variance};
 use std::time::{Duration, SystemTime};
 
 fn cache_key_bench(c: &mut Criterion) {
@@ -46,9 +46,9 @@ fn cache_key_bench(c: &mut Criterion) {
     req.insert_header("host", "galion.app").unwrap();
     req.insert_header("accept-encoding", "gzip, deflate, br, zstd")
         .unwrap();
-    assert!(variance(&meta, &req).is_some());
+    assert!(cache_variance(&meta, &req).is_some());
     bench(c, "cache_key/variance_accept_encoding", CACHE_HIT, || {
-        variance(black_box(&meta), black_box(&req))
+        cache_variance(black_box(&meta), black_box(&req))
     });
 }
 

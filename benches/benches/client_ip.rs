@@ -7,8 +7,8 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use galion_edge_benches::{bench, criterion, CACHE_HIT};
 use http::{HeaderMap, HeaderValue};
-use proxy_core::client_ip::{ClientIpResolver, CF_CONNECTING_IP};
-use proxy_core::headers::X_FORWARDED_FOR;
+use proxy_core::X_FORWARDED_FOR;
+use proxy_core::{ClientIpResolver, CF_CONNECTING_IP};
 use std::net::IpAddr;
 
 fn client_ip(c: &mut Criterion) {

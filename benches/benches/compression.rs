@@ -7,7 +7,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use galion_edge_benches::{criterion, production_config, Margin, API_CALL, CACHE_HIT};
-use proxy_core::compression::{negotiate, BodyCoder, CompressionPolicy, Encoding, Plan};
+use proxy_core::{negotiate_encoding, BodyCoder, CompressionPlan, CompressionPolicy, Encoding};
 
 /// A deterministic xorshift generator, so every run compresses the same bytes.
 struct Rng(u32);
@@ -85,7 +85,7 @@ fn json() -> Vec<u8> {
     .into_bytes()
 }
 
-fn compress(plan: &Plan, policy: &CompressionPolicy, body: &[u8]) -> usize {
+fn compress(plan: &CompressionPlan, policy: &CompressionPolicy, body: &[u8]) -> usize {
     let mut coder = BodyCoder::new(plan, policy).unwrap();
     coder.push(body).unwrap().len() + coder.finish().unwrap().len()
 }
@@ -104,11 +104,11 @@ fn compression(c: &mut Criterion) {
     let plans = [
         (
             format!("gzip{}", cc.gzip_level),
-            Plan::Compress(Encoding::Gzip),
+            CompressionPlan::Compress(Encoding::Gzip),
         ),
         (
             format!("br{}", cc.brotli_quality),
-            Plan::Compress(Encoding::Brotli),
+            CompressionPlan::Compress(Encoding::Brotli),
         ),
     ];
 
@@ -148,7 +148,7 @@ fn compression(c: &mut Criterion) {
     let chrome: &[u8] = b"gzip, deflate, br, zstd";
     let m = Margin::new();
     c.bench_function("negotiate/chrome", |b| {
-        m.iter(b, || negotiate(black_box(Some(chrome))))
+        m.iter(b, || negotiate_encoding(black_box(Some(chrome))))
     });
     m.report("negotiate/chrome (every request)", CACHE_HIT);
 }

@@ -32,7 +32,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use proxy_core::config::Config;
-use proxy_core::server::{build_server_with, ProxyOptions, RunOptions};
+use proxy_core::{build_server_with, ProxyOptions, RunOptions};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::time::{Duration, Instant};

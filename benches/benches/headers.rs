@@ -6,8 +6,8 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use galion_edge_benches::{criterion, production_config, Margin, CACHE_HIT};
-use proxy_core::headers::{request_id, set_forwarded, HeaderPolicy};
 use proxy_core::pingora::http::{RequestHeader, ResponseHeader};
+use proxy_core::{request_id, set_forwarded, HeaderPolicy};
 
 fn response() -> ResponseHeader {
     let mut r = ResponseHeader::build(200, Some(8)).unwrap();

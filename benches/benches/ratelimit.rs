@@ -7,7 +7,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use galion_edge_benches::{bench, criterion, CACHE_HIT};
-use proxy_core::ratelimit::{ConnLimiter, LimitClass, RateLimiter};
+use proxy_core::{ConnLimiter, LimitClass, RateLimiter};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 

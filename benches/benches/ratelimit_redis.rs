@@ -9,9 +9,9 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use galion_edge_benches::{report_margin, CACHE_HIT};
 use proxy_core::config::RedisSettings;
-use proxy_core::ratelimit::redis::RedisLimiter;
-use proxy_core::ratelimit::{LimitClass, RateLimiter};
-use proxy_core::redis_link::RedisLink;
+use proxy_core::RedisLimiter;
+use proxy_core::RedisLink;
+use proxy_core::{LimitClass, RateLimiter};
 use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -131,10 +131,7 @@ fn bench(c: &mut Criterion) {
             black_box(rt.block_on(shared.check(&local, &tight, hot)));
         },
     );
-    let fallback = link
-        .stats
-        .limit_fallback
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let fallback = link.limit_decisions().fallback;
     println!(
         "ratelimit_redis: added per allowed request with Redis: {:.1} us (redis {:.1} us - local {:.0} ns); \
          refused locally {:.0} ns; fallbacks during the run: {fallback}",

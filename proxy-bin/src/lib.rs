@@ -12,7 +12,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use proxy_core::config::Config;
-use proxy_core::server::{build_server_with, ProxyOptions, RunOptions};
+use proxy_core::{build_server_with, ProxyOptions, RunOptions};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

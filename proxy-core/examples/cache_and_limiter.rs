@@ -21,9 +21,6 @@
 use async_trait::async_trait;
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode};
-use proxy_core::cache::{cache_key, status_label, DiskEviction, TieredStorage};
-use proxy_core::client_ip::{ClientIpResolver, IpNet, TrustedProxies, CF_CONNECTING_IP};
-use proxy_core::headers::X_CACHE_STATUS;
 use proxy_core::pingora::cache::cache_control::CacheControl;
 use proxy_core::pingora::cache::filters::resp_cacheable;
 use proxy_core::pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
@@ -33,8 +30,11 @@ use proxy_core::pingora::core::upstreams::peer::HttpPeer;
 use proxy_core::pingora::error::Result;
 use proxy_core::pingora::http::ResponseHeader;
 use proxy_core::pingora::proxy::{http_proxy_service, ProxyHttp, Session};
-use proxy_core::ratelimit::{self, Decision, LimitClass, RateLimiter};
-use proxy_core::service::request_host;
+use proxy_core::{
+    cache_key, cache_status_label, ratelimit_header, ratelimit_policy_header, request_host,
+    ClientIpResolver, Decision, DiskEviction, IpNet, LimitClass, RateLimiter, TieredStorage,
+    TrustedProxies, CF_CONNECTING_IP, RATELIMIT, RATELIMIT_POLICY, X_CACHE_STATUS,
+};
 use std::error::Error;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -81,10 +81,10 @@ impl ProxyHttp for CacheAndLimit {
         };
         let mut resp = ResponseHeader::build(429, Some(5))?;
         resp.insert_header(header::RETRY_AFTER, retry_after_secs)?;
-        resp.insert_header(ratelimit::RATELIMIT_POLICY, self.policy.clone())?;
+        resp.insert_header(RATELIMIT_POLICY, self.policy.clone())?;
         resp.insert_header(
-            ratelimit::RATELIMIT,
-            ratelimit::ratelimit_header(&self.class, 0, retry_after_secs),
+            RATELIMIT,
+            ratelimit_header(&self.class, 0, retry_after_secs),
         )?;
         resp.insert_header(header::CONTENT_LENGTH, 0)?;
         session.set_keepalive(None);
@@ -145,7 +145,7 @@ impl ProxyHttp for CacheAndLimit {
         resp: &mut ResponseHeader,
         _ctx: &mut (),
     ) -> Result<()> {
-        resp.insert_header(X_CACHE_STATUS, status_label(session.cache.phase()))?;
+        resp.insert_header(X_CACHE_STATUS, cache_status_label(session.cache.phase()))?;
         Ok(())
     }
 }
@@ -192,7 +192,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         eviction,
         lock,
         clients: ClientIpResolver::new(TrustedProxies::new(trusted), Some(CF_CONNECTING_IP)),
-        policy: ratelimit::policy_header(&class, limiter.window()),
+        policy: ratelimit_policy_header(&class, limiter.window()),
         limiter,
         class,
     };

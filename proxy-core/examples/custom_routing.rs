@@ -15,10 +15,11 @@
 //! It prints one `ready …` line once the port accepts connections, then runs until killed.
 
 use http::header::HeaderName;
-use proxy_core::config::Config;
 use proxy_core::pingora::http::RequestHeader;
-use proxy_core::routing::{HostPathDecider, RouteDecider, RouteDecision, RouteError, RouteTable};
-use proxy_core::{build_server_with, ProxyOptions, RunOptions};
+use proxy_core::{
+    build_server_with, Config, HostPathDecider, ProxyOptions, RouteDecider, RouteDecision,
+    RouteError, RouteTable, RunOptions,
+};
 use std::error::Error;
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpStream};

@@ -52,11 +52,11 @@ pub struct AccessLogSettings {
 }
 
 /// Longest a line waits in the pending buffer before the writer writes it.
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// Pending bytes that wake the writer before [`FLUSH_INTERVAL`] passes.
-pub const FLUSH_BYTES: usize = 64 * 1024;
+pub(crate) const FLUSH_BYTES: usize = 64 * 1024;
 /// Pending bytes beyond which new lines are dropped (and counted) until the writer catches up.
-pub const MAX_PENDING: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_PENDING: usize = 8 * 1024 * 1024;
 
 /// What is logged about one request.
 #[derive(Debug, Clone, Default)]
@@ -92,7 +92,7 @@ pub struct AccessRecord<'a> {
     /// What the cache did (`X-Cache-Status`: `HIT`, `MISS`, `BYPASS`, …), or `-` on a route
     /// that does not cache.
     pub cache: &'a str,
-    /// Why the cache was bypassed (one of [`crate::cache::BYPASS_REASONS`]), or `-`.
+    /// Why the cache was bypassed (`credentials`, `origin`, `set-cookie`, … as docs/cache.md lists them), or `-`.
     pub cache_reason: &'a str,
 }
 
@@ -229,7 +229,7 @@ impl AccessLog {
     }
 
     /// Formats one line and adds it to the pending buffer (written within
-    /// [`FLUSH_INTERVAL`]).
+    /// `FLUSH_INTERVAL`).
     pub fn log(&self, r: &AccessRecord<'_>) {
         let Some(h) = &self.handle else { return };
         SCRATCH.with(|scratch| {
@@ -304,13 +304,18 @@ fn writer(shared: &Shared, sink: Box<dyn Write + Send>, path: Option<std::path::
 }
 
 /// Formats one line (with its newline).
-pub fn format_line(format: AccessLogFormat, r: &AccessRecord<'_>, now: SystemTime) -> String {
+#[cfg(test)]
+pub(crate) fn format_line(
+    format: AccessLogFormat,
+    r: &AccessRecord<'_>,
+    now: SystemTime,
+) -> String {
     let mut s = String::with_capacity(256);
     write_line(&mut s, format, r, now);
     s
 }
 
-/// Appends one line (with its newline) to `s`: [`format_line`] without allocating.
+/// Appends one line (with its newline) to `s`: `format_line` without allocating.
 pub fn write_line(s: &mut String, format: AccessLogFormat, r: &AccessRecord<'_>, now: SystemTime) {
     match format {
         AccessLogFormat::Combined => {

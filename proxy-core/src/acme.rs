@@ -8,13 +8,13 @@ use bytes::Bytes;
 use std::path::Path;
 
 /// The path prefix of challenge requests.
-pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+pub(crate) const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
 /// Largest challenge file served.
 const MAX_CHALLENGE_BYTES: u64 = 16 * 1024;
 
 /// Whether `token` is a syntactically valid ACME token.
-pub fn valid_token(token: &str) -> bool {
+pub(crate) fn valid_token(token: &str) -> bool {
     !token.is_empty()
         && token.len() <= 256
         && token
@@ -24,7 +24,7 @@ pub fn valid_token(token: &str) -> bool {
 
 /// Reads the challenge file for `token`, or `None` if the token is invalid, the file is
 /// missing, too large, or resolves outside the webroot.
-pub async fn read_challenge(webroot: &Path, token: &str) -> Option<Bytes> {
+pub(crate) async fn read_challenge(webroot: &Path, token: &str) -> Option<Bytes> {
     if !valid_token(token) {
         return None;
     }

@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 /// The admin app, served by Pingora's `HttpServer`. It reads the proxy's current state at each
 /// request, so it follows state swaps.
-pub struct Admin {
+pub(crate) struct Admin {
     state: Arc<ArcSwap<ProxyState>>,
     /// Set once every listener of the config was seen bound (they never unbind while running).
     listeners_bound: AtomicBool,
@@ -43,7 +43,7 @@ pub struct Admin {
 
 /// What `/readyz` found. Ready when both lists are empty.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     /// Upstream groups none of whose backends is in rotation, in config order.
     pub groups_without_healthy_backend: Vec<String>,
     /// Listener addresses of the config this process does not listen on (yet).
@@ -52,14 +52,14 @@ pub struct Readiness {
 
 impl Readiness {
     /// Whether the proxy is ready for traffic.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.groups_without_healthy_backend.is_empty() && self.listeners_not_bound.is_empty()
     }
 }
 
 impl Admin {
     /// An admin app over the proxy's shared state (what [`crate::add_to_server`] returns).
-    pub fn new(state: Arc<ArcSwap<ProxyState>>) -> Self {
+    pub(crate) fn new(state: Arc<ArcSwap<ProxyState>>) -> Self {
         Admin {
             state,
             listeners_bound: AtomicBool::new(false),
@@ -68,7 +68,7 @@ impl Admin {
     }
 
     /// This app answering `POST /reload` with `reloader` (without one, `/reload` is 404).
-    pub fn with_reloader(mut self, reloader: Reloader) -> Self {
+    pub(crate) fn with_reloader(mut self, reloader: Reloader) -> Self {
         self.reloader = Some(reloader);
         self
     }
@@ -85,7 +85,7 @@ impl Admin {
     ///   until every address has been seen once. Elsewhere it is assumed;
     /// - **upstreams**: every group has at least one backend in rotation (health check passing,
     ///   or no health check).
-    pub fn readiness(&self) -> Readiness {
+    pub(crate) fn readiness(&self) -> Readiness {
         let state = self.state.load();
         let groups_without_healthy_backend = state
             .upstreams
@@ -118,15 +118,8 @@ impl Admin {
         }
     }
 
-    /// Carries out a purge request's query on this instance's zones; an error (with the
-    /// reason) if it names no target. (The HTTP handler also publishes it, see
-    /// [`crate::purge_bus`].)
-    pub fn purge(&self, query: &str) -> Result<usize, String> {
-        Purge::from_query(query)?.apply(&self.state.load().caches)
-    }
-
     /// The `/cache/stats` document.
-    pub fn stats(&self) -> serde_json::Value {
+    pub(crate) fn stats(&self) -> serde_json::Value {
         let state = self.state.load();
         let mut zones = serde_json::Map::new();
         for z in &state.caches.zones {
@@ -162,8 +155,6 @@ impl Admin {
         })
     }
 }
-
-pub use crate::purge_bus::percent_decode;
 
 fn answer(status: StatusCode, body: serde_json::Value) -> Response<Vec<u8>> {
     let body = body.to_string().into_bytes();

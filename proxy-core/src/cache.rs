@@ -13,10 +13,10 @@
 //!   made for a request with `Authorization` or a session cookie is stored, and a stored
 //!   response is served to such a request, only when the origin marked it shareable.
 
-pub mod disk;
-pub mod freshness;
-pub mod memory;
-pub mod storage;
+pub(crate) mod disk;
+pub(crate) mod freshness;
+pub(crate) mod memory;
+pub(crate) mod storage;
 
 use crate::exposition;
 use http::header;
@@ -79,7 +79,7 @@ pub struct CacheSettings {
     /// How long concurrent misses wait for the first fill. Default 5s.
     pub lock_timeout: Duration,
     /// Targeted cache-control fields (RFC 9213), lower-case, in order of precedence. Default
-    /// [`DEFAULT_TARGETED_FIELDS`].
+    /// `DEFAULT_TARGETED_FIELDS`.
     pub targeted_fields: Vec<http::HeaderName>,
     /// Which cookies are credentials (`cache.credential_cookies`). A request with
     /// `Authorization` or one of these cookies only shares stored responses the origin marked
@@ -99,7 +99,7 @@ pub struct RouteCache {
 }
 
 /// One zone: its settings, storage and disk eviction manager, all `'static` as Pingora needs.
-pub struct CacheZone {
+pub(crate) struct CacheZone {
     /// Settings from the config.
     pub settings: ZoneSettings,
     /// The two-tier storage.
@@ -114,7 +114,7 @@ pub struct CacheZone {
 /// A zone's request counters (see [`CacheZone::requests`]); read at scrape time as
 /// `galion_edge_cache_stale_total` and `galion_edge_cache_bypass_total`.
 #[derive(Debug, Default)]
-pub struct ZoneRequests {
+pub(crate) struct ZoneRequests {
     stale: AtomicU64,
     /// One per [`BYPASS_REASONS`] entry, in that order.
     bypassed: [AtomicU64; BYPASS_REASONS.len()],
@@ -122,13 +122,13 @@ pub struct ZoneRequests {
 
 impl ZoneRequests {
     /// Records an answer served stale (`X-Cache-Status` STALE or UPDATING).
-    pub fn stale(&self) {
+    pub(crate) fn stale(&self) {
         self.stale.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records a request that bypassed the cache for `reason` (one of [`BYPASS_REASONS`]; any
     /// other is not counted).
-    pub fn bypassed(&self, reason: &str) {
+    pub(crate) fn bypassed(&self, reason: &str) {
         if let Some(i) = BYPASS_REASONS.iter().position(|r| *r == reason) {
             self.bypassed[i].fetch_add(1, Ordering::Relaxed);
         }
@@ -147,7 +147,7 @@ impl std::fmt::Debug for CacheZone {
 impl CacheZone {
     /// Opens a zone: creates its directory, indexes what is on disk. The storage and eviction
     /// manager are leaked (they live as long as the process; Pingora requires `'static`).
-    pub fn open(settings: &ZoneSettings) -> std::io::Result<CacheZone> {
+    pub(crate) fn open(settings: &ZoneSettings) -> std::io::Result<CacheZone> {
         let estimated_items = (settings.size / 16384).clamp(1024, 1 << 22) as usize;
         // Pingora's LRU takes a capacity per shard: the total divided among them. (Passing the
         // total reserved 16 times the tables; their control bytes alone were megabytes of RSS
@@ -186,7 +186,7 @@ pub struct OpenError {
 }
 
 /// Every zone of a config and the shared cache lock.
-pub struct Caches {
+pub(crate) struct Caches {
     /// Zones, indexed like `config.cache.zones`.
     pub zones: Vec<CacheZone>,
     /// One fill per key: concurrent misses wait for the first.
@@ -206,7 +206,7 @@ impl std::fmt::Debug for Caches {
 impl Caches {
     /// Opens every zone of the config. With at least one zone, also makes `SIGXFSZ` harmless
     /// for the process (see [`survive_file_size_limit`]).
-    pub fn open(settings: &CacheSettings) -> Result<Caches, OpenError> {
+    pub(crate) fn open(settings: &CacheSettings) -> Result<Caches, OpenError> {
         if !settings.zones.is_empty() {
             survive_file_size_limit();
         }
@@ -232,7 +232,7 @@ impl Caches {
 
     /// The zone a request on a route uses: `static` for static file extensions, otherwise the
     /// route's zone; none when the route says `cache = "off"`.
-    pub fn zone_for(&self, route: &RouteCache, path: &str) -> Option<usize> {
+    pub(crate) fn zone_for(&self, route: &RouteCache, path: &str) -> Option<usize> {
         if route.off {
             return None;
         }
@@ -251,7 +251,7 @@ impl Caches {
     }
 
     /// A zone by name.
-    pub fn zone(&self, name: &str) -> Option<&CacheZone> {
+    pub(crate) fn zone(&self, name: &str) -> Option<&CacheZone> {
         self.zones.iter().find(|z| z.settings.name == name)
     }
 
@@ -259,7 +259,7 @@ impl Caches {
     /// ignored) and `path_and_query`, by either scheme, in every zone, every variant, from both
     /// tiers. Each zone finds the URL's entries by its primary key: no zone is scanned. Returns
     /// how many entries went.
-    pub fn invalidate(&self, host: &str, path_and_query: &str) -> usize {
+    pub(crate) fn invalidate(&self, host: &str, path_and_query: &str) -> usize {
         let mut n = 0;
         for z in &self.zones {
             for https in [true, false] {
@@ -273,7 +273,7 @@ impl Caches {
     /// The zones' series, read now from their counters: hits, misses, fills, errors,
     /// evictions, bytes and objects per tier, stale answers and bypasses. Fails only on a bug
     /// in a family's definition.
-    pub fn metric_families(&self) -> exposition::Result<Vec<MetricFamily>> {
+    pub(crate) fn metric_families(&self) -> exposition::Result<Vec<MetricFamily>> {
         let mut out = Vec::new();
         struct Zone<'a> {
             name: &'a str,
@@ -402,7 +402,7 @@ impl Caches {
 /// Whether an answer to `method` with `status` invalidates what is stored for its URL (RFC
 /// 9111 §4.4): a non-error status (2xx, 3xx) to a method not known to be safe (anything but
 /// `GET`, `HEAD`, `OPTIONS` and `TRACE`).
-pub fn invalidates(method: &http::Method, status: u16) -> bool {
+pub(crate) fn invalidates(method: &http::Method, status: u16) -> bool {
     // `is_safe`: GET, HEAD, OPTIONS and TRACE (RFC 9110 §9.2.1); any other, known or not, is not.
     !method.is_safe() && (200..400).contains(&status)
 }
@@ -411,7 +411,7 @@ pub fn invalidates(method: &http::Method, status: u16) -> bool {
 /// invalidation (RFC 9111 §4.4): a path (`/x?y`) on the request's host, or an absolute URL
 /// whose host (port and case ignored) is `host`. `None` for another host (invalidating it would
 /// let one site empty another's cache), or a value that is neither.
-pub fn same_origin_target<'a>(value: &'a str, host: &str) -> Option<&'a str> {
+pub(crate) fn same_origin_target<'a>(value: &'a str, host: &str) -> Option<&'a str> {
     let value = value.trim();
     if value.starts_with('/') && !value.starts_with("//") {
         return Some(value);
@@ -435,7 +435,7 @@ const SIGXFSZ: i32 = 25;
 /// (`RLIMIT_FSIZE`, systemd's `LimitFSIZE=`) fails that write with `EFBIG`, which the cache
 /// treats as any disk error, instead of killing the process (the default action). Tokio never
 /// restores the default once installed. Errors are logged.
-pub fn survive_file_size_limit() {
+pub(crate) fn survive_file_size_limit() {
     use tokio::signal::unix::{signal, SignalKind};
     let install = || {
         if let Err(e) = signal(SignalKind::from_raw(SIGXFSZ)) {
@@ -479,20 +479,11 @@ pub fn cache_key(https: bool, host: &str, path_and_query: &str, zone: &str) -> C
     key
 }
 
-/// The primary key text of a URL, as [`cache_key`] builds it, for purges.
-pub fn url_key(https: bool, host: &str, path_and_query: &str) -> String {
-    let scheme = if https { "https" } else { "http" };
-    format!(
-        "{scheme}://{}{path_and_query}",
-        crate::host::strip_port(host).to_ascii_lowercase()
-    )
-}
-
 /// Which cookies make a request carry credentials (`cache.credential_cookies`).
 ///
 /// A request carries credentials when it has `Authorization`, or a `Cookie` with a cookie this
 /// setting counts. Such a request is answered from the cache, and its response stored, only
-/// when the origin marked the response shareable ([`shared_with_credentials`]); a proxy-chosen
+/// when the origin marked the response shareable (`shared_with_credentials`); a proxy-chosen
 /// TTL never applies to it. Cookie names are compared exactly (they are case-sensitive).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum CredentialCookies {
@@ -571,7 +562,10 @@ pub(crate) fn is_cookie_name_byte(b: u8) -> bool {
 /// credentials: `public`, `s-maxage` or `must-revalidate` (RFC 9111 §3.5, the explicit cases;
 /// the same rule is applied to credential cookies), read from the first valid field of
 /// `targeted` (RFC 9213) or `Cache-Control`. A response with neither is not shareable.
-pub fn shared_with_credentials(headers: &http::HeaderMap, targeted: &[http::HeaderName]) -> bool {
+pub(crate) fn shared_with_credentials(
+    headers: &http::HeaderMap,
+    targeted: &[http::HeaderName],
+) -> bool {
     freshness::Directives::of_response(headers, targeted).shared_with_credentials()
 }
 
@@ -606,11 +600,12 @@ impl FreshnessMode {
 /// precedence: this proxy's own, then `CDN-Cache-Control`. Cloudflare in front also obeys
 /// `CDN-Cache-Control`; set `[cache] targeted_fields = ["Galion-Edge-Cache-Control"]` to leave
 /// that field to Cloudflare.
-pub const DEFAULT_TARGETED_FIELDS: [&str; 2] = ["galion-edge-cache-control", "cdn-cache-control"];
+pub(crate) const DEFAULT_TARGETED_FIELDS: [&str; 2] =
+    ["galion-edge-cache-control", "cdn-cache-control"];
 
 /// What deciding about a response needs to know of its request.
 #[derive(Debug, Clone, Copy)]
-pub struct Admission<'a> {
+pub(crate) struct Admission<'a> {
     /// The request carried credentials (see [`CredentialCookies`]).
     pub credentials: bool,
     /// The proxy-chosen TTL (the route's `cache_ttl` or the zone's `default_ttl`); used only in
@@ -646,7 +641,7 @@ pub struct Admission<'a> {
 /// the zone's defaults; none at all when the origin said `must-revalidate`,
 /// `proxy-revalidate`, `s-maxage` or a bare `no-cache`. Fields named by `private="…"` or
 /// `no-cache="…"` are left out of the stored copy.
-pub fn response_cacheability(
+pub(crate) fn response_cacheability(
     resp: &ResponseHeader,
     admission: &Admission<'_>,
     zone: &ZoneSettings,
@@ -770,7 +765,7 @@ pub fn response_cacheability(
 /// stored under), `Set-Cookie` (never stored), and hop-by-hop fields (`Connection` and those it
 /// names, `Keep-Alive`, `TE`, `Trailer`, `Upgrade`, `Proxy-Connection`). Pingora's own merge
 /// takes only `Cache-Control`, `Expires`, `ETag`, `CDN-Cache-Control` and `Cache-Tag`.
-pub fn merge_not_modified(
+pub(crate) fn merge_not_modified(
     stored: &ResponseHeader,
     not_modified: &http::HeaderMap,
 ) -> ResponseHeader {
@@ -814,12 +809,13 @@ pub fn merge_not_modified(
 
 /// The most header lines `CacheMeta::deserialize` reads back (`pingora-header-serde` 0.9.1
 /// parses stored headers into 256 slots); a response with more is not stored.
-pub const MAX_STORED_HEADERS: usize = 256;
+pub(crate) const MAX_STORED_HEADERS: usize = 256;
 
 /// `Accept-Encoding` reduced to the encoding a response would use: `br`, `gzip` or `identity`,
 /// exactly as [`crate::compression::negotiate`] decides, so the variant a response is stored
 /// under is the encoding it was compressed with.
-pub fn normalise_accept_encoding(value: &[u8]) -> &'static str {
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn normalise_accept_encoding(value: &[u8]) -> &'static str {
     crate::compression::negotiate(Some(value)).as_str()
 }
 
@@ -902,24 +898,24 @@ fn variance_by_names(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary
 
 /// The `NoCacheReason` of a request with credentials whose answer is not shared: its response
 /// is not stored, or a stored response is not served to it.
-pub const CREDENTIALS: &str = "credentials";
+pub(crate) const CREDENTIALS: &str = "credentials";
 
 /// The `NoCacheReason` of a request that said `only-if-cached` and found no usable stored
 /// response: it is answered `504` without going upstream.
-pub const ONLY_IF_CACHED: &str = "only-if-cached";
+pub(crate) const ONLY_IF_CACHED: &str = "only-if-cached";
 
 /// The `NoCacheReason` of a `206` from upstream: only complete responses are stored (Range
 /// requests are answered from them).
-pub const PARTIAL: &str = "partial";
+pub(crate) const PARTIAL: &str = "partial";
 
 /// The `NoCacheReason` of a response to a request that said `Cache-Control: no-store`.
-pub const REQUEST_NO_STORE: &str = "request-no-store";
+pub(crate) const REQUEST_NO_STORE: &str = "request-no-store";
 
 /// Why a request on a caching route was not served from or stored in the cache, as the access
 /// log and `galion_edge_cache_bypass_total{reason}` name it. Every value is in [`BYPASS_REASONS`].
 ///
 /// `None` when the cache was used (a hit, or a miss that was stored) or never enabled.
-pub fn bypass_reason(phase: CachePhase) -> Option<&'static str> {
+pub(crate) fn bypass_reason(phase: CachePhase) -> Option<&'static str> {
     let CachePhase::Disabled(reason) = phase else {
         return None;
     };
@@ -943,7 +939,7 @@ pub fn bypass_reason(phase: CachePhase) -> Option<&'static str> {
 }
 
 /// Every value [`bypass_reason`] returns, for the metric's series.
-pub const BYPASS_REASONS: [&str; 11] = [
+pub(crate) const BYPASS_REASONS: [&str; 11] = [
     "credentials",
     "request",
     "partial",

@@ -57,7 +57,7 @@ pub const CLOUDFLARE_RANGES: &[&str] = &[
 /// unchanged (IPv4-compatible `::1.2.3.4` included, it is deprecated and not a mapping). Never
 /// fails.
 #[inline]
-pub fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -197,7 +197,7 @@ impl ClientIpResolver {
     /// Never fails. Allocation-free: header values are parsed in place.
     ///
     /// ```
-    /// use proxy_core::client_ip::{ClientIpResolver, IpNet, TrustedProxies, CF_CONNECTING_IP};
+    /// use proxy_core::{ClientIpResolver, IpNet, TrustedProxies, CF_CONNECTING_IP};
     /// use http::HeaderMap;
     /// use std::net::IpAddr;
     ///

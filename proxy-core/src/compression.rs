@@ -107,15 +107,15 @@ impl std::fmt::Display for Encoding {
 /// Garbage never panics; this does not allocate.
 ///
 /// ```
-/// use proxy_core::compression::{negotiate, Encoding};
+/// use proxy_core::{negotiate_encoding, Encoding};
 ///
-/// assert_eq!(negotiate(Some(b"gzip, deflate, br")), Encoding::Brotli);
-/// assert_eq!(negotiate(Some(b"br;q=0.5, gzip")), Encoding::Gzip);
-/// assert_eq!(negotiate(Some(b"gzip;q=0, br;q=0")), Encoding::Identity);
-/// assert_eq!(negotiate(Some(b"*")), Encoding::Brotli);
-/// assert_eq!(negotiate(None), Encoding::Identity);
+/// assert_eq!(negotiate_encoding(Some(b"gzip, deflate, br")), Encoding::Brotli);
+/// assert_eq!(negotiate_encoding(Some(b"br;q=0.5, gzip")), Encoding::Gzip);
+/// assert_eq!(negotiate_encoding(Some(b"gzip;q=0, br;q=0")), Encoding::Identity);
+/// assert_eq!(negotiate_encoding(Some(b"*")), Encoding::Brotli);
+/// assert_eq!(negotiate_encoding(None), Encoding::Identity);
 /// // The cache stores one variant per answer, keyed by this token.
-/// assert_eq!(negotiate(Some(b"GZIP")).as_str(), "gzip");
+/// assert_eq!(negotiate_encoding(Some(b"GZIP")).as_str(), "gzip");
 /// ```
 pub fn negotiate(accept_encoding: Option<&[u8]>) -> Encoding {
     match accept_encoding {
@@ -127,7 +127,7 @@ pub fn negotiate(accept_encoding: Option<&[u8]>) -> Encoding {
 /// [`negotiate`] over every `Accept-Encoding` line of a request (several lines mean the same as
 /// one comma-joined line). This is what [`CompressionPolicy::plan`] uses, and what the cache's
 /// variant key must use.
-pub fn negotiate_headers(headers: &HeaderMap) -> Encoding {
+pub(crate) fn negotiate_headers(headers: &HeaderMap) -> Encoding {
     Accepted::from_headers(headers).choose()
 }
 
@@ -252,7 +252,7 @@ pub enum Plan {
 /// What the compression filter did, for the admin stats and the metrics. One per proxy, kept
 /// across config swaps (a reload carries it over) so the counters only grow.
 #[derive(Debug, Default)]
-pub struct CompressionStats {
+pub(crate) struct CompressionStats {
     /// Responses compressed (gzip or brotli). Cache hits never count: they serve stored bytes.
     pub compressed: AtomicU64,
     /// Responses decompressed for clients that did not accept the origin's encoding.
@@ -261,7 +261,7 @@ pub struct CompressionStats {
 
 impl CompressionStats {
     /// Counts one response the plan changes (compressed or decompressed); `Leave` counts nothing.
-    pub fn record(&self, plan: &Plan) {
+    pub(crate) fn record(&self, plan: &Plan) {
         let counter = match plan {
             Plan::Compress(_) => &self.compressed,
             Plan::Decompress(_) => &self.decompressed,
@@ -272,7 +272,7 @@ impl CompressionStats {
 
     /// The `galion_edge_compression_total` series, read now. Fails only on a bug in the
     /// family's definition.
-    pub fn metric_families(&self) -> exposition::Result<Vec<MetricFamily>> {
+    pub(crate) fn metric_families(&self) -> exposition::Result<Vec<MetricFamily>> {
         let mut out = Vec::new();
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let c = self;
@@ -450,7 +450,7 @@ impl CompressionPolicy {
     ///
     /// Otherwise it is left alone when its `Content-Length` is below
     /// [`CompressionPolicy::min_size`] or its type is not compressible, and compressed with
-    /// [`negotiate_headers`]'s choice unless that is identity. A missing or invalid
+    /// `negotiate_headers`'s choice unless that is identity. A missing or invalid
     /// `Content-Length` counts as large enough.
     pub fn plan(&self, req: &RequestHeader, resp: &ResponseHeader) -> Plan {
         if req.method == Method::HEAD || req.headers.contains_key(header::RANGE) {
@@ -505,17 +505,17 @@ impl CompressionPolicy {
 
 impl CompressionPolicy {
     /// The whole compression decision for a response from upstream, with its headers
-    /// rewritten for it ([`apply_headers`], and `Vary: Accept-Encoding` on whatever varies by
+    /// rewritten for it (`apply_headers`, and `Vary: Accept-Encoding` on whatever varies by
     /// coding). What the service's `upstream_response_filter` calls; the returned plan drives
     /// the [`BodyCoder`].
     ///
     /// `stored` says the response will be stored in the cache under the variant of this
-    /// request's negotiated coding ([`negotiate_headers`]). Then:
+    /// request's negotiated coding (`negotiate_headers`). Then:
     ///
     /// - a `HEAD` or `Range` request is planned as the full `GET` the cache fetched for it;
     /// - a body the origin coded itself in anything but that variant's coding is decoded
     ///   (gzip, brotli) so a later client sharing the variant can read it, unless the response
-    ///   says `no-transform` (then [`fits_variant`] keeps it out of the cache).
+    ///   says `no-transform` (then `fits_variant` keeps it out of the cache).
     pub fn plan_response(
         &self,
         req: &RequestHeader,
@@ -555,7 +555,7 @@ impl CompressionPolicy {
 /// the cache variant of a request with `req_headers` (keyed by [`negotiate_headers`]): an
 /// uncoded body always, a gzip or brotli body only under its own coding's variant, any other
 /// coding (or several) never.
-pub fn fits_variant(req_headers: &HeaderMap, resp_headers: &HeaderMap) -> bool {
+pub(crate) fn fits_variant(req_headers: &HeaderMap, resp_headers: &HeaderMap) -> bool {
     match ContentCoding::of(resp_headers) {
         ContentCoding::None => true,
         ContentCoding::Known(coding) => coding == negotiate_headers(req_headers),
@@ -574,7 +574,7 @@ fn mime_essence(content_type: &[u8]) -> &[u8] {
 
 /// Whether a response forbids transforming its body (`Cache-Control: no-transform`, with or
 /// without a value): the one reading of it, for compression and for what the cache stores.
-pub fn has_no_transform(headers: &HeaderMap) -> bool {
+pub(crate) fn has_no_transform(headers: &HeaderMap) -> bool {
     headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
         v.as_bytes().split(|b| *b == b',').any(|directive| {
             let name = directive.split(|b| *b == b'=').next().unwrap_or_default();
@@ -590,7 +590,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// The coding of a response body, read from its `Content-Encoding`: the one parser of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContentCoding {
+pub(crate) enum ContentCoding {
     /// No `Content-Encoding`, an empty one or `identity`.
     None,
     /// One coding the proxy can decode (gzip, `x-gzip`, brotli).
@@ -601,7 +601,7 @@ pub enum ContentCoding {
 
 impl ContentCoding {
     /// Reads every `Content-Encoding` line of `headers` (any case, surrounding spaces allowed).
-    pub fn of(headers: &HeaderMap) -> ContentCoding {
+    pub(crate) fn of(headers: &HeaderMap) -> ContentCoding {
         let mut values = headers.get_all(header::CONTENT_ENCODING).iter();
         let Some(first) = values.next() else {
             return ContentCoding::None;
@@ -721,14 +721,17 @@ pub fn ensure_vary_accept_encoding(resp: &mut ResponseHeader) {
 /// body decodes to more than [`CompressionPolicy::max_decompressed`] bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("decompressed body exceeds the limit of {limit} bytes")]
-pub struct DecompressedTooLarge {
+pub(crate) struct DecompressedTooLarge {
     /// The limit that was exceeded.
     pub limit: usize,
 }
 
+impl DecompressedTooLarge {}
+
+#[cfg(test)]
 impl DecompressedTooLarge {
     /// The limit error inside `err`, if that is what `err` is.
-    pub fn find(err: &io::Error) -> Option<&DecompressedTooLarge> {
+    pub(crate) fn find(err: &io::Error) -> Option<&DecompressedTooLarge> {
         err.get_ref()?.downcast_ref()
     }
 }
@@ -791,17 +794,19 @@ enum CoderState {
 /// [`BodyCoder::finish`]. Decoders return what each chunk decodes to.
 ///
 /// Decoding is bounded: once the total decoded output would exceed the policy's
-/// [`CompressionPolicy::max_decompressed`], `push`/`finish` fail with [`DecompressedTooLarge`]
+/// [`CompressionPolicy::max_decompressed`], `push`/`finish` fail with `DecompressedTooLarge`
 /// inside the `io::Error`, having held at most that many bytes (plus the decoders' fixed
 /// buffers). Corrupt or truncated input and data after the end of the coded stream are
 /// `io::Error`s too. After any error the coder is spent: every later call fails.
 ///
-/// With [`CompressionPolicy::plan`] and [`apply_headers`], this is the whole response filter of
+/// With [`CompressionPolicy::plan`] and [`apply_compression_headers`](crate::apply_compression_headers), this is the whole response filter of
 /// any `ProxyHttp` (`upstream_response_filter` plans and rewrites the head,
 /// `upstream_response_body_filter` pushes the chunks):
 ///
 /// ```
-/// use proxy_core::compression::{apply_headers, BodyCoder, CompressionPolicy, Encoding, Plan};
+/// use proxy_core::{
+///     apply_compression_headers, BodyCoder, CompressionPlan, CompressionPolicy, Encoding,
+/// };
 /// use proxy_core::pingora::http::{RequestHeader, ResponseHeader};
 ///
 /// let policy = CompressionPolicy::default();
@@ -811,8 +816,8 @@ enum CoderState {
 /// resp.insert_header("content-type", "application/javascript").unwrap();
 ///
 /// let plan = policy.plan(&req, &resp);
-/// assert_eq!(plan, Plan::Compress(Encoding::Gzip));
-/// apply_headers(&plan, &mut resp);
+/// assert_eq!(plan, CompressionPlan::Compress(Encoding::Gzip));
+/// apply_compression_headers(&plan, &mut resp);
 /// assert_eq!(resp.headers["content-encoding"], "gzip");
 ///
 /// let mut coder = BodyCoder::new(&plan, &policy).expect("a plan that codes");
@@ -881,7 +886,7 @@ impl BodyCoder {
     ///
     /// # Errors
     ///
-    /// Decoding errors, the decompression limit ([`DecompressedTooLarge`]), a push after
+    /// Decoding errors, the decompression limit (`DecompressedTooLarge`), a push after
     /// [`BodyCoder::finish`], or any call after an earlier error.
     pub fn push(&mut self, chunk: &[u8]) -> io::Result<Bytes> {
         let result = self.push_inner(chunk);

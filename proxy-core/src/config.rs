@@ -12,16 +12,17 @@
 
 mod error;
 mod load;
-pub mod raw;
+mod raw;
 mod routes;
 mod settings;
-pub mod units;
+mod units;
 mod validate;
 
 pub use crate::access_log::{AccessLogFormat, AccessLogSettings, AccessLogTarget};
-pub use crate::cache::{CacheSettings, RouteCache, ZoneSettings};
+pub use crate::cache::{CacheSettings, CredentialCookies, FreshnessMode, RouteCache, ZoneSettings};
 pub use crate::headers::HeaderSettings;
-pub use crate::redis_link::{redact_url, RedisSettings};
+pub(crate) use crate::redis_link::redact_url;
+pub use crate::redis_link::RedisSettings;
 pub use crate::upstream::{
     HealthCheckKind, HealthCheckSettings, UpstreamSettings, UpstreamTimeouts,
 };
@@ -33,4 +34,4 @@ pub use settings::{
     SiteSettings,
 };
 pub use units::*;
-pub use validate::valid_hostname;
+pub(crate) use validate::valid_hostname;

@@ -10,7 +10,7 @@ use pingora_error::{Error, ErrorSource, ErrorType};
 
 /// What a failed request is answered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ErrorAnswer {
+pub(crate) struct ErrorAnswer {
     /// Status code; 0 when the client is already gone and nothing can be sent.
     pub status: u16,
     /// Short body text.
@@ -19,7 +19,7 @@ pub struct ErrorAnswer {
 
 /// A request the service refuses before anything goes upstream; each knows its status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// No `Host` (or `:authority`) to route by: 400.
     NoHost,
     /// A host no site serves: 421 (never proxied, never another site's answer).
@@ -45,7 +45,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// The status code it is answered with.
-    pub fn status(self) -> u16 {
+    pub(crate) fn status(self) -> u16 {
         match self {
             Refusal::NoHost | Refusal::UncleanPath | Refusal::BadRedirectTarget => 400,
             Refusal::NoRoute | Refusal::NoChallenge => 404,
@@ -57,16 +57,16 @@ impl Refusal {
     }
 
     /// The short body it is answered with.
-    pub fn body(self) -> &'static str {
+    pub(crate) fn body(self) -> &'static str {
         body_for(self.status())
     }
 
     /// The `Allow` value a 405 must carry (RFC 9110 §15.5.6): the methods the proxy forwards.
-    pub const ALLOW: &'static str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+    pub(crate) const ALLOW: &'static str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 }
 
 /// Maps an error from any phase to the answer the client gets.
-pub fn answer_for(e: &Error) -> ErrorAnswer {
+pub(crate) fn answer_for(e: &Error) -> ErrorAnswer {
     use ErrorType::*;
     let status = match e.etype() {
         HTTPStatus(code) => *code,
@@ -90,7 +90,7 @@ pub fn answer_for(e: &Error) -> ErrorAnswer {
 }
 
 /// The short body for a status the proxy generates.
-pub fn body_for(status: u16) -> &'static str {
+pub(crate) fn body_for(status: u16) -> &'static str {
     match status {
         400 => "bad request\n",
         403 => "forbidden\n",

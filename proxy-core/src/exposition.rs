@@ -8,10 +8,10 @@ use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 
 /// What building a family can fail with: only a bug (a bad name or label count) gets here.
-pub type Result<T> = std::result::Result<T, prometheus::Error>;
+pub(crate) type Result<T> = std::result::Result<T, prometheus::Error>;
 
 /// One counter family from absolute values (read from counters that only grow).
-pub fn counters<'a>(
+pub(crate) fn counters<'a>(
     name: &str,
     help: &str,
     labels: &[&str],
@@ -25,7 +25,7 @@ pub fn counters<'a>(
 }
 
 /// One gauge family.
-pub fn gauges<'a>(
+pub(crate) fn gauges<'a>(
     name: &str,
     help: &str,
     labels: &[&str],
@@ -39,6 +39,6 @@ pub fn gauges<'a>(
 }
 
 /// A byte or object count as a gauge value (saturating: a gauge is an `i64`).
-pub fn gauge_value(v: u64) -> i64 {
+pub(crate) fn gauge_value(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }

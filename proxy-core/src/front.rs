@@ -38,7 +38,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{timeout_at, Instant, Sleep};
 
 /// Wraps an HTTP app with header deadlines and limits. See the module docs.
-pub struct Front<A> {
+pub(crate) struct Front<A> {
     app: Arc<A>,
     limits: DownstreamSettings,
     policy: HeaderPolicy,
@@ -51,7 +51,7 @@ impl<A> Front<A> {
     /// Wraps `app`; `policy` supplies the security headers of the front's own 400/408/431
     /// answers. `limits.max_connections_per_peer` caps the connections of each TCP peer (0: no
     /// cap); no peer is exempt until [`Front::with_exempt_peers`].
-    pub fn new(app: A, limits: DownstreamSettings, policy: HeaderPolicy) -> Self {
+    pub(crate) fn new(app: A, limits: DownstreamSettings, policy: HeaderPolicy) -> Self {
         Front {
             app: Arc::new(app),
             per_peer: ConnLimiter::new(limits.max_connections_per_peer),
@@ -65,27 +65,22 @@ impl<A> Front<A> {
     /// Peers whose connections are never capped by `max_connections_per_peer`: the proxy's
     /// own trusted proxies (`[client_ip] trusted`, e.g. Cloudflare), which carry many clients
     /// each.
-    pub fn with_exempt_peers(mut self, exempt: TrustedProxies) -> Self {
+    pub(crate) fn with_exempt_peers(mut self, exempt: TrustedProxies) -> Self {
         self.exempt = exempt;
         self
     }
 
     /// Counts the connections being served in `gauge`: up when [`ServerApp::process_new`]
     /// starts, down when it returns (or unwinds).
-    pub fn with_connection_gauge(mut self, gauge: IntGauge) -> Self {
+    pub(crate) fn with_connection_gauge(mut self, gauge: IntGauge) -> Self {
         self.open = Some(gauge);
         self
-    }
-
-    /// The wrapped app.
-    pub fn app(&self) -> &Arc<A> {
-        &self.app
     }
 }
 
 /// What reading one request head gave.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Head {
+pub(crate) enum Head {
     /// A complete head (and maybe some body bytes after it).
     Ready(BytesMut),
     /// The client went away or stayed idle past the keepalive timeout before sending a byte.
@@ -100,7 +95,8 @@ pub enum Head {
 
 /// Reads one request head from `stream`. `idle` bounds the wait for the first byte, then the
 /// whole head must arrive within `header_timeout`.
-pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(
+#[cfg(test)]
+pub(crate) async fn read_head<S: tokio::io::AsyncRead + Unpin>(
     stream: &mut S,
     idle: Duration,
     header_timeout: Duration,
@@ -118,7 +114,7 @@ pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(
 /// removed from the runtime's timer wheel every time (1.3% of the proxy's samples on `tls-h1`
 /// went to that). It is moved back, a re-registration, only for a head that did not arrive in
 /// one read.
-pub async fn read_head_timed<S: tokio::io::AsyncRead + Unpin>(
+pub(crate) async fn read_head_timed<S: tokio::io::AsyncRead + Unpin>(
     stream: &mut S,
     mut timer: Pin<&mut Sleep>,
     idle: Duration,
@@ -217,7 +213,7 @@ fn absolute_form_authority(target: &[u8]) -> Option<&[u8]> {
 /// Why [`check_head`] refused a complete HTTP/1 request head. Each is answered with `400`
 /// and a closed connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Malformed {
+pub(crate) enum Malformed {
     /// A header line does not parse: no colon, whitespace before the colon, a control byte
     /// (NUL, bare CR) in a name or value.
     BadHeader,
@@ -254,7 +250,7 @@ pub enum Malformed {
 
 impl Malformed {
     /// The body of the `400` answer: one line naming the problem.
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             Malformed::BadHeader => "bad request: malformed header line\n",
             Malformed::ObsFold => "bad request: obsolete header line folding\n",
@@ -276,7 +272,7 @@ impl Malformed {
 
     /// The status code and reason phrase of the answer: `405` for [`Malformed::Connect`],
     /// `400` otherwise.
-    pub fn status(self) -> (u16, &'static str) {
+    pub(crate) fn status(self) -> (u16, &'static str) {
         match self {
             Malformed::Connect => (405, "Method Not Allowed"),
             _ => (400, "Bad Request"),
@@ -296,7 +292,7 @@ const INLINE_CHECKED_HEADERS: usize = 32;
 /// naming another host), plus `CONNECT`. The rest of the request line is left to Pingora's
 /// parser (which percent-escapes some illegal target bytes rather than failing); routing then
 /// refuses bad targets. Allocation-free for heads of up to 32 lines.
-pub fn check_head(buf: &[u8]) -> Result<(), Malformed> {
+pub(crate) fn check_head(buf: &[u8]) -> Result<(), Malformed> {
     let Some(end) = head_end(buf) else {
         return Ok(());
     };

@@ -25,7 +25,7 @@ pub use acme_path::{acme_path, AcmeFixture};
 pub use cache_control::{cache_control, cache_control_zone};
 pub use client_ip::client_ip;
 pub use config::config;
-pub use disk_entry::disk_entry;
+pub use disk_entry::{disk_entry, entry_path, stored_key};
 pub use routing::{routing, routing_fixture};
 
 /// The names of the fuzz targets, which are also the corpus directory names.

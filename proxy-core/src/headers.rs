@@ -35,14 +35,14 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 ];
 
 /// Whether `name` is a hop-by-hop header the proxy manages.
-pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name) || name == header::TRANSFER_ENCODING
 }
 
 /// Removes hop-by-hop headers and any header the `Connection` header names, through `remove`
 /// (so Pingora's header-case map stays in step). On an upgrade (`keep_upgrade`),
 /// `Connection` and `Upgrade` stay so the other side sees the handshake.
-pub fn strip_hop_by_hop(
+pub(crate) fn strip_hop_by_hop(
     headers: &HeaderMap,
     keep_upgrade: bool,
     mut remove: impl FnMut(&HeaderName),
@@ -103,7 +103,7 @@ const RECOMMENDED: [(&str, &str); 6] = [
 /// `x-frame-options`, `referrer-policy`, `permissions-policy`): the one place these defaults
 /// are written, for [`HeaderPolicy::recommended`] and the config's validator. An empty string
 /// for any other name.
-pub fn recommended(name: &str) -> &'static str {
+pub(crate) fn recommended(name: &str) -> &'static str {
     RECOMMENDED
         .iter()
         .find(|(n, _)| *n == name)
@@ -129,7 +129,7 @@ const DEFAULT_SERVER: HeaderValue = HeaderValue::from_static("galion-edge");
 /// fails and allocates nothing beyond the header map's own growth.
 ///
 /// ```
-/// use proxy_core::headers::HeaderPolicy;
+/// use proxy_core::HeaderPolicy;
 /// use proxy_core::pingora::http::ResponseHeader;
 /// use http::header::{HeaderName, HeaderValue};
 ///
@@ -303,7 +303,7 @@ fn interned(bytes: &[u8]) -> &'static [u8] {
 }
 
 /// Whether a client-supplied request id is kept: 1 to 128 of `A-Z a-z 0-9 - _ . :`.
-pub fn valid_request_id(v: &[u8]) -> bool {
+pub(crate) fn valid_request_id(v: &[u8]) -> bool {
     !v.is_empty()
         && v.len() <= 128
         && v.iter()
@@ -319,14 +319,14 @@ pub fn valid_request_id(v: &[u8]) -> bool {
 /// HSTS and the other security headers, about 600 bytes), which then go out in full again every
 /// 50 or so responses, and every lookup walks the chain of dead values kept under the name.
 /// HTTP/1.1 ignores the mark.
-pub fn unique_value(mut v: HeaderValue) -> HeaderValue {
+pub(crate) fn unique_value(mut v: HeaderValue) -> HeaderValue {
     v.set_sensitive(true);
     v
 }
 
 /// A new request id: 32 lower-case hex digits from a random 128-bit number, marked as
 /// [`unique_value`].
-pub fn new_request_id() -> HeaderValue {
+pub(crate) fn new_request_id() -> HeaderValue {
     let n: u128 = rand::random();
     let mut buf = [0u8; 32];
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -338,7 +338,7 @@ pub fn new_request_id() -> HeaderValue {
 }
 
 /// The request id to use: the client's when valid, a new one otherwise; marked as
-/// [`unique_value`] either way.
+/// `unique_value` either way.
 pub fn request_id(req: &RequestHeader) -> HeaderValue {
     match req.headers.get(&X_REQUEST_ID) {
         Some(v) if valid_request_id(v.as_bytes()) => unique_value(v.clone()),
@@ -352,7 +352,7 @@ pub fn request_id(req: &RequestHeader) -> HeaderValue {
 /// them, so a client could use them to make an origin answer one URL with another's content and
 /// have that stored for everyone (web cache poisoning): [`set_forwarded`] removes them from every
 /// upstream request. The proxy's own `X-Forwarded-Host`/`-Proto` are set, never passed on.
-pub const UNTRUSTED_OVERRIDES: [HeaderName; 13] = [
+pub(crate) const UNTRUSTED_OVERRIDES: [HeaderName; 13] = [
     HeaderName::from_static("x-original-url"),
     HeaderName::from_static("x-rewrite-url"),
     HeaderName::from_static("x-original-host"),
@@ -373,7 +373,7 @@ pub const UNTRUSTED_OVERRIDES: [HeaderName; 13] = [
 /// [`crate::client_ip::ClientIpResolver::forwarded_for`]), `X-Real-IP` by the resolved client,
 /// `X-Forwarded-Proto` by the listener's scheme (a client cannot forge any of them),
 /// `X-Forwarded-Host` carries the host the client asked for, and `X-Request-Id` is set.
-/// The [`UNTRUSTED_OVERRIDES`] a client sent are removed.
+/// The `UNTRUSTED_OVERRIDES` a client sent are removed.
 pub fn set_forwarded(
     req: &mut RequestHeader,
     client: Option<IpAddr>,

@@ -2,7 +2,7 @@
 //! (it depends on nothing else in the crate).
 
 /// `"galion.app:443"` to `"galion.app"`; `"[::1]:80"` to `"[::1]"`.
-pub fn strip_port(host: &str) -> &str {
+pub(crate) fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return match host.find(']') {
             Some(end) => &host[..=end],

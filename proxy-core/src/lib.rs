@@ -42,8 +42,16 @@
 //!                                          purge_bus::PurgeBus (purges to every instance)
 //! ```
 //!
-//! [`service::GalionProxy`] is the `ProxyHttp` implementation; each hook calls one module.
-//! [`server::build_server`] assembles a whole Pingora `Server` from a [`config::Config`].
+//! [`GalionProxy`] is the `ProxyHttp` implementation; each hook calls one module.
+//! [`build_server`] assembles a whole Pingora `Server` from a [`Config`].
+//!
+//! ## The public surface
+//!
+//! The modules in the map above are private: every item an embedder needs is re-exported
+//! once at the crate root (blocks, their errors and constants), the config's schema lives in
+//! [`config`], the defaults a config leaves out in [`defaults`], and Pingora's crates in
+//! [`pingora`]. Everything else is `pub(crate)`, so it can change without a major version.
+//! docs/architecture.md draws the layers.
 //!
 //! ## Using it as a library
 //!
@@ -77,50 +85,113 @@
 //! one that does depend on them must use the same versions.
 
 #![deny(missing_docs)]
+// Helpers stay `pub(crate)` and every type an embedder can reach has a name (CI denies warnings).
+#![warn(unreachable_pub, unnameable_types)]
 
-pub mod access_log;
-pub mod acme;
-pub mod admin;
-pub mod cache;
-pub mod client_ip;
-pub mod compression;
+mod access_log;
+mod acme;
+mod admin;
+mod cache;
+mod client_ip;
+mod compression;
 pub mod config;
-pub mod errors;
+mod errors;
 mod exposition;
-pub mod front;
+mod front;
 // Test-only code: the `fuzzing` feature (cargo-fuzz) and proxy-core's unit tests use it.
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod headers;
+mod headers;
 mod host;
-pub mod listeners;
-pub mod metrics;
-pub mod purge_bus;
-pub mod ratelimit;
-pub mod redis_link;
-pub mod reload;
-pub mod routing;
-pub mod server;
-pub mod service;
-pub mod state;
-pub mod tls;
-pub mod upstream;
+mod listeners;
+mod metrics;
+mod purge_bus;
+mod ratelimit;
+mod redis_link;
+mod reload;
+mod routing;
+mod server;
+mod service;
+mod state;
+mod tls;
+mod upstream;
 
-pub use cache::{DiskEviction, TieredStorage};
-pub use client_ip::{ClientIpResolver, TrustedProxies};
-pub use compression::{BodyCoder, CompressionPolicy};
+// The public surface, flat (as linkerd2's `stack` crate does): the modules above are private
+// and each item an embedder needs is named here once. Anything not listed is `pub(crate)`.
+
+// The whole proxy.
 pub use config::{Config, ConfigError, ConfigErrors};
-pub use headers::{HeaderPolicy, HeaderPolicyBuilder};
-pub use metrics::Metrics;
-pub use ratelimit::{ConnLimiter, LimitClass, RateLimiter};
-pub use routing::{HostPathDecider, RouteDecider, RouteDecision, RouteError, RouteTable};
 pub use server::{
-    add_to_server, add_to_server_with, build_server, build_server_with, BuildError, ProxyOptions,
-    RunOptions,
+    add_to_server, add_to_server_with, build_server, build_server_with, server_conf, BuildError,
+    ProxyOptions, RunOptions,
 };
-pub use service::{GalionProxy, ListenerRole};
+pub use service::{GalionProxy, ListenerRole, RequestCtx};
 pub use state::{ProxyState, StateError};
+// What `StateError` and `BuildError` carry: each names the zone, file, group or link.
+pub use access_log::OpenError as AccessLogOpenError;
+pub use cache::OpenError as ZoneOpenError;
+pub use listeners::READY as READY_LINE;
+pub use metrics::MetricsError;
+pub use redis_link::LinkError as RedisLinkError;
+pub use tls::CertError;
+pub use upstream::UpstreamError;
+
+// Routing.
+pub use routing::path_is_clean;
+pub use routing::{
+    HostPathDecider, RouteDecider, RouteDecision, RouteError, RouteTable, RouteTableBuilder,
+    RouteTableError,
+};
+pub use service::request_host;
+
+// The cache.
+pub use cache::disk::{
+    decode as decode_cache_entry, Corrupt as CorruptCacheEntry, Footer as CacheEntryFooter,
+};
+pub use cache::storage::LOG_EVERY as DISK_ERROR_LOG_INTERVAL;
+pub use cache::{
+    cache_key, status_label as cache_status_label, variance as cache_variance, DiskEviction,
+    DiskOp, TieredStorage, ZoneStats, ZoneUsage,
+};
+
+// Client IP and rate limits.
+pub use client_ip::{ClientIpResolver, IpNet, TrustedProxies, CF_CONNECTING_IP, CLOUDFLARE_RANGES};
+pub use ratelimit::redis::RedisLimiter;
+pub use ratelimit::window::{Clock, ManualClock, SystemClock};
+pub use ratelimit::{
+    policy_header as ratelimit_policy_header, ratelimit_header, ConnLimiter, Decision, LimitClass,
+    RateLimiter, RATELIMIT, RATELIMIT_POLICY,
+};
+pub use redis_link::{LinkUser as RedisLinkUser, RedisDecisions, RedisLink, RedisService};
+
+// Compression, headers, access log, TLS, upstreams.
+pub use access_log::{write_line as write_access_line, AccessLog, AccessRecord};
+pub use compression::{
+    apply_headers as apply_compression_headers, ensure_vary_accept_encoding,
+    negotiate as negotiate_encoding, BodyCoder, CompressionPolicy, Encoding,
+    Plan as CompressionPlan,
+};
+pub use headers::{
+    request_id, set_forwarded, HeaderPolicy, HeaderPolicyBuilder, X_CACHE_STATUS, X_FORWARDED_FOR,
+    X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID,
+};
+pub use tls::{CertReloader, SniResolver};
+pub use upstream::{GroupSource, HealthChecker, UpstreamGroup};
+
+/// The value each setting takes when the config leaves it out, re-exported from the module
+/// that owns the behaviour (the validator and docs/configuration.md use the same constants).
+pub mod defaults {
+    pub use crate::compression::{
+        DEFAULT_BROTLI_QUALITY as BROTLI_QUALITY, DEFAULT_GZIP_LEVEL as GZIP_LEVEL,
+        DEFAULT_MAX_DECOMPRESSED as COMPRESSION_MAX_DECOMPRESSED,
+        DEFAULT_MIN_SIZE as COMPRESSION_MIN_SIZE,
+    };
+    pub use crate::ratelimit::{
+        DEFAULT_IPV6_PREFIX_LEN as LIMIT_IPV6_PREFIX_LEN, DEFAULT_SLOTS as LIMIT_SKETCH_SLOTS,
+        DEFAULT_WINDOW as LIMIT_WINDOW,
+    };
+}
 
 /// Re-exported Pingora crates, at the versions this library is built with (0.9.1).
 pub mod pingora {

@@ -24,7 +24,7 @@ const POLL: Duration = Duration::from_millis(10);
 /// The addresses in `want` that no listening TCP socket of this process is bound to (matched
 /// by port: the process cannot hold two listeners on one port with different addresses that
 /// the config would accept). On Linux, from `/proc`; elsewhere none (assumed bound).
-pub fn unbound(want: &[SocketAddr]) -> Vec<SocketAddr> {
+pub(crate) fn unbound(want: &[SocketAddr]) -> Vec<SocketAddr> {
     if !cfg!(target_os = "linux") {
         return Vec::new();
     }
@@ -82,13 +82,13 @@ fn socket_inode(target: &str) -> Option<u64> {
 /// once every address it was given is held by this process, then ends. On systems without
 /// `/proc` the addresses are assumed held, and the line is logged at once.
 #[derive(Debug)]
-pub struct ReadyAnnouncer {
+pub(crate) struct ReadyAnnouncer {
     addrs: Vec<SocketAddr>,
 }
 
 impl ReadyAnnouncer {
     /// An announcer for the listener addresses (the proxy's and the admin listener's).
-    pub fn new(addrs: Vec<SocketAddr>) -> Self {
+    pub(crate) fn new(addrs: Vec<SocketAddr>) -> Self {
         ReadyAnnouncer { addrs }
     }
 }

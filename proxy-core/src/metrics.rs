@@ -40,11 +40,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The label value of "none": a request that matched no site or route, a route without a
 /// rate-limit class, a request answered with no status.
-pub const NONE: &str = "-";
+pub(crate) const NONE: &str = "-";
 
 /// Histogram buckets in seconds, 1 ms to 10 s (the 500 ms bucket is the p99 alert's).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -62,7 +62,7 @@ pub struct MetricsError(#[from] prometheus::Error);
 
 /// The metrics of one proxy: a private registry and the request-path series. See the module
 /// docs. Share it with `Arc`; every method takes `&self`.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     request_duration: HistogramVec,
@@ -97,7 +97,7 @@ fn histogram_vec(name: &str, help: &str, labels: &[&str]) -> Result<HistogramVec
 impl Metrics {
     /// A fresh set of metrics in a registry of its own, every counter at zero. Fails only on a
     /// bug in the metric definitions.
-    pub fn new() -> Result<Metrics, MetricsError> {
+    pub(crate) fn new() -> Result<Metrics, MetricsError> {
         let m = Metrics {
             registry: Registry::new(),
             requests: counter_vec(
@@ -187,35 +187,39 @@ impl Metrics {
     }
 
     /// Marks one client request in flight until the guard is dropped.
-    pub fn in_flight(&self) -> InFlight {
+    pub(crate) fn in_flight(&self) -> InFlight {
         InFlight::enter(&self.in_flight)
     }
 
     /// The gauge of open client connections, for [`Front::with_connection_gauge`].
     ///
     /// [`Front::with_connection_gauge`]: crate::front::Front::with_connection_gauge
-    pub fn downstream_connections(&self) -> IntGauge {
+    pub(crate) fn downstream_connections(&self) -> IntGauge {
         self.downstream_connections.clone()
     }
 
     /// The ClientHello counter, for [`SniResolver::with_client_hello_counter`].
     ///
     /// [`SniResolver::with_client_hello_counter`]: crate::tls::SniResolver::with_client_hello_counter
-    pub fn tls_client_hellos(&self) -> IntCounter {
+    pub(crate) fn tls_client_hellos(&self) -> IntCounter {
         self.tls_client_hellos.clone()
     }
 
     /// Pingora TLS callbacks that count completed handshakes, for
     /// `TlsSettings::with_callbacks`. (Pingora 0.9.1 calls nothing on a failed handshake: it
     /// logs it and drops the connection, so failures are not counted.)
-    pub fn tls_callbacks(&self) -> TlsAcceptCallbacks {
+    pub(crate) fn tls_callbacks(&self) -> TlsAcceptCallbacks {
         Box::new(HandshakeCounter(self.tls_handshakes.clone()))
     }
 
     /// The series of requests on one site and route (`route` is the prefix; [`NONE`] for a
     /// request that matched no route of the site, `site` [`NONE`] for one that matched no
     /// site), created now at zero so a request only increments them.
-    pub fn request_metrics(&self, site: &str, route: &str) -> Result<RequestMetrics, MetricsError> {
+    pub(crate) fn request_metrics(
+        &self,
+        site: &str,
+        route: &str,
+    ) -> Result<RequestMetrics, MetricsError> {
         let status = |class: &str| {
             self.requests
                 .get_metric_with_label_values(&[site, route, class])
@@ -238,7 +242,7 @@ impl Metrics {
     }
 
     /// The series of one upstream group, created now at zero.
-    pub fn upstream_metrics(&self, group: &str) -> Result<UpstreamMetrics, MetricsError> {
+    pub(crate) fn upstream_metrics(&self, group: &str) -> Result<UpstreamMetrics, MetricsError> {
         let name = [group];
         Ok(UpstreamMetrics {
             response: self.upstream_response.get_metric_with_label_values(&name)?,
@@ -257,7 +261,7 @@ impl Metrics {
 
     /// The rejection series of one limit class ([`NONE`] for requests on routes without one),
     /// created now at zero.
-    pub fn class_metrics(&self, class: &str) -> Result<ClassMetrics, MetricsError> {
+    pub(crate) fn class_metrics(&self, class: &str) -> Result<ClassMetrics, MetricsError> {
         let rejection = |reason: &str| {
             self.ratelimit_rejections
                 .get_metric_with_label_values(&[class, reason])
@@ -271,7 +275,7 @@ impl Metrics {
     /// The whole exposition: the registered series, plus `scraped`, the families the sources
     /// built just now from their own counters (cache zones, compression, access log, backend
     /// health, Redis). Fails only if the encoder does.
-    pub fn render(&self, scraped: Vec<MetricFamily>) -> Result<String, MetricsError> {
+    pub(crate) fn render(&self, scraped: Vec<MetricFamily>) -> Result<String, MetricsError> {
         let mut families = self.registry.gather();
         // A family with no series (no cache zone configured) is an encoder error: leave it out.
         families.extend(scraped.into_iter().filter(|f| !f.get_metric().is_empty()));
@@ -284,11 +288,11 @@ impl Metrics {
 
 /// One in-flight request (or open connection); the gauge goes down when it is dropped.
 #[derive(Debug)]
-pub struct InFlight(IntGauge);
+pub(crate) struct InFlight(IntGauge);
 
 impl InFlight {
     /// Raises `gauge` by one until the guard is dropped.
-    pub fn enter(gauge: &IntGauge) -> InFlight {
+    pub(crate) fn enter(gauge: &IntGauge) -> InFlight {
         gauge.inc();
         InFlight(gauge.clone())
     }
@@ -316,7 +320,7 @@ impl TlsAccept for HandshakeCounter {
 /// The series of one site/route pair (or of requests that matched none), from
 /// [`Metrics::request_metrics`].
 #[derive(Debug)]
-pub struct RequestMetrics {
+pub(crate) struct RequestMetrics {
     requests: [IntCounter; 6],
     duration: Histogram,
     bytes_sent: IntCounter,
@@ -325,7 +329,7 @@ pub struct RequestMetrics {
 
 impl RequestMetrics {
     /// Records one answered client request: its status class, duration and body bytes.
-    pub fn record(&self, status: u16, duration: Duration, sent: usize, received: usize) {
+    pub(crate) fn record(&self, status: u16, duration: Duration, sent: usize, received: usize) {
         self.requests[status_class(status)].inc();
         self.duration.observe(duration.as_secs_f64());
         if sent > 0 {
@@ -339,7 +343,7 @@ impl RequestMetrics {
 
 /// The series of one upstream group, from [`Metrics::upstream_metrics`].
 #[derive(Debug)]
-pub struct UpstreamMetrics {
+pub(crate) struct UpstreamMetrics {
     response: Histogram,
     connect_failures: IntCounter,
     timeouts: IntCounter,
@@ -349,12 +353,12 @@ pub struct UpstreamMetrics {
 
 impl UpstreamMetrics {
     /// Records a backend's time to response header.
-    pub fn response(&self, time: Duration) {
+    pub(crate) fn response(&self, time: Duration) {
         self.response.observe(time.as_secs_f64());
     }
 
     /// Records a failed connection attempt; `timed_out` if it was a connect timeout.
-    pub fn connect_failed(&self, timed_out: bool) {
+    pub(crate) fn connect_failed(&self, timed_out: bool) {
         self.connect_failures.inc();
         if timed_out {
             self.timeouts.inc();
@@ -362,31 +366,31 @@ impl UpstreamMetrics {
     }
 
     /// Records a request sent on an upstream connection, `reused` from the keepalive pool.
-    pub fn connected(&self, reused: bool) {
+    pub(crate) fn connected(&self, reused: bool) {
         self.connections[usize::from(reused)].inc();
     }
 
     /// Records an upstream read or write timeout.
-    pub fn timed_out(&self) {
+    pub(crate) fn timed_out(&self) {
         self.timeouts.inc();
     }
 }
 
 /// The 429 series of one limit class, from [`Metrics::class_metrics`].
 #[derive(Debug)]
-pub struct ClassMetrics {
+pub(crate) struct ClassMetrics {
     rate: IntCounter,
     concurrency: IntCounter,
 }
 
 impl ClassMetrics {
     /// Records a 429 for the class's rate.
-    pub fn rate_rejected(&self) {
+    pub(crate) fn rate_rejected(&self) {
         self.rate.inc();
     }
 
     /// Records a 429 for the per-client concurrency cap on a route of this class.
-    pub fn concurrency_rejected(&self) {
+    pub(crate) fn concurrency_rejected(&self) {
         self.concurrency.inc();
     }
 }

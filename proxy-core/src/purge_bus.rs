@@ -38,15 +38,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Purges waiting for Redis beyond which the queue collapses into one purge of everything.
-pub const QUEUE_LIMIT: usize = 64;
+pub(crate) const QUEUE_LIMIT: usize = 64;
 
 /// The file in each zone directory that records the last purge applied, `"<epoch> <seq>"`.
-pub const SYNC_FILE: &str = "purge-sync";
+pub(crate) const SYNC_FILE: &str = "purge-sync";
 
 /// The publishing script. `KEYS[1]`: sequence, `KEYS[2]`: epoch; `ARGV[1]`: channel,
 /// `ARGV[2]`: an epoch to start if there is none, `ARGV[3]`: `"<instance> <what> <arg>"`.
 /// Returns the sequence number given to the purge.
-pub const PUBLISH_LUA: &str = r#"
+pub(crate) const PUBLISH_LUA: &str = r#"
 if redis.call('SET', KEYS[2], ARGV[2], 'NX') then
   redis.call('DEL', KEYS[1])
 end
@@ -58,7 +58,7 @@ return n
 
 /// One purge, as the admin listener takes it and as it travels on the channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Purge {
+pub(crate) enum Purge {
     /// Every variant of one URL (`url=`), in every zone.
     Url(String),
     /// Every URL under a prefix (`prefix=`), in every zone.
@@ -71,7 +71,7 @@ pub enum Purge {
 
 impl Purge {
     /// The purge a `/cache/purge` query asks for, or why it names none.
-    pub fn from_query(query: &str) -> Result<Purge, String> {
+    pub(crate) fn from_query(query: &str) -> Result<Purge, String> {
         let param = |name: &str| {
             query.split('&').find_map(|kv| {
                 let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -104,7 +104,7 @@ impl Purge {
 
     /// Applies the purge to this instance's zones: how many entries went, or an error for a
     /// zone name that does not exist here.
-    pub fn apply(&self, caches: &Caches) -> Result<usize, String> {
+    pub(crate) fn apply(&self, caches: &Caches) -> Result<usize, String> {
         let each = |f: &dyn Fn(&crate::cache::TieredStorage) -> usize| {
             caches.zones.iter().map(|z| f(z.storage)).sum()
         };
@@ -142,7 +142,7 @@ impl Purge {
 
 /// Decodes `%XX` escapes and `+` (as a space) in a query value; malformed escapes are kept as
 /// they are. Never fails; invalid UTF-8 is replaced.
-pub fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -164,7 +164,7 @@ pub fn percent_decode(s: &str) -> String {
 
 /// What happened to a purge beyond this instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fanout {
+pub(crate) enum Fanout {
     /// Published: every subscribed instance applies it.
     Published,
     /// Redis did not answer; it is queued and published when Redis is back.
@@ -173,7 +173,7 @@ pub enum Fanout {
 
 impl Fanout {
     /// `"published"` or `"queued"`, as the admin answer says it.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Fanout::Published => "published",
             Fanout::Queued => "queued",
@@ -234,7 +234,7 @@ impl SyncPoint {
 /// The purge fan-out of one instance. Created with the [`RedisLink`] when `[redis]` names a
 /// `purge_channel`; the [`RedisService`](crate::redis_link::RedisService) runs its
 /// subscriber and publishes its queue.
-pub struct PurgeBus {
+pub(crate) struct PurgeBus {
     link: Arc<RedisLink>,
     /// The zones purges apply to (the same across reloads).
     caches: Arc<Caches>,
@@ -269,7 +269,7 @@ impl crate::redis_link::LinkUser for PurgeBus {
 impl PurgeBus {
     /// A bus on `channel` through `link` (keys under the link's `key_prefix`), applying other
     /// instances' purges to `caches`.
-    pub fn new(link: Arc<RedisLink>, channel: &str, caches: Arc<Caches>) -> PurgeBus {
+    pub(crate) fn new(link: Arc<RedisLink>, channel: &str, caches: Arc<Caches>) -> PurgeBus {
         let prefix = &link.settings().key_prefix;
         PurgeBus {
             seq_key: format!("{prefix}purge:seq"),
@@ -284,14 +284,14 @@ impl PurgeBus {
     }
 
     /// The channel purges travel on.
-    pub fn channel(&self) -> &str {
+    pub(crate) fn channel(&self) -> &str {
         &self.channel
     }
 
     /// Publishes a purge this instance has applied. Purges are published in order: one that
     /// cannot be published now waits in the queue with every later one, until
     /// [`PurgeBus::flush_queue`] succeeds. Never fails.
-    pub async fn publish(&self, purge: Purge) -> Fanout {
+    pub(crate) async fn publish(&self, purge: Purge) -> Fanout {
         {
             let mut q = self.queue.lock().await;
             if q.len() >= QUEUE_LIMIT {
@@ -317,7 +317,7 @@ impl PurgeBus {
     }
 
     /// Publishes the queued purges in order; true when the queue is empty.
-    pub async fn flush_queue(&self) -> bool {
+    pub(crate) async fn flush_queue(&self) -> bool {
         let mut q = self.queue.lock().await;
         while let Some(p) = q.front() {
             let Some(mut conn) = self.link.conn() else {
@@ -356,7 +356,7 @@ impl PurgeBus {
 
     /// Subscribes and applies other instances' purges to the bus's zones, resubscribing every `retry_interval` after a loss; runs until dropped. Each
     /// (re)subscription resyncs as the module docs say.
-    pub async fn run_subscriber(&self) {
+    pub(crate) async fn run_subscriber(&self) {
         let retry = self.link.settings().retry_interval;
         let mut told_lost = false;
         loop {

@@ -17,8 +17,8 @@
 //! With `[limits] backend = "redis"`, [`redis::RedisLimiter`] counts in Redis instead, shared
 //! by every instance, and this sketch answers while Redis cannot.
 
-pub mod redis;
-pub mod window;
+pub(crate) mod redis;
+pub(crate) mod window;
 
 use crate::client_ip::canonical;
 use bytes::Bytes;
@@ -35,15 +35,15 @@ pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-poli
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// Shortest window: the limiter's windows and its headers are in whole seconds.
-pub const MIN_WINDOW: Duration = Duration::from_secs(1);
+pub(crate) const MIN_WINDOW: Duration = Duration::from_secs(1);
 /// The window when the config names none (`[limits] window`): one minute, as the
 /// requests-per-minute limits of ARCHITECTURE.md.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 /// Longest window (one day); longer ones are clamped to it.
-pub const MAX_WINDOW: Duration = Duration::from_secs(86_400);
+pub(crate) const MAX_WINDOW: Duration = Duration::from_secs(86_400);
 /// Largest sketch accepted by [`RateLimiter::new`] (2^24 slots: 1 GiB); larger requests are
 /// clamped to it.
-pub const MAX_SLOTS: usize = 1 << 24;
+pub(crate) const MAX_SLOTS: usize = 1 << 24;
 
 /// Counters per hash row when the config says nothing (`limits.sketch_slots`): 131072, 8 MiB.
 pub const DEFAULT_SLOTS: usize = 131_072;
@@ -141,8 +141,8 @@ impl std::fmt::Debug for RateLimiter {
 
 impl RateLimiter {
     /// A limiter with fixed windows of `window` (whole seconds, clamped to
-    /// [`MIN_WINDOW`]..=[`MAX_WINDOW`]; the config default is 60 s) and a sketch of `slots`
-    /// counters per hash row (clamped to 1..=[`MAX_SLOTS`]; the config default is [`DEFAULT_SLOTS`]).
+    /// `MIN_WINDOW`..=`MAX_WINDOW`; the config default is 60 s) and a sketch of `slots`
+    /// counters per hash row (clamped to 1..=`MAX_SLOTS`; the config default is [`DEFAULT_SLOTS`]).
     /// Memory is fixed: [`memory_bytes`](Self::memory_bytes) = 2 windows × 4 rows × `slots` ×
     /// 8 bytes (131072 slots: 8 MiB), allocated and zeroed at once by the first
     /// [`check`](Self::check) or [`record`](Self::record) (a few milliseconds for 8 MiB, once;
@@ -240,7 +240,7 @@ impl RateLimiter {
     ///
     /// Accuracy: the first window starts with the first counted request (when the sketch is
     /// allocated), and the next ones follow it back to back, whatever the traffic (see
-    /// [`window`]), so the elapsed fraction is exact and `retry_after_secs` holds to the
+    /// `window`), so the elapsed fraction is exact and `retry_after_secs` holds to the
     /// rounding. The check and the count are two steps, so concurrent requests of one client
     /// may together overshoot `L` by at most the number of requests in flight at once (bounded
     /// by worker threads); a request counted while another thread starts the next window is
@@ -248,7 +248,7 @@ impl RateLimiter {
     /// fails or panics; allocates only the sketch, on the first call.
     ///
     /// ```
-    /// use proxy_core::ratelimit::{Decision, LimitClass, RateLimiter};
+    /// use proxy_core::{Decision, LimitClass, RateLimiter};
     /// use std::time::Duration;
     ///
     /// // 60 s windows, a small sketch (the config default is 131072 slots).
@@ -358,8 +358,8 @@ pub fn policy_header(class: &LimitClass, window: Duration) -> HeaderValue {
 /// The `RateLimit` value after a decision: `"<name>";r=<remaining>;t=<reset_secs>`.
 ///
 /// For a refusal, pass `remaining = 0` and `reset_secs = retry_after_secs`. The name is
-/// written as in [`policy_header`]; never fails. One allocation per call. The value changes
-/// with every request, so it is marked as [`crate::headers::unique_value`].
+/// written as in [`ratelimit_policy_header`](crate::ratelimit_policy_header); never fails. One allocation per call. The value changes
+/// with every request, so it is marked sensitive (sent as a never-indexed HTTP/2 literal).
 pub fn ratelimit_header(class: &LimitClass, remaining: u32, reset_secs: u32) -> HeaderValue {
     use std::fmt::Write as _;
     let mut s = String::with_capacity(class.name.len() + 30);

@@ -76,7 +76,7 @@ impl fmt::Debug for RedisSettings {
 }
 
 /// `url` with any password replaced by `***`, for logs and errors.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s + 3 => match url[s + 3..at].find(':') {
             Some(c) => format!("{}:***{}", &url[..s + 3 + c], &url[at..]),
@@ -88,7 +88,7 @@ pub fn redact_url(url: &str) -> String {
 
 /// Consecutive timeouts that take the link down (a connection error does at once). One slow
 /// answer costs one request `timeout`; a Redis that stopped answering costs three.
-pub const TRIP_AFTER: u32 = 3;
+pub(crate) const TRIP_AFTER: u32 = 3;
 
 /// Why the link could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +105,7 @@ pub enum LinkError {
 
 /// What a Redis command was for, a label of `galion_edge_redis_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     /// A rate-limit decision (request path).
     Limit,
     /// Publishing a purge.
@@ -118,10 +118,10 @@ pub enum Op {
 
 impl Op {
     /// Every op, in label order.
-    pub const ALL: [Op; 4] = [Op::Limit, Op::Publish, Op::Subscribe, Op::Connect];
+    pub(crate) const ALL: [Op; 4] = [Op::Limit, Op::Publish, Op::Subscribe, Op::Connect];
 
     /// The label value.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Op::Limit => "ratelimit",
             Op::Publish => "publish",
@@ -133,7 +133,7 @@ impl Op {
 
 /// How a Redis command failed, a label of `galion_edge_redis_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailKind {
+pub(crate) enum FailKind {
     /// No answer within the configured time.
     Timeout,
     /// Refused, reset or closed connection.
@@ -144,10 +144,11 @@ pub enum FailKind {
 
 impl FailKind {
     /// Every kind, in label order.
-    pub const ALL: [FailKind; 3] = [FailKind::Timeout, FailKind::Connection, FailKind::Other];
+    pub(crate) const ALL: [FailKind; 3] =
+        [FailKind::Timeout, FailKind::Connection, FailKind::Other];
 
     /// The label value.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             FailKind::Timeout => "timeout",
             FailKind::Connection => "connection",
@@ -156,7 +157,7 @@ impl FailKind {
     }
 
     /// The kind of a client error.
-    pub fn of(e: &redis::RedisError) -> FailKind {
+    pub(crate) fn of(e: &redis::RedisError) -> FailKind {
         if e.is_timeout() {
             FailKind::Timeout
         } else if e.is_io_error()
@@ -174,7 +175,7 @@ impl FailKind {
 /// Counters of the link and its users, read at scrape time (see [`crate::metrics`]). All
 /// monotonic.
 #[derive(Debug, Default)]
-pub struct RedisStats {
+pub(crate) struct RedisStats {
     /// Rate-limit decisions made by a Redis round trip.
     pub limit_redis: AtomicU64,
     /// Requests refused without a round trip: Redis refused this client and the wait it gave
@@ -207,9 +208,21 @@ impl RedisStats {
     }
 
     /// The count of errors of `op` and `kind`.
-    pub fn errors_of(&self, op: Op, kind: FailKind) -> u64 {
+    pub(crate) fn errors_of(&self, op: Op, kind: FailKind) -> u64 {
         self.error(op, kind).load(Ordering::Relaxed)
     }
+}
+
+/// How a link's rate-limit decisions were made, counted since start
+/// ([`RedisLink::limit_decisions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedisDecisions {
+    /// Decided by a Redis round trip.
+    pub redis: u64,
+    /// Refused without a round trip: Redis refused the client and its wait has not passed.
+    pub refused_locally: u64,
+    /// Decided by the local limiter because Redis was down or slow.
+    pub fallback: u64,
 }
 
 /// The pool of connections to one Redis, with its breaker. Share it in an `Arc`; every method
@@ -227,7 +240,7 @@ pub struct RedisLink {
     told_unreachable: AtomicBool,
     instance: String,
     /// The link's counters.
-    pub stats: RedisStats,
+    pub(crate) stats: RedisStats,
 }
 
 impl std::fmt::Debug for RedisLink {
@@ -277,8 +290,19 @@ impl RedisLink {
     }
 
     /// The redis-rs client (for connections of another kind, such as pub/sub).
-    pub fn client(&self) -> &redis::Client {
+    pub(crate) fn client(&self) -> &redis::Client {
         &self.client
+    }
+
+    /// How the rate-limit decisions over this link were made since start (the counts of
+    /// `galion_edge_ratelimit_decisions_total`).
+    pub fn limit_decisions(&self) -> RedisDecisions {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RedisDecisions {
+            redis: get(&self.stats.limit_redis),
+            refused_locally: get(&self.stats.limit_refused_locally),
+            fallback: get(&self.stats.limit_fallback),
+        }
     }
 
     /// Whether the request path uses Redis now.
@@ -287,13 +311,13 @@ impl RedisLink {
     }
 
     /// The per-command timeout of the request path (`[redis] timeout`).
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.settings.timeout
     }
 
     /// The next connection of the pool, or `None` at once while the link is down. Cloning a
     /// multiplexed connection is a few reference-count increments.
-    pub fn conn(&self) -> Option<MultiplexedConnection> {
+    pub(crate) fn conn(&self) -> Option<MultiplexedConnection> {
         if !self.is_up() {
             return None;
         }
@@ -302,7 +326,7 @@ impl RedisLink {
     }
 
     /// Records a command that answered.
-    pub fn succeeded(&self) {
+    pub(crate) fn succeeded(&self) {
         if self.timeouts_in_row.load(Ordering::Relaxed) != 0 {
             self.timeouts_in_row.store(0, Ordering::Relaxed);
         }
@@ -310,7 +334,7 @@ impl RedisLink {
 
     /// Records a failed command of `op`: counts it, and takes the link down on a connection
     /// error or after [`TRIP_AFTER`] timeouts in a row.
-    pub fn failed(&self, op: Op, kind: FailKind, detail: &dyn std::fmt::Display) {
+    pub(crate) fn failed(&self, op: Op, kind: FailKind, detail: &dyn std::fmt::Display) {
         self.stats.error(op, kind).fetch_add(1, Ordering::Relaxed);
         let trip = match kind {
             FailKind::Connection => true,
@@ -479,7 +503,7 @@ impl RedisLink {
 }
 
 /// Work that runs on a [`RedisLink`] beside its maintenance: the purge bus
-/// ([`crate::purge_bus::PurgeBus`]) is one. [`RedisService`] drives it.
+/// (the purge bus is one). [`RedisService`] drives it.
 #[async_trait]
 pub trait LinkUser: Send + Sync {
     /// Called each time the link has (re)connected: publish what waited meanwhile.

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 /// Why a reload was refused. The running config keeps serving in every case.
 #[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
+pub(crate) enum ReloadError {
     /// The proxy was built without a config file to re-read (an embedder's
     /// [`ProxyOptions`](crate::ProxyOptions) without `config_path`).
     #[error("no config file to reload: the proxy was started without a config path")]
@@ -38,7 +38,7 @@ pub enum ReloadError {
 
 impl ReloadError {
     /// One line per problem, each with its field path when it has one.
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         match self {
             ReloadError::Config(errors) => errors.0.iter().map(|e| e.to_string()).collect(),
             other => vec![other.to_string()],
@@ -48,7 +48,7 @@ impl ReloadError {
 
 /// What an applied reload did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Reloaded {
+pub(crate) struct Reloaded {
     /// Settings that changed in the file but keep their running value until a restart.
     pub needs_restart: Vec<String>,
 }
@@ -56,7 +56,7 @@ pub struct Reloaded {
 /// Reloads the config of one proxy and reopens its access log. Cloning shares it; reloads
 /// are serialised.
 #[derive(Clone)]
-pub struct Reloader {
+pub(crate) struct Reloader {
     state: Arc<ArcSwap<ProxyState>>,
     path: Option<PathBuf>,
     lock: Arc<Mutex<()>>,
@@ -73,7 +73,7 @@ impl std::fmt::Debug for Reloader {
 impl Reloader {
     /// A reloader for the proxy whose state is `state`, re-reading `path` (none: reloads are
     /// refused with [`ReloadError::NoConfigPath`], the access log can still be reopened).
-    pub fn new(state: Arc<ArcSwap<ProxyState>>, path: Option<PathBuf>) -> Self {
+    pub(crate) fn new(state: Arc<ArcSwap<ProxyState>>, path: Option<PathBuf>) -> Self {
         Reloader {
             state,
             path,
@@ -83,7 +83,7 @@ impl Reloader {
 
     /// Re-reads and validates the file and swaps the new state in. Blocking (file reads).
     /// Logs nothing; see [`Reloader::reload_logged`].
-    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
+    pub(crate) fn reload(&self) -> Result<Reloaded, ReloadError> {
         let _serial = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let path = self.path.as_ref().ok_or(ReloadError::NoConfigPath)?;
         let mut config = Config::load(path).map_err(ReloadError::Config)?;
@@ -97,7 +97,7 @@ impl Reloader {
     /// [`Reloader::reload`], logging the outcome: `info` when applied, a `warn` line
     /// `needs a restart: <field>` per setting kept at its running value, and when refused one
     /// `error` line per problem (with its field path) and one saying the old config stays.
-    pub fn reload_logged(&self) -> Result<Reloaded, ReloadError> {
+    pub(crate) fn reload_logged(&self) -> Result<Reloaded, ReloadError> {
         let file = self
             .path
             .as_ref()
@@ -123,7 +123,7 @@ impl Reloader {
 
     /// Asks the current access log to reopen its file (see
     /// [`AccessLog::reopen`](crate::access_log::AccessLog::reopen)).
-    pub fn reopen_access_log(&self) {
+    pub(crate) fn reopen_access_log(&self) {
         self.state.load().access_log.reopen();
         log::info!("access log: reopening");
     }
@@ -135,7 +135,7 @@ impl Reloader {
 /// certificate paths of TLS sites (certificate *contents* reload on their own), and `[redis]`
 /// (the link and its background service are built at start; `[limits] backend` does reload,
 /// between `"local"` and `"redis"` when `[redis]` was there at start).
-pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
     let mut check = |changed: bool, field: &str| {
         if changed {
@@ -247,13 +247,13 @@ fn keep_running_values(old: &Config, new: &mut Config) -> Result<Vec<String>, Re
 
 /// The background service that turns signals into actions: SIGHUP reloads the config, SIGUSR1
 /// reopens the access log. Without it a SIGHUP would end the process (the default action).
-pub struct SignalHandler {
+pub(crate) struct SignalHandler {
     reloader: Reloader,
 }
 
 impl SignalHandler {
     /// A handler acting on `reloader`'s proxy.
-    pub fn new(reloader: Reloader) -> Self {
+    pub(crate) fn new(reloader: Reloader) -> Self {
         SignalHandler { reloader }
     }
 }

@@ -58,7 +58,7 @@ struct CompiledSite {
 /// reload builds a new table). Every lookup borrows its input and never fails or panics.
 ///
 /// ```
-/// use proxy_core::routing::{RouteError, RouteTable};
+/// use proxy_core::{RouteError, RouteTable};
 ///
 /// let table = RouteTable::builder()
 ///     .upstreams(["api", "web"])
@@ -293,7 +293,7 @@ impl RouteTable {
     /// Routes a request: the host picks the site, the longest matching prefix the route.
     /// Fails with [`RouteError::UnknownHost`] when no site has the host, and with
     /// [`RouteError::NoRoute`] when the site has no prefix of `path`. The path is not checked
-    /// here: call [`path_is_clean`] first, as the service does.
+    /// here: call `path_is_clean` first, as the service does.
     pub fn decide(&self, host: &str, path: &str) -> Result<RouteDecision, RouteError> {
         let site = self.site_for_host(host).ok_or(RouteError::UnknownHost)?;
         self.decide_in_site(site, path)
@@ -340,7 +340,7 @@ impl RouteTable {
 /// - `Err(RouteError::UnknownHost)`: 421, never proxied.
 /// - `Err(RouteError::NoRoute { site })`: 404, with that site's security headers.
 ///
-/// Whatever is decided, a path with `.`/`..` segments (see [`path_is_clean`]) is then refused
+/// Whatever is decided, a path with `.`/`..` segments (see `path_is_clean`) is then refused
 /// with 400, unless the answer was `UnknownHost`; deciders need not check paths.
 ///
 /// The cache key is the scheme, host and path with query: if the decision depends on anything
@@ -357,7 +357,7 @@ impl RouteTable {
 ///
 /// ```
 /// use proxy_core::pingora::http::RequestHeader;
-/// use proxy_core::routing::{RouteDecider, RouteDecision, RouteError, RouteTable};
+/// use proxy_core::{RouteDecider, RouteDecision, RouteError, RouteTable};
 ///
 /// struct ByTenant;
 ///
@@ -440,7 +440,7 @@ where
     }
 }
 
-pub use crate::host::strip_port;
+pub(crate) use crate::host::strip_port;
 
 /// Whether a request path is safe to route by prefix: no `.` or `..` segments, plain or
 /// percent-encoded, and no encoded `/`. Such paths could match one route here and mean another

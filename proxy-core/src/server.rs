@@ -8,7 +8,6 @@
 use crate::client_ip::TrustedProxies;
 use crate::config::Config;
 use crate::front::Front;
-use crate::headers::HeaderPolicy;
 use crate::reload::{Reloader, SignalHandler};
 use crate::routing::{HostPathDecider, RouteDecider};
 use crate::service::{GalionProxy, ListenerRole};
@@ -146,7 +145,7 @@ pub fn build_server_with(
 /// certificate reloader, `http_proxy`, the port-80 `http` redirect, `[admin] listen`), the
 /// health checker, the Redis link's service when `[redis]` is set
 /// ([`RedisService`](crate::redis_link::RedisService)), and the signal handler (SIGHUP reloads `options.config_path`, SIGUSR1
-/// reopens the access log; see [`crate::reload`]). The SIGHUP and SIGUSR1 handlers are
+/// reopens the access log; docs/operations.md). The SIGHUP and SIGUSR1 handlers are
 /// installed for the whole process when this is called. The server's own [`ServerConf`] applies (threads, keepalive pool, retries);
 /// the config's `[server]` section is only read by [`build_server`]. Nothing is bound until the
 /// server runs.
@@ -176,7 +175,7 @@ pub fn build_server_with(
 /// server.bootstrap();
 /// // server.add_service(...your own services...);
 /// let state = proxy_core::add_to_server(&mut server, config)?;
-/// assert_eq!(state.load().config.sites[0].hosts, ["example.test"]);
+/// assert_eq!(state.load().config().sites[0].hosts, ["example.test"]);
 /// // server.run_forever();
 /// # Ok(())
 /// # }
@@ -332,9 +331,4 @@ pub fn add_to_server_with(
     ));
     drop(current);
     Ok(state)
-}
-
-/// The header policy for answers outside any site, for embedders that build their own front.
-pub fn default_policy(config: &Config) -> HeaderPolicy {
-    HeaderPolicy::new(&config.default_headers)
 }

@@ -59,99 +59,95 @@ pub enum StateError {
 #[derive(Debug)]
 pub struct ProxyState {
     /// The validated config.
-    pub config: Arc<Config>,
+    pub(crate) config: Arc<Config>,
     /// Host and path routing.
-    pub routes: RouteTable,
+    pub(crate) routes: RouteTable,
     /// The sites, compiled, in config order (the numbering [`RouteTable`] answers with).
-    pub sites: Vec<Site>,
+    pub(crate) sites: Vec<Site>,
     /// The upstream groups, compiled, in config order (the numbering routes use).
-    pub upstreams: Vec<Upstream>,
+    pub(crate) upstreams: Vec<Upstream>,
     /// Header policy for answers that belong to no site (unknown host).
-    pub default_headers: HeaderPolicy,
+    pub(crate) default_headers: HeaderPolicy,
     /// The metrics of requests that matched no site.
-    pub unrouted: RequestMetrics,
+    pub(crate) unrouted: RequestMetrics,
     /// Concurrency rejections on routes without a limit class.
-    pub unclassed: ClassMetrics,
+    pub(crate) unclassed: ClassMetrics,
     /// The access log.
-    pub access_log: AccessLog,
+    pub(crate) access_log: AccessLog,
     /// Cache zones (shared across reloads: the same zones stay open).
-    pub caches: Arc<Caches>,
+    pub(crate) caches: Arc<Caches>,
     /// Who the client is.
-    pub client_ip: ClientIpResolver,
+    pub(crate) client_ip: ClientIpResolver,
     /// Requests per client and class (one fixed-size sketch).
-    pub limiter: Arc<RateLimiter>,
+    pub(crate) limiter: Arc<RateLimiter>,
     /// Concurrent requests per client.
-    pub conn_limiter: Arc<ConnLimiter>,
+    pub(crate) conn_limiter: Arc<ConnLimiter>,
     /// Clients no limit applies to (`[limits] allow`).
-    pub limit_allow: TrustedProxies,
+    pub(crate) limit_allow: TrustedProxies,
     /// The link to `[redis]`, if configured (the same across reloads).
-    pub redis: Option<Arc<RedisLink>>,
+    pub(crate) redis: Option<Arc<RedisLink>>,
     /// Rate limits counted in Redis, with `[limits] backend = "redis"`; `limiter` answers
     /// while Redis cannot.
-    pub redis_limiter: Option<Arc<RedisLimiter>>,
+    pub(crate) redis_limiter: Option<Arc<RedisLimiter>>,
     /// Purges fanned out to the other instances, with a `[redis] purge_channel`.
-    pub purge_bus: Option<Arc<PurgeBus>>,
+    pub(crate) purge_bus: Option<Arc<PurgeBus>>,
     /// Response compression, if enabled.
-    pub compression: Option<CompressionPolicy>,
+    pub(crate) compression: Option<CompressionPolicy>,
     /// Compression counters (kept across reloads, as the metrics are).
-    pub compression_stats: Arc<CompressionStats>,
+    pub(crate) compression_stats: Arc<CompressionStats>,
     /// The proxy's metrics (shared across state swaps, as the caches are).
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// One site, compiled.
 #[derive(Debug)]
-pub struct Site {
+pub(crate) struct Site {
     /// The site's name (access log, metric labels).
-    pub name: String,
+    pub(crate) name: String,
     /// Security headers and `Server` for every answer of the site.
-    pub headers: HeaderPolicy,
+    pub(crate) headers: HeaderPolicy,
     /// The routes, in config order (the numbering [`RouteTable`] answers with).
-    pub routes: Vec<Route>,
+    pub(crate) routes: Vec<Route>,
     /// The metrics of the site's requests that matched no route.
-    pub unrouted: RequestMetrics,
+    pub(crate) unrouted: RequestMetrics,
 }
 
 /// One route, compiled: everything a request on it needs.
 #[derive(Debug)]
-pub struct Route {
-    /// The path prefix.
-    pub prefix: String,
-    /// The upstream group, an index into [`ProxyState::upstreams`].
-    pub upstream: usize,
+pub(crate) struct Route {
     /// The cache zone and TTL.
-    pub cache: RouteCache,
+    pub(crate) cache: RouteCache,
     /// The rate-limit class, if any.
-    pub class: Option<Arc<Class>>,
+    pub(crate) class: Option<Arc<Class>>,
     /// Largest request body.
-    pub max_body_size: u64,
+    pub(crate) max_body_size: u64,
     /// Longest wait for the upstream between reads (`None`: the group's).
-    pub read_timeout: Option<Duration>,
+    pub(crate) read_timeout: Option<Duration>,
     /// The metrics of the route's requests.
-    pub metrics: RequestMetrics,
+    pub(crate) metrics: RequestMetrics,
 }
 
 /// One rate-limit class, compiled.
 #[derive(Debug)]
-pub struct Class {
+pub(crate) struct Class {
     /// The limiter's view of the class.
-    pub limit: LimitClass,
+    pub(crate) limit: LimitClass,
     /// The `RateLimit-Policy` value, built once.
-    pub policy: HeaderValue,
+    pub(crate) policy: HeaderValue,
     /// Whether a 429 of this class has a JSON body.
-    pub json: bool,
+    pub(crate) json: bool,
     /// The class's 429 counters.
-    pub metrics: ClassMetrics,
+    pub(crate) metrics: ClassMetrics,
 }
 
 /// One upstream group, compiled.
 #[derive(Debug)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     /// The group: backends, load balancing, health, peers (kept across reloads while its
     /// settings are the same).
-    pub group: Arc<UpstreamGroup>,
+    pub(crate) group: Arc<UpstreamGroup>,
     /// The group's metrics.
-    pub metrics: UpstreamMetrics,
+    pub(crate) metrics: UpstreamMetrics,
 }
 
 impl ProxyState {
@@ -165,7 +161,10 @@ impl ProxyState {
 
     /// Compiles a config around already-open cache zones, with fresh metrics (every counter at
     /// zero). Fails as [`ProxyState::new`] does.
-    pub fn with_caches(config: Arc<Config>, caches: Arc<Caches>) -> Result<ProxyState, StateError> {
+    pub(crate) fn with_caches(
+        config: Arc<Config>,
+        caches: Arc<Caches>,
+    ) -> Result<ProxyState, StateError> {
         Self::with_shared(config, caches, Arc::new(Metrics::new()?))
     }
 
@@ -173,7 +172,7 @@ impl ProxyState {
     /// keeps the cache and every counter (a reload builds the new state this way). `caches`
     /// must have been opened for the same zones as `config` names. Fails as
     /// [`ProxyState::new`] does.
-    pub fn with_shared(
+    pub(crate) fn with_shared(
         config: Arc<Config>,
         caches: Arc<Caches>,
         metrics: Arc<Metrics>,
@@ -189,7 +188,10 @@ impl ProxyState {
     /// when `[access_log]` is the same (one writer thread, its dropped counter continues), and
     /// each upstream group whose settings are the same (its health state carries over).
     /// `config.cache.zones` must equal `previous`'s. Fails as [`ProxyState::new`] does.
-    pub fn reloaded(config: Arc<Config>, previous: &ProxyState) -> Result<ProxyState, StateError> {
+    pub(crate) fn reloaded(
+        config: Arc<Config>,
+        previous: &ProxyState,
+    ) -> Result<ProxyState, StateError> {
         Self::build(
             config,
             previous.caches.clone(),
@@ -199,8 +201,13 @@ impl ProxyState {
     }
 
     /// The route `site` and `route` name (as [`RouteTable`] numbers them), if both exist.
-    pub fn route(&self, site: usize, route: usize) -> Option<&Route> {
+    pub(crate) fn route(&self, site: usize, route: usize) -> Option<&Route> {
         self.sites.get(site)?.routes.get(route)
+    }
+
+    /// The config this state was compiled from.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// The `/metrics` exposition: the registered series and those each source exports from its
@@ -276,8 +283,6 @@ impl ProxyState {
                     .iter()
                     .map(|r| {
                         Ok(Route {
-                            prefix: r.prefix.clone(),
-                            upstream: r.upstream,
                             cache: r.cache,
                             class: r.limit.and_then(|c| classes.get(c).cloned()),
                             max_body_size: r.max_body_size,

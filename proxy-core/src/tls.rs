@@ -80,7 +80,7 @@ impl CertError {
 }
 
 /// Loads a chain and key from PEM files and checks that they belong together.
-pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, CertError> {
+pub(crate) fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, CertError> {
     pingora_rustls_provider();
     let cert_pem = std::fs::read(cert).map_err(|source| CertError::Unreadable {
         field: "cert",
@@ -121,7 +121,7 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, CertE
 }
 
 /// Checks a pair the way the listener will load it. Used by `galion-edge check`.
-pub fn check_cert_pair(cert: &Path, key: &Path) -> Result<(), CertError> {
+pub(crate) fn check_cert_pair(cert: &Path, key: &Path) -> Result<(), CertError> {
     load_certified_key(cert, key).map(|_| ())
 }
 

@@ -203,7 +203,9 @@ impl UpstreamGroup {
 
 /// The `galion_edge_backend_up` series of `groups`, read now from their health state. Fails
 /// only on a bug in the family's definition.
-pub fn backend_families(groups: &[Arc<UpstreamGroup>]) -> exposition::Result<Vec<MetricFamily>> {
+pub(crate) fn backend_families(
+    groups: &[Arc<UpstreamGroup>],
+) -> exposition::Result<Vec<MetricFamily>> {
     let mut out = Vec::new();
     let backends: Vec<(String, String, bool)> = groups
         .iter()

@@ -8,8 +8,8 @@ use pingora_cache::eviction::{CacheEntryKey, EvictionManager};
 use pingora_cache::storage::{MissFinishType, PurgeType, Storage};
 use pingora_cache::trace::Span;
 use pingora_cache::{CacheKey, CacheMeta};
-use proxy_core::cache::{DiskEviction, TieredStorage};
 use proxy_core::pingora::http::ResponseHeader;
+use proxy_core::{DiskEviction, TieredStorage};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
 

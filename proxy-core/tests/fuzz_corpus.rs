@@ -12,7 +12,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use proxy_core::cache::disk;
 use proxy_core::fuzzing;
 use std::path::{Path, PathBuf};
 
@@ -106,10 +105,8 @@ fn disk_entry_corpus() {
         if !name.starts_with("seed-entry-") {
             continue;
         }
-        let end = data.len() - disk::TAIL_LEN;
-        let n = disk::footer_len_from_tail(&data[end..]).unwrap();
-        let key: [u8; 16] = data[end - n..end - n + 16].try_into().unwrap();
-        let (footer, body) = disk::decode(&data, &key).unwrap();
+        let key = fuzzing::stored_key(&data).unwrap();
+        let (footer, body) = proxy_core::decode_cache_entry(&data, &key).unwrap();
         assert_eq!(body.end as u64, footer.body_len, "{name}");
         proxy_core::pingora::cache::CacheMeta::deserialize(&footer.meta.0, &footer.meta.1).unwrap();
         entries += 1;
@@ -130,12 +127,12 @@ fn acme_path_corpus() {
 #[ignore = "regenerates committed seeds; run with GALION_WRITE_FUZZ_SEEDS=1"]
 async fn write_disk_seeds() {
     use bytes::Bytes;
-    use proxy_core::cache::{DiskEviction, TieredStorage};
     use proxy_core::pingora::cache::key::CacheHashKey;
     use proxy_core::pingora::cache::storage::{MissFinishType, Storage};
     use proxy_core::pingora::cache::trace::Span;
     use proxy_core::pingora::cache::{CacheKey, CacheMeta};
     use proxy_core::pingora::http::ResponseHeader;
+    use proxy_core::{DiskEviction, TieredStorage};
     use std::time::{Duration, SystemTime};
 
     if std::env::var_os("GALION_WRITE_FUZZ_SEEDS").is_none() {
@@ -191,7 +188,7 @@ async fn write_disk_seeds() {
             miss.finish().await.unwrap(),
             MissFinishType::Created(_)
         ));
-        let file = disk::entry_path(zone.path(), &key.combined_bin());
+        let file = fuzzing::entry_path(zone.path(), &key.combined_bin());
         std::fs::copy(&file, out.join(format!("seed-entry-{name}"))).unwrap();
     }
 }

@@ -162,11 +162,11 @@ impl Proxy {
     }
 
     /// Waits until the running process logs its ready line (every listener is bound by it:
-    /// `proxy_core::listeners::READY`), or fails when it exits or `limit` passes.
+    /// `proxy_core::READY_LINE`), or fails when it exits or `limit` passes.
     fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
         loop {
-            if read(&self.log).contains(proxy_core::listeners::READY) {
+            if read(&self.log).contains(proxy_core::READY_LINE) {
                 return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {

@@ -558,7 +558,7 @@ fn stored_ttls(zone_dir: &Path) -> Vec<(String, Duration)> {
             for (i, b) in key.iter_mut().enumerate() {
                 *b = u8::from_str_radix(&name[2 * i..2 * i + 2], 16).unwrap();
             }
-            let (footer, _) = proxy_core::cache::disk::decode(&bytes, &key).unwrap();
+            let (footer, _) = proxy_core::decode_cache_entry(&bytes, &key).unwrap();
             let meta =
                 proxy_core::pingora::cache::CacheMeta::deserialize(&footer.meta.0, &footer.meta.1)
                     .unwrap();

@@ -918,25 +918,22 @@ fn documented_defaults_are_the_owners_constants() {
             .trim_matches('`')
             .to_string()
     };
-    use proxy_core::{compression, ratelimit};
-    assert_eq!(
-        default_of("gzip_level"),
-        compression::DEFAULT_GZIP_LEVEL.to_string()
-    );
+    use proxy_core::defaults;
+    assert_eq!(default_of("gzip_level"), defaults::GZIP_LEVEL.to_string());
     assert_eq!(
         default_of("brotli_quality"),
-        compression::DEFAULT_BROTLI_QUALITY.to_string()
+        defaults::BROTLI_QUALITY.to_string()
     );
     assert_eq!(
         default_of("min_size"),
-        compression::DEFAULT_MIN_SIZE.to_string()
+        defaults::COMPRESSION_MIN_SIZE.to_string()
     );
     assert_eq!(
         default_of("sketch_slots"),
-        ratelimit::DEFAULT_SLOTS.to_string()
+        defaults::LIMIT_SKETCH_SLOTS.to_string()
     );
     assert_eq!(
         default_of("window"),
-        format!("\"{}s\"", ratelimit::DEFAULT_WINDOW.as_secs())
+        format!("\"{}s\"", defaults::LIMIT_WINDOW.as_secs())
     );
 }

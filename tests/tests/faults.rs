@@ -600,7 +600,7 @@ async fn a_full_then_read_only_disk_serves_uncached_and_recovers() {
     }
     assert!(disk_errors(&proxy, "write").await >= before + 20);
     // This episode is logged within one window (10 s) of the last line.
-    tokio::time::sleep(proxy_core::cache::storage::LOG_EVERY + Duration::from_millis(200)).await;
+    tokio::time::sleep(proxy_core::DISK_ERROR_LOG_INTERVAL + Duration::from_millis(200)).await;
     assert_eq!(
         get_data(&proxy, "/api/ro/last/data?n=200000", n).await,
         "MISS"
@@ -798,7 +798,7 @@ async fn kill_9_during_heavy_cache_writes_never_serves_wrong_bytes() {
         for (i, b) in key.iter_mut().enumerate() {
             *b = u8::from_str_radix(&name[2 * i..2 * i + 2], 16).unwrap();
         }
-        let (footer, range) = proxy_core::cache::disk::decode(&bytes, &key).unwrap();
+        let (footer, range) = proxy_core::decode_cache_entry(&bytes, &key).unwrap();
         let target = footer.url.trim_start_matches("http://galion.app");
         let n: usize = target
             .split("n=")

@@ -8,11 +8,10 @@
 
 use galion_edge_tests::*;
 use proxy_core::config::RedisSettings;
-use proxy_core::ratelimit::redis::RedisLimiter;
-use proxy_core::ratelimit::{Decision, LimitClass, RateLimiter};
-use proxy_core::redis_link::RedisLink;
+use proxy_core::RedisLimiter;
+use proxy_core::RedisLink;
+use proxy_core::{Decision, LimitClass, RateLimiter};
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -546,9 +545,9 @@ async fn script_matches_the_local_limiter() {
     // The other instance is refused at Redis, then locally for the wait it was given.
     assert!(!two.check(&l2, &c, ip).await.is_allowed());
     assert!(!two.check(&l2, &c, ip).await.is_allowed());
-    let s = &two.link().stats;
-    assert_eq!(s.limit_redis.load(Ordering::Relaxed), 6);
-    assert_eq!(s.limit_refused_locally.load(Ordering::Relaxed), 1);
+    let s = two.link().limit_decisions();
+    assert_eq!(s.redis, 6);
+    assert_eq!(s.refused_locally, 1);
     // Another client, the mapped form of the same one, an IPv6 /64.
     assert!(one
         .check(&l1, &c, "198.51.100.8".parse().unwrap())
@@ -641,10 +640,10 @@ async fn script_falls_back_when_redis_stops_and_returns() {
     assert_eq!(passed, 2);
     let link = limiter.link();
     assert!(!link.is_up());
-    assert_eq!(link.stats.limit_fallback.load(Ordering::Relaxed), 5);
+    assert_eq!(link.limit_decisions().fallback, 5);
     redis.start_again();
     assert!(link.connect().await);
     // Redis came back empty: a fresh shared count.
     assert!(limiter.check(&local, &c, ip).await.is_allowed());
-    assert_eq!(link.stats.limit_redis.load(Ordering::Relaxed), 4);
+    assert_eq!(link.limit_decisions().redis, 4);
 }

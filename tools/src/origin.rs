@@ -162,10 +162,8 @@ pub async fn spawn_origin(name: &str, addr: SocketAddr) -> std::io::Result<Origi
 }
 
 fn query_str(req: &Request<Incoming>, key: &str) -> Option<String> {
-    req.uri().query()?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == key).then(|| proxy_core::admin::percent_decode(v))
-    })
+    form_urlencoded::parse(req.uri().query()?.as_bytes())
+        .find_map(|(k, v)| (k == key).then(|| v.into_owned()))
 }
 
 fn query_num(req: &Request<Incoming>, key: &str) -> Option<u64> {
@@ -213,16 +211,14 @@ fn extra_headers(req: &Request<Incoming>) -> Vec<(bool, http::HeaderName, http::
     let Some(query) = req.uri().query() else {
         return Vec::new();
     };
-    query
-        .split('&')
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
+    form_urlencoded::parse(query.as_bytes())
+        .filter_map(|(k, v)| {
             let (only_304, name) = match k.strip_prefix("h304-") {
                 Some(n) => (true, n),
                 None => (false, k.strip_prefix("h-")?),
             };
             let name = http::HeaderName::from_bytes(name.as_bytes()).ok()?;
-            let value = http::HeaderValue::from_str(&proxy_core::admin::percent_decode(v)).ok()?;
+            let value = http::HeaderValue::from_str(&v).ok()?;
             Some((only_304, name, value))
         })
         .collect()

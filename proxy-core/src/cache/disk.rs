@@ -19,11 +19,11 @@ use pingora_cache::key::HashBinary;
 use std::path::{Path, PathBuf};
 
 /// Trailing magic of every entry file (format version 1).
-pub const MAGIC: &[u8; 8] = b"GEDGEC01";
+pub(crate) const MAGIC: &[u8; 8] = b"GEDGEC01";
 /// Bytes after the footer: crc, footer length, magic.
-pub const TAIL_LEN: usize = 4 + 4 + 8;
+pub(crate) const TAIL_LEN: usize = 4 + 4 + 8;
 /// Largest footer accepted (meta is the response header; far below this in practice).
-pub const MAX_FOOTER: usize = 1 << 20;
+pub(crate) const MAX_FOOTER: usize = 1 << 20;
 
 /// What the footer describes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +62,7 @@ pub enum Corrupt {
 }
 
 /// Hex of a 16-byte hash.
-pub fn hex(h: &HashBinary) -> String {
+pub(crate) fn hex(h: &HashBinary) -> String {
     let mut s = String::with_capacity(32);
     for b in h {
         s.push_str(&format!("{b:02x}"));
@@ -71,13 +71,13 @@ pub fn hex(h: &HashBinary) -> String {
 }
 
 /// Where the entry for `key` lives under `dir`.
-pub fn entry_path(dir: &Path, key: &HashBinary) -> PathBuf {
+pub(crate) fn entry_path(dir: &Path, key: &HashBinary) -> PathBuf {
     let h = hex(key);
     dir.join(&h[..2]).join(h)
 }
 
 /// Serializes a footer.
-pub fn encode_footer(f: &Footer) -> Vec<u8> {
+pub(crate) fn encode_footer(f: &Footer) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + f.url.len() + f.meta.0.len() + f.meta.1.len());
     out.extend_from_slice(&f.key);
     out.extend_from_slice(&f.primary);
@@ -100,7 +100,7 @@ pub fn encode_footer(f: &Footer) -> Vec<u8> {
 }
 
 /// The tail written after the footer, given the running checksum over body and footer.
-pub fn tail(crc: u32, footer_len: usize) -> [u8; TAIL_LEN] {
+pub(crate) fn tail(crc: u32, footer_len: usize) -> [u8; TAIL_LEN] {
     let mut t = [0u8; TAIL_LEN];
     t[..4].copy_from_slice(&crc.to_le_bytes());
     t[4..8].copy_from_slice(&(footer_len as u32).to_le_bytes());
@@ -142,7 +142,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Parses a footer (without checking the checksum).
-pub fn decode_footer(footer: &[u8]) -> Result<Footer, Corrupt> {
+pub(crate) fn decode_footer(footer: &[u8]) -> Result<Footer, Corrupt> {
     let mut r = Reader {
         buf: footer,
         pos: 0,
@@ -178,7 +178,7 @@ pub fn decode_footer(footer: &[u8]) -> Result<Footer, Corrupt> {
 }
 
 /// Reads the footer length from a file's last [`TAIL_LEN`] bytes.
-pub fn footer_len_from_tail(t: &[u8]) -> Result<usize, Corrupt> {
+pub(crate) fn footer_len_from_tail(t: &[u8]) -> Result<usize, Corrupt> {
     if t.len() != TAIL_LEN || &t[8..] != MAGIC {
         return Err(Corrupt::BadMagic);
     }

@@ -12,11 +12,11 @@ use http::{header, HeaderMap, HeaderName};
 use std::time::{Duration, SystemTime};
 
 /// The largest delta-seconds a cache has to keep (RFC 9111 §1.2.2): larger values are this.
-pub const MAX_DELTA_SECONDS: u64 = 1 << 31;
+pub(crate) const MAX_DELTA_SECONDS: u64 = 1 << 31;
 
 /// A delta-seconds directive (`max-age`, `s-maxage`, …) as received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Delta {
+pub(crate) enum Delta {
     /// Not there.
     #[default]
     Absent,
@@ -41,14 +41,14 @@ impl Delta {
     }
 
     /// Whether the directive is there at all, valid or not.
-    pub fn present(self) -> bool {
+    pub(crate) fn present(self) -> bool {
         self != Delta::Absent
     }
 }
 
 /// `private` or `no-cache`, bare or with field names.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Qualified {
+pub(crate) enum Qualified {
     /// Not there.
     #[default]
     Absent,
@@ -82,12 +82,12 @@ impl Qualified {
     }
 
     /// Whether it is there bare.
-    pub fn bare(&self) -> bool {
+    pub(crate) fn bare(&self) -> bool {
         matches!(self, Qualified::Bare)
     }
 
     /// The field names it lists, if any.
-    pub fn fields(&self) -> &[String] {
+    pub(crate) fn fields(&self) -> &[String] {
         match self {
             Qualified::Fields(l) => l,
             _ => &[],
@@ -97,7 +97,7 @@ impl Qualified {
 
 /// Where a response's directives for this cache came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Source {
+pub(crate) enum Source {
     /// `Cache-Control` (and `Expires`), or nothing.
     #[default]
     CacheControl,
@@ -108,7 +108,7 @@ pub enum Source {
 
 /// The response directives that decide what this cache does with a response.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Directives {
+pub(crate) struct Directives {
     /// Which field they came from.
     pub source: Source,
     /// `max-age`.
@@ -139,18 +139,13 @@ impl Directives {
     /// The directives for this cache: from the first of `targeted` (RFC 9213 field names, in
     /// order of precedence) that is present with a valid, non-empty value, otherwise from
     /// `Cache-Control`.
-    pub fn of_response(headers: &HeaderMap, targeted: &[HeaderName]) -> Directives {
+    pub(crate) fn of_response(headers: &HeaderMap, targeted: &[HeaderName]) -> Directives {
         for (i, name) in targeted.iter().enumerate() {
             if let Some(mut d) = Self::parse(headers, name, true) {
                 d.source = Source::Targeted(i);
                 return d;
             }
         }
-        Self::parse(headers, &header::CACHE_CONTROL, false).unwrap_or_default()
-    }
-
-    /// The directives of a request's `Cache-Control`.
-    pub fn of_request(headers: &HeaderMap) -> Directives {
         Self::parse(headers, &header::CACHE_CONTROL, false).unwrap_or_default()
     }
 
@@ -213,14 +208,14 @@ impl Directives {
 
     /// Whether a shared cache may store this response for, and serve it to, a request with
     /// credentials (RFC 9111 §3.5): `public`, `s-maxage` or `must-revalidate`.
-    pub fn shared_with_credentials(&self) -> bool {
+    pub(crate) fn shared_with_credentials(&self) -> bool {
         self.public || self.s_maxage.present() || self.must_revalidate
     }
 
     /// Whether a stale copy may never be served without revalidation: `must-revalidate`,
     /// `proxy-revalidate`, `s-maxage` (which implies `proxy-revalidate` for a shared cache,
     /// §5.2.2.10) or a bare `no-cache`.
-    pub fn forbids_stale(&self) -> bool {
+    pub(crate) fn forbids_stale(&self) -> bool {
         self.must_revalidate
             || self.proxy_revalidate
             || self.s_maxage.present()
@@ -231,7 +226,11 @@ impl Directives {
     /// else `Expires` minus `Date` (unless the directives came from a targeted field, which
     /// overrides `Expires` too). A bare `no-cache`, an invalid or repeated-and-different value,
     /// and an invalid `Expires` give zero (stale at once). `None` when nothing explicit is there.
-    pub fn explicit_lifetime(&self, headers: &HeaderMap, date: SystemTime) -> Option<Duration> {
+    pub(crate) fn explicit_lifetime(
+        &self,
+        headers: &HeaderMap,
+        date: SystemTime,
+    ) -> Option<Duration> {
         if self.no_cache.bare() {
             return Some(Duration::ZERO);
         }
@@ -261,7 +260,7 @@ impl Directives {
 
 /// `max-stale` of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum MaxStale {
+pub(crate) enum MaxStale {
     /// Not there.
     #[default]
     Absent,
@@ -273,7 +272,7 @@ pub enum MaxStale {
 
 /// The `Cache-Control` directives of a request (RFC 9111 §5.2.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RequestDirectives {
+pub(crate) struct RequestDirectives {
     /// `max-age`: the client does not want a response older than this.
     pub max_age: Delta,
     /// `max-stale`.
@@ -290,7 +289,7 @@ pub struct RequestDirectives {
 
 /// What a request's directives make of a stored response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reuse {
+pub(crate) enum Reuse {
     /// As the response's own freshness says (fresh: served; stale: revalidated or served stale
     /// within its windows).
     AsStored,
@@ -305,7 +304,7 @@ impl RequestDirectives {
     /// The directives of a request's `Cache-Control` lines. Unknown directives are ignored; a
     /// `max-age` or `min-fresh` that is not a non-negative integer is ignored too (it cannot
     /// say which responses the client would accept).
-    pub fn of(headers: &HeaderMap) -> RequestDirectives {
+    pub(crate) fn of(headers: &HeaderMap) -> RequestDirectives {
         let mut r = RequestDirectives::default();
         for line in headers.get_all(header::CACHE_CONTROL) {
             let Ok(text) = std::str::from_utf8(line.as_bytes()) else {
@@ -341,7 +340,7 @@ impl RequestDirectives {
     }
 
     /// Whether any directive could change how a stored response is used.
-    pub fn affects_reuse(&self) -> bool {
+    pub(crate) fn affects_reuse(&self) -> bool {
         self.no_cache
             || matches!(self.max_age, Delta::Seconds(_))
             || matches!(self.min_fresh, Delta::Seconds(_))
@@ -351,7 +350,7 @@ impl RequestDirectives {
     /// What to do with a stored response of `age` that is fresh until `fresh_until`, at `now`;
     /// `forbids_stale`: its own directives forbid serving it stale (see
     /// [`Directives::forbids_stale`]).
-    pub fn reuse(
+    pub(crate) fn reuse(
         &self,
         age: Duration,
         fresh_until: SystemTime,
@@ -397,7 +396,7 @@ impl RequestDirectives {
 }
 
 /// `Date` of a response, or `received` when it has none or an invalid one.
-pub fn date_of(headers: &HeaderMap, received: SystemTime) -> SystemTime {
+pub(crate) fn date_of(headers: &HeaderMap, received: SystemTime) -> SystemTime {
     headers
         .get(header::DATE)
         .and_then(|d| http_date(d.as_bytes()))
@@ -408,7 +407,7 @@ pub fn date_of(headers: &HeaderMap, received: SystemTime) -> SystemTime {
 /// larger of its apparent age (`received - Date`, in whole seconds) and its `Age` plus the time the request took
 /// (`received - sent`). An `Age` that is not a non-negative integer is ignored; of a list, the
 /// first member counts (§5.1).
-pub fn initial_age(headers: &HeaderMap, sent: SystemTime, received: SystemTime) -> Duration {
+pub(crate) fn initial_age(headers: &HeaderMap, sent: SystemTime, received: SystemTime) -> Duration {
     let date = date_of(headers, received);
     // `Date` has whole seconds: compare whole seconds, or a response received in the second
     // its `Date` names would look up to a second old (a `max-age=1` response stale at once).
@@ -435,7 +434,7 @@ pub fn initial_age(headers: &HeaderMap, sent: SystemTime, received: SystemTime) 
 
 /// Statuses that are heuristically cacheable (RFC 9110 §15.1), minus `206` (this cache stores
 /// only complete responses).
-pub fn heuristically_cacheable(status: u16) -> bool {
+pub(crate) fn heuristically_cacheable(status: u16) -> bool {
     matches!(
         status,
         200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
@@ -444,14 +443,14 @@ pub fn heuristically_cacheable(status: u16) -> bool {
 
 /// Statuses whose caching requirements this cache implements, for `must-understand`
 /// (§5.2.2.3): those it may store, heuristically or with explicit freshness.
-pub fn understood(status: u16) -> bool {
+pub(crate) fn understood(status: u16) -> bool {
     heuristically_cacheable(status) || matches!(status, 302 | 303 | 307)
 }
 
 /// A heuristic freshness lifetime (§4.2.2): `fraction` of the time between `Last-Modified` and
 /// `Date`, at most `max`. Only for a response without explicit freshness whose status is
 /// heuristically cacheable or that says `public`; `None` without a usable `Last-Modified`.
-pub fn heuristic_lifetime(
+pub(crate) fn heuristic_lifetime(
     headers: &HeaderMap,
     status: u16,
     public: bool,

@@ -18,7 +18,7 @@ const SHARDS: usize = 16;
 
 /// One object in memory.
 #[derive(Debug)]
-pub struct MemObject {
+pub(crate) struct MemObject {
     /// Serialized `CacheMeta`.
     pub meta: (Vec<u8>, Vec<u8>),
     /// The body.
@@ -129,7 +129,7 @@ impl ParsedMeta {
 
 impl MemObject {
     /// An object from its serialized meta and body.
-    pub fn new(meta: (Vec<u8>, Vec<u8>), body: Bytes) -> Self {
+    pub(crate) fn new(meta: (Vec<u8>, Vec<u8>), body: Bytes) -> Self {
         MemObject {
             meta,
             body,
@@ -141,7 +141,7 @@ impl MemObject {
     /// stored response header again after the first call: rebuilt from its parsed fields, or
     /// (a revalidated entry) its internal half decoded with the parsed header put in. `None` if
     /// the meta does not parse; the caller's full parse then reports why.
-    pub fn meta(&self) -> Option<CacheMeta> {
+    pub(crate) fn meta(&self) -> Option<CacheMeta> {
         self.parsed
             .get_or_init(|| Parsed::new(&self.meta))
             .as_ref()?
@@ -154,7 +154,7 @@ impl MemObject {
 }
 
 /// The memory tier of one zone.
-pub struct MemoryTier {
+pub(crate) struct MemoryTier {
     shards: Vec<RwLock<HashMap<HashBinary, Arc<MemObject>>>>,
     lru: Lru<HashBinary, SHARDS>,
     limit: usize,
@@ -178,7 +178,7 @@ fn lru_key(k: &HashBinary) -> u64 {
 
 impl MemoryTier {
     /// A tier holding at most `limit` bytes (0 disables it).
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         MemoryTier {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             // The capacity is per shard (see `CacheZone::open`): a 4 KiB average object.
@@ -193,7 +193,7 @@ impl MemoryTier {
     }
 
     /// The object for `key`, marking it recently used.
-    pub fn get(&self, key: &HashBinary) -> Option<Arc<MemObject>> {
+    pub(crate) fn get(&self, key: &HashBinary) -> Option<Arc<MemObject>> {
         let obj = self.shard(key).read().ok()?.get(key).cloned()?;
         self.lru.promote(lru_key(key));
         Some(obj)
@@ -201,12 +201,12 @@ impl MemoryTier {
 
     /// Whether an object of `len` body bytes is admitted at all (at most 1/8 of the tier, so one
     /// large object cannot flush everything hot).
-    pub fn admits(&self, len: usize) -> bool {
+    pub(crate) fn admits(&self, len: usize) -> bool {
         self.limit > 0 && len <= self.limit / 8
     }
 
     /// Inserts or replaces an object, evicting least-recently-used ones over the limit.
-    pub fn insert(&self, key: HashBinary, obj: MemObject) {
+    pub(crate) fn insert(&self, key: HashBinary, obj: MemObject) {
         if !self.admits(obj.body.len()) {
             self.remove(&key);
             return;
@@ -225,7 +225,7 @@ impl MemoryTier {
     }
 
     /// Replaces the meta of an object in memory, keeping its body.
-    pub fn update_meta(&self, key: &HashBinary, meta: (Vec<u8>, Vec<u8>)) {
+    pub(crate) fn update_meta(&self, key: &HashBinary, meta: (Vec<u8>, Vec<u8>)) {
         if let Ok(mut m) = self.shard(key).write() {
             if let Some(old) = m.get(key).cloned() {
                 m.insert(*key, Arc::new(MemObject::new(meta, old.body.clone())));
@@ -234,7 +234,7 @@ impl MemoryTier {
     }
 
     /// Drops an object. Returns whether it was there.
-    pub fn remove(&self, key: &HashBinary) -> bool {
+    pub(crate) fn remove(&self, key: &HashBinary) -> bool {
         self.lru.remove(lru_key(key));
         self.shard(key)
             .write()
@@ -243,7 +243,7 @@ impl MemoryTier {
     }
 
     /// Drops everything.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         for s in &self.shards {
             if let Ok(mut m) = s.write() {
                 for k in m.keys() {
@@ -255,12 +255,12 @@ impl MemoryTier {
     }
 
     /// Bytes held.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.lru.weight()
     }
 
     /// Objects held.
-    pub fn objects(&self) -> usize {
+    pub(crate) fn objects(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.read().map(|m| m.len()).unwrap_or(0))
@@ -268,7 +268,7 @@ impl MemoryTier {
     }
 
     /// Objects evicted so far.
-    pub fn evictions(&self) -> u64 {
+    pub(crate) fn evictions(&self) -> u64 {
         self.evictions.load(Ordering::Relaxed)
     }
 }

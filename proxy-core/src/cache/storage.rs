@@ -107,7 +107,7 @@ use std::time::{Duration, Instant, SystemTime};
 const BLOCK: u64 = 4096;
 
 /// Shards of the disk tier's eviction manager.
-pub const DISK_EVICTION_SHARDS: usize = 16;
+pub(crate) const DISK_EVICTION_SHARDS: usize = 16;
 
 /// The eviction manager type used for the disk tier.
 pub type DiskEviction = Manager<DISK_EVICTION_SHARDS>;
@@ -263,14 +263,14 @@ pub struct ZoneUsage {
 }
 
 /// A two-tier cache storage for one zone. Create with [`TieredStorage::open`], then leak it
-/// (Pingora wants `&'static`), as [`super::CacheZone::open`] does.
+/// (Pingora wants `&'static`), as `super::CacheZone::open` does.
 ///
 /// It is a plain `pingora_cache::Storage`: any `ProxyHttp` can use it, with its
 /// [`DiskEviction`] manager (which must be the one given to `open`, so that evictions Pingora
 /// decides remove the files) and, usually, a cache lock:
 ///
 /// ```
-/// use proxy_core::cache::{DiskEviction, TieredStorage};
+/// use proxy_core::{DiskEviction, TieredStorage};
 /// use proxy_core::pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
 /// use std::time::Duration;
 ///

@@ -231,7 +231,7 @@ fn header_value(text: &str) -> Option<HeaderValue> {
 }
 
 /// A DNS host name: labels of letters, digits and '-', at most 253 bytes, or `localhost`.
-pub fn valid_hostname(h: &str) -> bool {
+pub(crate) fn valid_hostname(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 253
         && h.split('.').all(|label| {

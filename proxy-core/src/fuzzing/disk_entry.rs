@@ -104,3 +104,16 @@ fn footer_key(file: &[u8]) -> Option<[u8; 16]> {
     let start = end.checked_sub(n)?;
     file.get(start..start + 16)?.try_into().ok()
 }
+
+/// The key an entry file's footer names (a corpus seed's file name does not carry it), or
+/// `None` if the file is too short to have a footer.
+pub fn stored_key(file: &[u8]) -> Option<[u8; 16]> {
+    let end = file.len().checked_sub(disk::TAIL_LEN)?;
+    let n = disk::footer_len_from_tail(&file[end..]).ok()?;
+    file.get(end.checked_sub(n)?..)?.get(..16)?.try_into().ok()
+}
+
+/// The file the disk tier keeps `key`'s entry in, under a zone's directory.
+pub fn entry_path(dir: &std::path::Path, key: &[u8; 16]) -> std::path::PathBuf {
+    disk::entry_path(dir, key)
+}

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 /// The sliding-window script. `KEYS[1]`: the client's hash; `ARGV[1]`: window in ms;
 /// `ARGV[2]`: the limit (`rate + burst`). Returns `{allowed (1|0), remaining, ms}`.
-pub const SLIDING_WINDOW_LUA: &str = r#"
+pub(crate) const SLIDING_WINDOW_LUA: &str = r#"
 local w = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -143,7 +143,8 @@ impl RedisLimiter {
     /// In order: a client Redis refused and whose wait has not passed is refused at once;
     /// otherwise one `EVALSHA` decides, within `[redis] timeout`; if Redis is down, slow or
     /// fails, `local` decides (and counts). Allowed requests are also counted in `local`.
-    /// Never fails; the outcome is counted in the link's [`RedisStats`](crate::redis_link::RedisStats).
+    /// Never fails; the outcome is counted in the link's
+    /// [`limit_decisions`](crate::RedisLink::limit_decisions).
     pub async fn check(&self, local: &RateLimiter, class: &LimitClass, ip: IpAddr) -> Decision {
         let bits = key_bits(ip, local.v6_mask);
         let hash = self.hash(class.id, bits);

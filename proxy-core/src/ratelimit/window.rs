@@ -113,7 +113,12 @@ fn ns(d: Duration) -> u64 {
 impl Windows {
     /// Empty windows of `window` (at least a nanosecond), `hashes` × `slots` counters each; the
     /// first window starts now on `clock`.
-    pub fn new(window: Duration, hashes: usize, slots: usize, clock: Arc<dyn Clock>) -> Windows {
+    pub(crate) fn new(
+        window: Duration,
+        hashes: usize,
+        slots: usize,
+        clock: Arc<dyn Clock>,
+    ) -> Windows {
         Windows {
             sketches: [Estimator::new(hashes, slots), Estimator::new(hashes, slots)],
             current: AtomicUsize::new(0),
@@ -158,7 +163,7 @@ impl Windows {
     }
 
     /// The counts of `key` now.
-    pub fn counts<K: Hash>(&self, key: &K) -> Counts {
+    pub(crate) fn counts<K: Hash>(&self, key: &K) -> Counts {
         let (cur, past) = self.roll();
         Counts {
             prev: self.sketches[1 - cur].get(key).max(0) as f64,
@@ -170,7 +175,7 @@ impl Windows {
     /// Counts one event of `key` in the current window. (One counted while another thread
     /// rolls the windows may land in the window that just ended: counted as previous, never
     /// lost.)
-    pub fn observe<K: Hash>(&self, key: &K) {
+    pub(crate) fn observe<K: Hash>(&self, key: &K) {
         let (cur, _) = self.roll();
         self.sketches[cur].incr(key, 1);
     }
