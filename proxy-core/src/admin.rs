@@ -32,6 +32,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// `[admin] allow_remote`: the admin listener only binds loopback addresses, because nothing
+/// on it is authenticated.
+pub const DEFAULT_ALLOW_REMOTE: bool = false;
+
 /// The admin app, served by Pingora's `HttpServer`. It reads the proxy's current state at each
 /// request, so it follows state swaps.
 pub struct Admin {

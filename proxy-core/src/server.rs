@@ -24,8 +24,63 @@ use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_proxy::HttpProxy;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+// The defaults and bounds of `[server]` and `[downstream]`, which this module hands to Pingora
+// and to the front. The validator, docs/configuration.md (through a test) and
+// docs/headers-and-limits.md use these; nothing else writes the values.
+
+/// Worker threads per service when `[server] threads` is 0 or unset but the number of cores
+/// cannot be read (the default is one thread per core).
+pub const FALLBACK_THREADS: usize = 1;
+/// Most worker threads per service (`[server] threads`).
+pub const MAX_THREADS: usize = 1024;
+/// `[server] work_stealing`: Pingora's default, a service's threads share one runtime.
+pub const DEFAULT_WORK_STEALING: bool = true;
+/// `[server] grace_period`: how long to keep serving after a graceful shutdown begins.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(5);
+/// `[server] graceful_shutdown_timeout`: the time runtimes get to exit after the grace period.
+pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// `[server] pid_file`.
+pub const DEFAULT_PID_FILE: &str = "/tmp/galion-edge.pid";
+/// `[server] upgrade_sock`: where `run --upgrade` receives the running instance's sockets.
+pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/galion-edge-upgrade.sock";
+/// `[server] upstream_keepalive_pool_size`: idle upstream connections kept (per thread).
+pub const DEFAULT_UPSTREAM_KEEPALIVE_POOL_SIZE: usize = 128;
+
+/// `[downstream] client_header_timeout` (nginx: 60s): an HTTP/1 head not complete after this
+/// gets 408.
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// `[downstream] keepalive_timeout`: how long an idle client connection is kept.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `[downstream] keepalive_requests` (nginx's `keepalive_requests`): HTTP/1 requests per
+/// connection. At least 1 (1 turns keepalive off).
+pub const DEFAULT_KEEPALIVE_REQUESTS: u32 = 1000;
+/// `[downstream] max_header_bytes` (nginx: 4 x 8k): a larger HTTP/1 head gets 431.
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 32 << 10;
+/// What `[downstream] max_header_bytes` may be set to: 1 KiB to 1 MiB.
+pub const MAX_HEADER_BYTES_RANGE: RangeInclusive<u64> = (1 << 10)..=(1 << 20);
+/// `[downstream] max_header_count`: more HTTP/1 header lines get 431.
+pub const DEFAULT_MAX_HEADER_COUNT: usize = 100;
+/// What `[downstream] max_header_count` may be set to; the top stays under the front's own
+/// parsing bound of 256 lines.
+pub const MAX_HEADER_COUNT_RANGE: RangeInclusive<usize> = 8..=250;
+/// `[downstream] max_body_size`: the request body limit of a route that sets none (413 beyond).
+pub const DEFAULT_MAX_BODY_SIZE: u64 = 10 << 20;
+/// What a body limit (`[downstream]`'s or a route's `max_body_size`) may be set to: 0 to 1 TiB.
+pub const MAX_BODY_SIZE_RANGE: RangeInclusive<u64> = 0..=(1 << 40);
+/// `[downstream] h2_max_concurrent_streams`: streams per HTTP/2 connection.
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+/// What `[downstream] h2_max_concurrent_streams` may be set to.
+pub const H2_MAX_CONCURRENT_STREAMS_RANGE: RangeInclusive<u32> = 1..=1000;
+/// `[downstream] max_connections_per_peer`: 0, no cap.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: u32 = 0;
+/// `[downstream] send_timeout` (nginx `send_timeout`): a write to a client that makes no
+/// progress for this long ends the request.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why the server could not be assembled.
 #[derive(Debug, thiserror::Error)]

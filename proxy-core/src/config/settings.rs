@@ -14,21 +14,26 @@ use std::time::Duration;
 /// Pingora's server settings, from `[server]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
-    /// Worker threads per service. Default: the number of cores (Pingora's own default is 1).
+    /// Worker threads per service. Default: the number of cores (Pingora's own default is 1),
+    /// or [`FALLBACK_THREADS`](crate::server::FALLBACK_THREADS) when it cannot be read.
     pub threads: usize,
-    /// Default `true` (Pingora's default): a service's threads share one runtime and steal
+    /// Default [`DEFAULT_WORK_STEALING`](crate::server::DEFAULT_WORK_STEALING), `true`
+    /// (Pingora's default): a service's threads share one runtime and steal
     /// each other's tasks. `false`: every thread runs its own single-threaded runtime and a
     /// connection stays on the thread it was given when accepted, as with nginx's workers.
     pub work_stealing: bool,
-    /// Graceful shutdown: time to keep serving after SIGTERM-style signals. Default 5s.
+    /// Graceful shutdown: time to keep serving after SIGTERM-style signals. Default
+    /// [`DEFAULT_GRACE_PERIOD`](crate::server::DEFAULT_GRACE_PERIOD).
     pub grace_period: Duration,
-    /// Time runtimes get to exit after the grace period. Default 5s.
+    /// Time runtimes get to exit after the grace period. Default
+    /// [`DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT`](crate::server::DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT).
     pub graceful_shutdown_timeout: Duration,
-    /// Default `/tmp/galion-edge.pid`.
+    /// Default [`DEFAULT_PID_FILE`](crate::server::DEFAULT_PID_FILE).
     pub pid_file: String,
-    /// Default `/tmp/galion-edge-upgrade.sock`.
+    /// Default [`DEFAULT_UPGRADE_SOCK`](crate::server::DEFAULT_UPGRADE_SOCK).
     pub upgrade_sock: String,
-    /// Idle upstream connections kept. Default 128.
+    /// Idle upstream connections kept. Default
+    /// [`DEFAULT_UPSTREAM_KEEPALIVE_POOL_SIZE`](crate::server::DEFAULT_UPSTREAM_KEEPALIVE_POOL_SIZE).
     pub upstream_keepalive_pool_size: usize,
 }
 
@@ -46,27 +51,34 @@ pub struct ListenerSettings {
 /// Limits on clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DownstreamSettings {
-    /// Default 10s (nginx: 60s). A client that started a request head and does not finish it in
-    /// this time gets 408 and is disconnected; one that sends nothing is closed silently.
+    /// Default [`DEFAULT_CLIENT_HEADER_TIMEOUT`](crate::server::DEFAULT_CLIENT_HEADER_TIMEOUT).
+    /// A client that started a request head and does not finish it in this time gets 408 and
+    /// is disconnected; one that sends nothing is closed silently.
     pub client_header_timeout: Duration,
-    /// Default 60s.
+    /// Default [`DEFAULT_KEEPALIVE_TIMEOUT`](crate::server::DEFAULT_KEEPALIVE_TIMEOUT).
     pub keepalive_timeout: Duration,
-    /// Default 1000 (nginx's `keepalive_requests`).
+    /// Default [`DEFAULT_KEEPALIVE_REQUESTS`](crate::server::DEFAULT_KEEPALIVE_REQUESTS).
     pub keepalive_requests: u32,
-    /// Default 32 KiB (nginx: 4 x 8k). Larger header blocks get 431.
+    /// Default [`DEFAULT_MAX_HEADER_BYTES`](crate::server::DEFAULT_MAX_HEADER_BYTES). Larger
+    /// header blocks get 431.
     pub max_header_bytes: usize,
-    /// Default 100 header lines. More get 431.
+    /// Default [`DEFAULT_MAX_HEADER_COUNT`](crate::server::DEFAULT_MAX_HEADER_COUNT) header
+    /// lines. More get 431.
     pub max_header_count: usize,
-    /// Default 10 MiB. Routes may override.
+    /// Default [`DEFAULT_MAX_BODY_SIZE`](crate::server::DEFAULT_MAX_BODY_SIZE). Routes may
+    /// override.
     pub max_body_size: u64,
-    /// Default 128.
+    /// Default
+    /// [`DEFAULT_H2_MAX_CONCURRENT_STREAMS`](crate::server::DEFAULT_H2_MAX_CONCURRENT_STREAMS).
     pub h2_max_concurrent_streams: u32,
-    /// Default 0 (no cap). Most connections one TCP peer (IPv6: one /64) may hold open at once
+    /// Default [`DEFAULT_MAX_CONNECTIONS_PER_PEER`](crate::server::DEFAULT_MAX_CONNECTIONS_PER_PEER),
+    /// no cap. Most connections one TCP peer (IPv6: one /64) may hold open at once
     /// on a listener; a connection beyond it is closed at once, before anything is read. Peers
     /// in `[client_ip] trusted` are exempt.
     pub max_connections_per_peer: u32,
-    /// Default 60s (nginx `send_timeout`). A write to a client that makes no progress for this
-    /// long ends the request and closes the connection (a slow-read client); 0 is an error.
+    /// Default [`DEFAULT_SEND_TIMEOUT`](crate::server::DEFAULT_SEND_TIMEOUT). A write to a
+    /// client that makes no progress for this long ends the request and closes the connection
+    /// (a slow-read client); 0 is an error.
     pub send_timeout: Duration,
 }
 
@@ -84,7 +96,8 @@ pub struct CertPaths {
 pub struct ClientIpSettings {
     /// Proxies whose forwarding headers are believed. Default: none (only the peer counts).
     pub trusted: Vec<ipnet::IpNet>,
-    /// Header a trusted proxy names the client in. Default `CF-Connecting-IP`.
+    /// Header a trusted proxy names the client in. Default
+    /// [`DEFAULT_HEADER`](crate::client_ip::DEFAULT_HEADER), `CF-Connecting-IP`.
     pub header: Option<HeaderName>,
 }
 
@@ -104,9 +117,10 @@ pub struct LimitClassSettings {
 /// `[limits]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitsSettings {
-    /// Default 60s.
+    /// Default [`DEFAULT_WINDOW`](crate::ratelimit::DEFAULT_WINDOW).
     pub window: Duration,
-    /// Default 131072 (8 MiB of sketch: enough for 100,000 clients a minute, see `ratelimit`).
+    /// Default [`DEFAULT_SLOTS`](crate::ratelimit::DEFAULT_SLOTS) (8 MiB of sketch: enough for
+    /// 100,000 clients a minute, see `ratelimit`).
     pub sketch_slots: usize,
     /// Never limited.
     pub allow: Vec<ipnet::IpNet>,
@@ -134,13 +148,13 @@ pub enum LimitBackend {
 /// `[compression]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompressionSettings {
-    /// Default true.
+    /// Default [`DEFAULT_ENABLED`](crate::compression::DEFAULT_ENABLED).
     pub enabled: bool,
-    /// Default 5.
+    /// Default [`DEFAULT_GZIP_LEVEL`](crate::compression::DEFAULT_GZIP_LEVEL).
     pub gzip_level: u32,
-    /// Default 5 (quality 4 came out larger than gzip 5 on JavaScript).
+    /// Default [`DEFAULT_BROTLI_QUALITY`](crate::compression::DEFAULT_BROTLI_QUALITY).
     pub brotli_quality: u32,
-    /// Default 256 bytes.
+    /// Default [`DEFAULT_MIN_SIZE`](crate::compression::DEFAULT_MIN_SIZE).
     pub min_size: u64,
     /// Default: `compression::CompressionPolicy::default_types()`.
     pub types: Option<Vec<String>>,
@@ -187,7 +201,8 @@ pub struct Config {
     pub listeners: ListenerSettings,
     /// `[downstream]`
     pub downstream: DownstreamSettings,
-    /// Certificate check interval. Default 60s.
+    /// Certificate check interval. Default
+    /// [`DEFAULT_RELOAD_INTERVAL`](crate::tls::DEFAULT_RELOAD_INTERVAL).
     pub tls_reload_interval: Duration,
     /// `[access_log]`
     pub access_log: AccessLogSettings,
