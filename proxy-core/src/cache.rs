@@ -115,22 +115,21 @@ pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(600);
 
 /// A zone's `memory_size` when unset: an eighth of `size`, at most [`DEFAULT_MEMORY_SIZE_CAP`].
 pub const fn default_memory_size(size: u64) -> u64 {
-    let eighth = size / 8;
-    if eighth < DEFAULT_MEMORY_SIZE_CAP {
-        eighth
-    } else {
-        DEFAULT_MEMORY_SIZE_CAP
-    }
+    at_most(size / 8, DEFAULT_MEMORY_SIZE_CAP)
 }
 
 /// A zone's `max_object_size` when unset: a sixteenth of `size`, at most
 /// [`DEFAULT_MAX_OBJECT_SIZE_CAP`].
 pub const fn default_max_object_size(size: u64) -> u64 {
-    let sixteenth = size / 16;
-    if sixteenth < DEFAULT_MAX_OBJECT_SIZE_CAP {
-        sixteenth
+    at_most(size / 16, DEFAULT_MAX_OBJECT_SIZE_CAP)
+}
+
+/// `value.min(cap)`, in a `const fn`.
+const fn at_most(value: u64, cap: u64) -> u64 {
+    if value < cap {
+        value
     } else {
-        DEFAULT_MAX_OBJECT_SIZE_CAP
+        cap
     }
 }
 
