@@ -157,6 +157,23 @@ pub struct Launched {
 }
 
 impl Launched {
+    /// Spawns `command` with its stdout and stderr drained from pipes; the ready marker is
+    /// looked for on stdout.
+    pub fn piped(command: &mut Command) -> Launched {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+        let ready_in = Output::drain(child.stdout.take().unwrap());
+        let stderr = Output::drain(child.stderr.take().unwrap());
+        Launched {
+            child,
+            ready_in,
+            stderr,
+        }
+    }
+
     /// Waits until `cond` holds; fails at once when the process exits, or after `limit`. The
     /// error says which, with the process's stderr.
     pub fn wait_until(
@@ -958,19 +975,7 @@ mod tests {
     use super::*;
 
     fn sh(script: &str) -> Launched {
-        let mut child = Command::new("sh")
-            .args(["-c", script])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let ready_in = Output::drain(child.stdout.take().unwrap());
-        let stderr = Output::drain(child.stderr.take().unwrap());
-        Launched {
-            child,
-            ready_in,
-            stderr,
-        }
+        Launched::piped(Command::new("sh").args(["-c", script]))
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use galion_edge_tests::*;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 /// A running example, killed on drop.
@@ -37,20 +37,7 @@ impl Example {
                         a.replace(&format!("{{port{i}}}"), &p.to_string())
                     })
                 });
-                let mut child = Command::new(bin)
-                    .args(args)
-                    .env("RUST_LOG", "info")
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
-                let ready_in = Output::drain(child.stdout.take().unwrap());
-                let stderr = Output::drain(child.stderr.take().unwrap());
-                Launched {
-                    child,
-                    ready_in,
-                    stderr,
-                }
+                Launched::piped(Command::new(bin).args(args).env("RUST_LOG", "info"))
             },
         );
         Example { process, ports }
