@@ -27,6 +27,7 @@ use pingora_cache::{
 };
 use pingora_http::{RequestHeader, ResponseHeader};
 use prometheus::proto::MetricFamily;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -41,21 +42,21 @@ pub struct ZoneSettings {
     pub name: String,
     /// Disk tier directory; created at start if missing.
     pub path: PathBuf,
-    /// Disk tier bytes. Default 1 GiB.
+    /// Disk tier bytes. Default [`DEFAULT_ZONE_SIZE`].
     pub size: u64,
-    /// Memory tier bytes. Default 1/8 of `size`, at most 256 MiB.
+    /// Memory tier bytes. Default [`default_memory_size`].
     pub memory_size: u64,
-    /// Largest object stored. Default 16 MiB (and at most `size / 16`).
+    /// Largest object stored. Default [`default_max_object_size`].
     pub max_object_size: u64,
-    /// TTL when the origin says nothing. Default 10 minutes (`static`: 7 days).
+    /// TTL when the origin says nothing. Default [`DEFAULT_TTL`] ([`STATIC_ZONE`]: [`STATIC_DEFAULT_TTL`]).
     pub default_ttl: Duration,
-    /// Smallest TTL a route may set. Default 1 minute (`static`: 1 minute).
+    /// Smallest TTL a route may set. Default [`DEFAULT_MIN_TTL`] ([`STATIC_ZONE`]: [`STATIC_MIN_TTL`]).
     pub min_ttl: Duration,
-    /// Largest TTL a route may set. Default 60 minutes (`static`: 7 days).
+    /// Largest TTL a route may set. Default [`DEFAULT_MAX_TTL`] ([`STATIC_ZONE`]: [`STATIC_MAX_TTL`]).
     pub max_ttl: Duration,
-    /// Default stale-while-revalidate window. Default 30s.
+    /// Default stale-while-revalidate window. Default [`DEFAULT_STALE_WHILE_REVALIDATE`].
     pub stale_while_revalidate: Duration,
-    /// Default stale-if-error window. Default 10 minutes.
+    /// Default stale-if-error window. Default [`DEFAULT_STALE_IF_ERROR`].
     pub stale_if_error: Duration,
     /// Who decides freshness when the origin gives none. Default
     /// [`FreshnessMode::Policy`].
@@ -67,6 +68,77 @@ pub struct ZoneSettings {
     pub heuristic_max: Duration,
 }
 
+// The defaults and bounds of `[cache]` and `[cache.zones.NAME]`. The validator, the docs
+// (through a test) and the fuzzing targets use these; nothing else writes the values.
+
+/// The zone that also takes every request for a path with a static extension, with its own TTL
+/// defaults ([`STATIC_DEFAULT_TTL`], [`STATIC_MIN_TTL`], [`STATIC_MAX_TTL`]).
+pub const STATIC_ZONE: &str = "static";
+/// `[cache] static_extensions`: the asset extensions that go to the [`STATIC_ZONE`].
+pub const DEFAULT_STATIC_EXTENSIONS: [&str; 20] = [
+    "js", "mjs", "css", "png", "jpg", "jpeg", "gif", "webp", "avif", "svg", "ico", "woff", "woff2",
+    "ttf", "otf", "wasm", "map", "mp3", "mp4", "webm",
+];
+/// `[cache] lock_timeout`: how long concurrent misses on one key wait for the first fill.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// A zone's `size` (its disk tier).
+pub const DEFAULT_ZONE_SIZE: u64 = 1 << 30;
+/// What a zone's `size` may be set to: 1 MiB to 4 TiB.
+pub const ZONE_SIZE_RANGE: RangeInclusive<u64> = (1 << 20)..=(1 << 42);
+/// The largest default `memory_size`, which is otherwise an eighth of the zone's `size` (see
+/// [`default_memory_size`]).
+pub const DEFAULT_MEMORY_SIZE_CAP: u64 = 256 << 20;
+/// What a zone's `memory_size` may be set to: 0 (no memory tier) to 1 TiB.
+pub const MEMORY_SIZE_RANGE: RangeInclusive<u64> = 0..=(1 << 40);
+/// The largest default `max_object_size`, which is otherwise a sixteenth of the zone's `size`
+/// (see [`default_max_object_size`]).
+pub const DEFAULT_MAX_OBJECT_SIZE_CAP: u64 = 16 << 20;
+/// What a zone's `max_object_size` may be set to: 1 byte to 16 GiB (and at most a quarter of
+/// `size`, see [`max_object_size_limit`]).
+pub const MAX_OBJECT_SIZE_RANGE: RangeInclusive<u64> = 1..=(1 << 34);
+/// A zone's `default_ttl`: the lifetime of a response the origin gives none.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
+/// A zone's `min_ttl`: the shortest TTL a route may set.
+pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(60);
+/// A zone's `max_ttl`: the longest TTL a route may set.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(3600);
+/// The [`STATIC_ZONE`]'s `default_ttl`: seven days, for assets with hashed names.
+pub const STATIC_DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The [`STATIC_ZONE`]'s `min_ttl`.
+pub const STATIC_MIN_TTL: Duration = DEFAULT_MIN_TTL;
+/// The [`STATIC_ZONE`]'s `max_ttl`.
+pub const STATIC_MAX_TTL: Duration = STATIC_DEFAULT_TTL;
+/// A zone's `stale_while_revalidate`, when the origin says nothing.
+pub const DEFAULT_STALE_WHILE_REVALIDATE: Duration = Duration::from_secs(30);
+/// A zone's `stale_if_error`, when the origin says nothing.
+pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(600);
+
+/// A zone's `memory_size` when unset: an eighth of `size`, at most [`DEFAULT_MEMORY_SIZE_CAP`].
+pub const fn default_memory_size(size: u64) -> u64 {
+    at_most(size / 8, DEFAULT_MEMORY_SIZE_CAP)
+}
+
+/// A zone's `max_object_size` when unset: a sixteenth of `size`, at most
+/// [`DEFAULT_MAX_OBJECT_SIZE_CAP`].
+pub const fn default_max_object_size(size: u64) -> u64 {
+    at_most(size / 16, DEFAULT_MAX_OBJECT_SIZE_CAP)
+}
+
+/// `value.min(cap)`, in a `const fn`.
+const fn at_most(value: u64, cap: u64) -> u64 {
+    if value < cap {
+        value
+    } else {
+        cap
+    }
+}
+
+/// The largest `max_object_size` a zone of `size` bytes accepts: a quarter of it, so that one
+/// object cannot take the whole disk tier.
+pub const fn max_object_size_limit(size: u64) -> u64 {
+    size / 4
+}
+
 /// The cache, as the config gives it (`[cache]`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CacheSettings {
@@ -76,7 +148,7 @@ pub struct CacheSettings {
     pub static_extensions: Vec<String>,
     /// Index of the zone named `static`, if any.
     pub static_zone: Option<usize>,
-    /// How long concurrent misses wait for the first fill. Default 5s.
+    /// How long concurrent misses wait for the first fill. Default [`DEFAULT_LOCK_TIMEOUT`].
     pub lock_timeout: Duration,
     /// Targeted cache-control fields (RFC 9213), lower-case, in order of precedence. Default
     /// `DEFAULT_TARGETED_FIELDS`.
@@ -600,8 +672,7 @@ impl FreshnessMode {
 /// precedence: this proxy's own, then `CDN-Cache-Control`. Cloudflare in front also obeys
 /// `CDN-Cache-Control`; set `[cache] targeted_fields = ["Galion-Edge-Cache-Control"]` to leave
 /// that field to Cloudflare.
-pub(crate) const DEFAULT_TARGETED_FIELDS: [&str; 2] =
-    ["galion-edge-cache-control", "cdn-cache-control"];
+pub const DEFAULT_TARGETED_FIELDS: [&str; 2] = ["galion-edge-cache-control", "cdn-cache-control"];
 
 /// What deciding about a response needs to know of its request.
 #[derive(Debug, Clone, Copy)]

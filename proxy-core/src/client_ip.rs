@@ -19,6 +19,8 @@ pub use ipnet::IpNet;
 
 /// `CF-Connecting-IP`: the client address Cloudflare sends to the origin.
 pub const CF_CONNECTING_IP: HeaderName = HeaderName::from_static("cf-connecting-ip");
+/// `[client_ip] header`: the header a trusted proxy names the client in, Cloudflare's.
+pub const DEFAULT_HEADER: HeaderName = CF_CONNECTING_IP;
 
 /// Cloudflare's published edge ranges (<https://www.cloudflare.com/ips-v4> and
 /// <https://www.cloudflare.com/ips-v6>), IPv4 first, as CIDR text for

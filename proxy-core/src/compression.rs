@@ -25,8 +25,11 @@ use http::{Method, StatusCode};
 use pingora_http::{RequestHeader, ResponseHeader};
 use prometheus::proto::MetricFamily;
 use std::io::{self, Write};
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// `[compression] enabled`: compression (and decompression for clients that need it) is on.
+pub const DEFAULT_ENABLED: bool = true;
 /// Default gzip level (1-9): zlib-ng's level 5 is close to level 9's ratio at a fraction of
 /// its cost.
 pub const DEFAULT_GZIP_LEVEL: u32 = 5;
@@ -37,6 +40,12 @@ pub const DEFAULT_BROTLI_QUALITY: u32 = 5;
 /// Default smallest body compressed, in bytes, when its length is known: below this the
 /// saving is a few bytes and the coding overhead can even make the body larger.
 pub const DEFAULT_MIN_SIZE: usize = 256;
+/// What `[compression] min_size` may be set to: 0 to 1 GiB.
+pub const MIN_SIZE_RANGE: RangeInclusive<u64> = 0..=(1 << 30);
+/// The gzip levels there are (`[compression] gzip_level`).
+pub const GZIP_LEVELS: RangeInclusive<u32> = 1..=9;
+/// The brotli qualities there are (`[compression] brotli_quality`).
+pub const BROTLI_QUALITIES: RangeInclusive<u32> = 0..=11;
 /// Default cap on a decompressed body, in bytes (64 MiB).
 pub const DEFAULT_MAX_DECOMPRESSED: usize = 64 << 20;
 

@@ -14,7 +14,7 @@ mod error;
 mod load;
 mod raw;
 mod routes;
-mod settings;
+pub(crate) mod settings;
 mod units;
 mod validate;
 

@@ -411,7 +411,10 @@ impl<A> Front<A> {
         let mut out = format!(
             "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\nserver: {}\r\n",
             body.len(),
-            self.policy.server().to_str().unwrap_or("galion-edge"),
+            self.policy
+                .server()
+                .to_str()
+                .unwrap_or(crate::headers::DEFAULT_SERVER_NAME),
         );
         for (name, value) in self.policy.headers() {
             if let Ok(v) = value.to_str() {

@@ -119,8 +119,10 @@ pub struct HeaderSettings {
     pub server: HeaderValue,
 }
 
-/// The `Server` value when nothing else is said.
-const DEFAULT_SERVER: HeaderValue = HeaderValue::from_static("galion-edge");
+/// `[headers] server`: the `Server` value when nothing else is said (a name, never a version).
+pub const DEFAULT_SERVER_NAME: &str = "galion-edge";
+/// [`DEFAULT_SERVER_NAME`] as a header value.
+pub const DEFAULT_SERVER: HeaderValue = HeaderValue::from_static(DEFAULT_SERVER_NAME);
 
 /// The security-header policy of one site, ready to apply.
 ///

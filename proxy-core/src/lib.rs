@@ -179,18 +179,82 @@ pub use headers::{
 pub use tls::{CertReloader, SniResolver};
 pub use upstream::{GroupSource, HealthChecker, UpstreamGroup};
 
-/// The value each setting takes when the config leaves it out, re-exported from the module
-/// that owns the behaviour (the validator and docs/configuration.md use the same constants).
+/// The value each setting takes when the config leaves it out, and the range it accepts: one
+/// module per section, each re-exporting the constants of the module that owns the behaviour.
+/// The validator uses the same constants, and a test holds docs/configuration.md to them.
 pub mod defaults {
-    pub use crate::compression::{
-        DEFAULT_BROTLI_QUALITY as BROTLI_QUALITY, DEFAULT_GZIP_LEVEL as GZIP_LEVEL,
-        DEFAULT_MAX_DECOMPRESSED as COMPRESSION_MAX_DECOMPRESSED,
-        DEFAULT_MIN_SIZE as COMPRESSION_MIN_SIZE,
-    };
-    pub use crate::ratelimit::{
-        DEFAULT_IPV6_PREFIX_LEN as LIMIT_IPV6_PREFIX_LEN, DEFAULT_SLOTS as LIMIT_SKETCH_SLOTS,
-        DEFAULT_WINDOW as LIMIT_WINDOW,
-    };
+    /// `[admin]`.
+    pub mod admin {
+        pub use crate::config::settings::DEFAULT_ALLOW_REMOTE;
+    }
+    /// `[cache]` and its zones (`api` and `static`).
+    pub mod cache {
+        pub use crate::cache::{
+            default_max_object_size, default_memory_size, max_object_size_limit,
+            DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_OBJECT_SIZE_CAP, DEFAULT_MAX_TTL,
+            DEFAULT_MEMORY_SIZE_CAP, DEFAULT_MIN_TTL, DEFAULT_STALE_IF_ERROR,
+            DEFAULT_STALE_WHILE_REVALIDATE, DEFAULT_STATIC_EXTENSIONS, DEFAULT_TARGETED_FIELDS,
+            DEFAULT_TTL, DEFAULT_ZONE_SIZE, MAX_OBJECT_SIZE_RANGE, MEMORY_SIZE_RANGE,
+            STATIC_DEFAULT_TTL, STATIC_MAX_TTL, STATIC_MIN_TTL, STATIC_ZONE, ZONE_SIZE_RANGE,
+        };
+    }
+    /// `[client_ip]`.
+    pub mod client_ip {
+        pub use crate::client_ip::DEFAULT_HEADER;
+    }
+    /// `[compression]`.
+    pub mod compression {
+        pub use crate::compression::{
+            BROTLI_QUALITIES, DEFAULT_BROTLI_QUALITY, DEFAULT_ENABLED, DEFAULT_GZIP_LEVEL,
+            DEFAULT_MAX_DECOMPRESSED, DEFAULT_MIN_SIZE, GZIP_LEVELS, MIN_SIZE_RANGE,
+        };
+    }
+    /// `[headers]`.
+    pub mod headers {
+        pub use crate::headers::{DEFAULT_SERVER, DEFAULT_SERVER_NAME};
+    }
+    /// `[limits]` and its classes.
+    pub mod ratelimit {
+        pub use crate::ratelimit::{
+            DEFAULT_BURST, DEFAULT_IPV6_PREFIX_LEN, DEFAULT_JSON, DEFAULT_MAX_CONNECTIONS_PER_IP,
+            DEFAULT_SLOTS, DEFAULT_WINDOW, MAX_BURST, MAX_CLASSES, MAX_SLOTS, MAX_WINDOW,
+            MIN_SLOTS, MIN_WINDOW, RATE_RANGE,
+        };
+    }
+    /// `[redis]`.
+    pub mod redis_link {
+        pub use crate::redis_link::{
+            CONNECTIONS_RANGE, DB_RANGE, DEFAULT_CONNECTIONS, DEFAULT_CONNECT_TIMEOUT,
+            DEFAULT_KEY_PREFIX, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT, MAX_CONNECT_TIMEOUT,
+            MAX_KEY_PREFIX_LEN, MAX_RETRY_INTERVAL, MAX_TIMEOUT, MIN_TIMEOUT, PURGE_CHANNEL_SUFFIX,
+        };
+    }
+    /// `[server]` and `[downstream]`.
+    pub mod server {
+        pub use crate::config::settings::{
+            DEFAULT_CLIENT_HEADER_TIMEOUT, DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT, DEFAULT_GRACE_PERIOD,
+            DEFAULT_H2_MAX_CONCURRENT_STREAMS, DEFAULT_KEEPALIVE_REQUESTS,
+            DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_CONNECTIONS_PER_PEER,
+            DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_COUNT, DEFAULT_PID_FILE,
+            DEFAULT_SEND_TIMEOUT, DEFAULT_UPGRADE_SOCK, DEFAULT_UPSTREAM_KEEPALIVE_POOL_SIZE,
+            DEFAULT_WORK_STEALING, FALLBACK_THREADS, H2_MAX_CONCURRENT_STREAMS_RANGE,
+            MAX_BODY_SIZE_RANGE, MAX_HEADER_BYTES_RANGE, MAX_HEADER_COUNT_RANGE, MAX_THREADS,
+        };
+    }
+    /// The TLS certificates' reload.
+    pub mod tls {
+        pub use crate::tls::DEFAULT_RELOAD_INTERVAL;
+    }
+    /// `[upstreams.NAME]` and their health checks.
+    pub mod upstream {
+        pub use crate::upstream::{
+            DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEALTH_CHECK_COUNT, DEFAULT_HEALTH_CHECK_INTERVAL,
+            DEFAULT_HEALTH_CHECK_PATH, DEFAULT_HEALTH_CHECK_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+            DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT, HEALTH_CHECK_COUNT_RANGE,
+        };
+    }
+    /// Durations and sizes in general.
+    pub use crate::config::MAX_DURATION;
 }
 
 /// Re-exported Pingora crates, at the versions this library is built with (0.9.1).

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use pingora_limits::inflight::{Guard, Inflight};
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use window::{Clock, SystemClock, Windows};
@@ -35,18 +36,32 @@ pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-poli
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// Shortest window: the limiter's windows and its headers are in whole seconds.
-pub(crate) const MIN_WINDOW: Duration = Duration::from_secs(1);
+pub const MIN_WINDOW: Duration = Duration::from_secs(1);
 /// The window when the config names none (`[limits] window`): one minute, as the
 /// requests-per-minute limits of ARCHITECTURE.md.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 /// Longest window (one day); longer ones are clamped to it.
-pub(crate) const MAX_WINDOW: Duration = Duration::from_secs(86_400);
+pub const MAX_WINDOW: Duration = Duration::from_secs(86_400);
 /// Largest sketch accepted by [`RateLimiter::new`] (2^24 slots: 1 GiB); larger requests are
 /// clamped to it.
-pub(crate) const MAX_SLOTS: usize = 1 << 24;
+pub const MAX_SLOTS: usize = 1 << 24;
 
 /// Counters per hash row when the config says nothing (`limits.sketch_slots`): 131072, 8 MiB.
 pub const DEFAULT_SLOTS: usize = 131_072;
+/// Smallest `limits.sketch_slots` the config accepts (64 KiB of sketch).
+pub const MIN_SLOTS: usize = 1024;
+/// What a class's `rate` (requests per window) may be set to.
+pub const RATE_RANGE: RangeInclusive<u32> = 1..=1_000_000;
+/// A class's `burst` when unset: no requests beyond `rate`.
+pub const DEFAULT_BURST: u32 = 0;
+/// Largest `burst` of a class.
+pub const MAX_BURST: u32 = 1_000_000;
+/// A class's `json` when unset: 429 answers have a text body.
+pub const DEFAULT_JSON: bool = false;
+/// Most classes in a config: a class's [`LimitClass::id`] is a `u8`.
+pub const MAX_CLASSES: usize = u8::MAX as usize;
+/// `limits.max_connections_per_ip` when unset: 0, no cap.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 0;
 /// The default IPv6 prefix length that forms one client key.
 pub const DEFAULT_IPV6_PREFIX_LEN: u8 = 64;
 

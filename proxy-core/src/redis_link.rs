@@ -8,7 +8,7 @@
 //!
 //! # The pool
 //!
-//! `[redis] connections` (default 2) multiplexed connections from redis-rs, used in turn. Each
+//! `[redis] connections` (default [`DEFAULT_CONNECTIONS`]) multiplexed connections from redis-rs, used in turn. Each
 //! pipelines every command sent on it, so a handful serve any number of concurrent requests
 //! without a checkout/return cycle; a pool crate (deadpool, bb8) would add a lock and a
 //! dependency to hand out connections that are already shareable.
@@ -32,9 +32,37 @@ use prometheus::proto::MetricFamily;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The databases a `[redis] url` may name: Redis's default `databases 16` (production uses 4).
+pub const DB_RANGE: RangeInclusive<i64> = 0..=15;
+/// `[redis] key_prefix`: what every key the proxy writes starts with.
+pub const DEFAULT_KEY_PREFIX: &str = "galion-edge:";
+/// Longest `[redis] key_prefix`, in bytes.
+pub const MAX_KEY_PREFIX_LEN: usize = 64;
+/// `[redis] purge_channel` is `key_prefix` followed by this unless set.
+pub const PURGE_CHANNEL_SUFFIX: &str = "purge";
+/// Shortest `timeout`, `connect_timeout` and `retry_interval` of `[redis]`.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+/// `[redis] timeout`: the time one command may take on the request path.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+/// Longest `[redis] timeout`: a request never waits longer for Redis.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(5);
+/// `[redis] connect_timeout`: the time to open a connection (in the background).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest `[redis] connect_timeout`.
+pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+/// `[redis] retry_interval`: how often an unreachable Redis is tried again.
+pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest `[redis] retry_interval` (5 minutes).
+pub const MAX_RETRY_INTERVAL: Duration = Duration::from_secs(300);
+/// `[redis] connections`: multiplexed connections in the pool (plenty for one proxy).
+pub const DEFAULT_CONNECTIONS: usize = 2;
+/// What `[redis] connections` may be set to.
+pub const CONNECTIONS_RANGE: RangeInclusive<usize> = 1..=64;
 
 /// `[redis]`: the Redis that several instances share (rate-limit counts, purge fan-out).
 #[derive(Clone, PartialEq, Eq)]
@@ -44,19 +72,20 @@ pub struct RedisSettings {
     pub url: String,
     /// The database number from the URL (default 0).
     pub db: i64,
-    /// Prefix of every key the proxy writes. Default `"galion-edge:"`.
+    /// Prefix of every key the proxy writes. Default [`DEFAULT_KEY_PREFIX`].
     pub key_prefix: String,
     /// Time allowed for one command on the request path; past it the request is decided by
-    /// the local limiter. Default 50ms.
+    /// the local limiter. Default [`DEFAULT_TIMEOUT`].
     pub timeout: Duration,
-    /// Time allowed to open a connection (background, never on the request path). Default 1s.
+    /// Time allowed to open a connection (background, never on the request path). Default
+    /// [`DEFAULT_CONNECT_TIMEOUT`].
     pub connect_timeout: Duration,
-    /// How often an unreachable Redis is tried again. Default 1s.
+    /// How often an unreachable Redis is tried again. Default [`DEFAULT_RETRY_INTERVAL`].
     pub retry_interval: Duration,
-    /// Multiplexed connections in the pool, used in turn. Default 2.
+    /// Multiplexed connections in the pool, used in turn. Default [`DEFAULT_CONNECTIONS`].
     pub connections: usize,
     /// Pub/sub channel of cache purges; `None` (written `""`) when the fan-out is off.
-    /// Default `"<key_prefix>purge"`.
+    /// Default `key_prefix` then [`PURGE_CHANNEL_SUFFIX`].
     pub purge_channel: Option<String>,
 }
 

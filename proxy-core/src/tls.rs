@@ -251,6 +251,9 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
+/// `[tls] reload_interval`: how often [`CertReloader`] looks for renewed certificate files.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Background service that calls [`SniResolver::reload_if_changed`] every `interval`.
 pub struct CertReloader {
     resolver: Arc<SniResolver>,

@@ -17,8 +17,30 @@ use pingora_load_balancing::{Backend, LoadBalancer};
 use prometheus::proto::MetricFamily;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// `[upstreams.NAME] connect_timeout`: time to open a connection to a backend.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// `[upstreams.NAME] read_timeout` (nginx `proxy_read_timeout`): the longest wait for the next
+/// bytes of an answer; a route may set its own.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// `[upstreams.NAME] write_timeout`: the longest a write to a backend may make no progress.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `[upstreams.NAME] idle_timeout`: how long an idle pooled connection is kept.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `health_check.path` with `kind = "http"`.
+pub const DEFAULT_HEALTH_CHECK_PATH: &str = "/";
+/// `health_check.interval`: time between two checks of a backend.
+pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// `health_check.timeout`: a check not answered in this time failed.
+pub const DEFAULT_HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// `health_check.fall` and `health_check.rise`: one failed check takes a backend out of
+/// rotation, one passed check brings it back.
+pub const DEFAULT_HEALTH_CHECK_COUNT: usize = 1;
+/// What `health_check.fall` and `health_check.rise` may be set to.
+pub const HEALTH_CHECK_COUNT_RANGE: RangeInclusive<usize> = 1..=100;
 
 /// How backends are checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,26 +61,27 @@ pub enum HealthCheckKind {
 pub struct HealthCheckSettings {
     /// Default tcp.
     pub kind: HealthCheckKind,
-    /// Default 2s.
+    /// Default [`DEFAULT_HEALTH_CHECK_INTERVAL`].
     pub interval: Duration,
-    /// Default 1s.
+    /// Default [`DEFAULT_HEALTH_CHECK_TIMEOUT`].
     pub timeout: Duration,
-    /// Default 1 (a dead backend leaves rotation at the first failed check).
+    /// Default [`DEFAULT_HEALTH_CHECK_COUNT`] (a dead backend leaves rotation at the first
+    /// failed check).
     pub fall: usize,
-    /// Default 1.
+    /// Default [`DEFAULT_HEALTH_CHECK_COUNT`].
     pub rise: usize,
 }
 
 /// Timeouts toward one group. Pingora sets none by default; these are ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpstreamTimeouts {
-    /// Default 2s.
+    /// Default [`DEFAULT_CONNECT_TIMEOUT`].
     pub connect: Duration,
-    /// Default 60s (nginx `proxy_read_timeout`).
+    /// Default [`DEFAULT_READ_TIMEOUT`].
     pub read: Duration,
-    /// Default 60s.
+    /// Default [`DEFAULT_WRITE_TIMEOUT`].
     pub write: Duration,
-    /// Idle keepalive connections are closed after this. Default 60s.
+    /// Idle keepalive connections are closed after this. Default [`DEFAULT_IDLE_TIMEOUT`].
     pub idle: Duration,
 }
 

@@ -3,6 +3,12 @@
 //! [`Proxy::start`] writes a config into a temp dir and starts the `galion-edge-under-test`
 //! binary (which is `galion_edge::main`, as shipped) as a child process; it returns once every
 //! listener accepts connections, and kills the process on drop. Everything listens on 127.0.0.1.
+//!
+//! Every process a test starts and waits for (the proxy, the `proxy-core` examples) goes through
+//! one mechanism: [`start_on_free_ports`] picks loopback ports, starts a [`Launched`] process on
+//! them and waits for its ready marker ([`Launched::wait_ready`]), failing fast when the process
+//! exits and trying again with new ports when it does not come up (another process took a
+//! port between the pick and the bind).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -11,7 +17,7 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use galion_edge_tools::origin::{spawn_origin, Origin, Recorded};
@@ -49,6 +55,203 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// How often a waiting test looks again.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Polls `cond` until it holds or `limit` passes; whether it held.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Something a child process writes, read whole whenever a test looks.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Files it writes (kept in the test's directory), read one after the other.
+    Files(Vec<PathBuf>),
+    /// A pipe, drained into memory by a thread so the child never blocks on a full pipe; the
+    /// flag is set at its end.
+    Pipe(Arc<Mutex<(String, bool)>>),
+}
+
+impl Output {
+    /// One file.
+    pub fn file(path: impl Into<PathBuf>) -> Output {
+        Output::Files(vec![path.into()])
+    }
+
+    /// Drains `pipe` (a child's stdout or stderr) to its end in a thread of its own.
+    pub fn drain(mut pipe: impl Read + Send + 'static) -> Output {
+        let text = Arc::new(Mutex::new((String::new(), false)));
+        let sink = text.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .0
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            sink.lock().unwrap().1 = true;
+        });
+        Output::Pipe(text)
+    }
+
+    /// Whether everything the process wrote is in: a drained pipe reached its end (a file
+    /// always is).
+    fn complete(&self) -> bool {
+        match self {
+            Output::Files(_) => true,
+            Output::Pipe(text) => text.lock().unwrap().1,
+        }
+    }
+
+    /// Everything written so far.
+    pub fn read(&self) -> String {
+        match self {
+            Output::Files(paths) => paths.iter().map(|p| read(p)).collect(),
+            Output::Pipe(text) => text.lock().unwrap().0.clone(),
+        }
+    }
+}
+
+/// How a process says it is ready.
+#[derive(Debug, Clone, Copy)]
+pub enum Marker {
+    /// This text anywhere, such as after a log line's prefix
+    /// (`proxy_core::READY_LINE`).
+    Anywhere(&'static str),
+    /// A line starting with this text (the examples' `ready WHAT`).
+    LineStart(&'static str),
+}
+
+impl Marker {
+    fn found_in(self, text: &str) -> bool {
+        match self {
+            Marker::Anywhere(m) => text.contains(m),
+            Marker::LineStart(m) => text.lines().any(|l| l.starts_with(m)),
+        }
+    }
+}
+
+/// A started child process and what it writes. Killed (and reaped) on drop.
+pub struct Launched {
+    pub child: Child,
+    /// Where it says it is ready.
+    pub ready_in: Output,
+    /// What a failure report quotes: its stderr.
+    pub stderr: Output,
+}
+
+impl Launched {
+    /// Spawns `command` with its stdout and stderr drained from pipes; the ready marker is
+    /// looked for on stdout.
+    pub fn piped(command: &mut Command) -> Launched {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+        let ready_in = Output::drain(child.stdout.take().unwrap());
+        let stderr = Output::drain(child.stderr.take().unwrap());
+        Launched {
+            child,
+            ready_in,
+            stderr,
+        }
+    }
+
+    /// Waits until `cond` holds; fails at once when the process exits, or after `limit`. The
+    /// error says which, with the process's stderr.
+    pub fn wait_until(
+        &mut self,
+        limit: Duration,
+        mut cond: impl FnMut() -> bool,
+    ) -> Result<(), String> {
+        let mut exited = None;
+        let stopped = wait_for(limit, || {
+            if cond() {
+                return true;
+            }
+            exited = self.child.try_wait().ok().flatten();
+            exited.is_some()
+        });
+        let Some(status) = exited else {
+            if stopped {
+                return Ok(());
+            }
+            return Err(format!("not ready after {limit:?}: {}", self.stderr.read()));
+        };
+        // The process may have said it was ready just before it exited: look again once its
+        // pipes are drained (bounded, in case a child of its own holds them open).
+        wait_for(Duration::from_secs(1), || {
+            self.ready_in.complete() && self.stderr.complete()
+        });
+        if cond() {
+            return Ok(());
+        }
+        Err(format!("exited with {status}: {}", self.stderr.read()))
+    }
+
+    /// Waits until `marker` is in [`Launched::ready_in`], as [`Launched::wait_until`].
+    pub fn wait_ready(&mut self, marker: Marker, limit: Duration) -> Result<(), String> {
+        let out = self.ready_in.clone();
+        self.wait_until(limit, || marker.found_in(&out.read()))
+    }
+
+    /// Waits up to `limit` for the process to exit; whether it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        wait_for(limit, || matches!(self.child.try_wait(), Ok(Some(_))))
+    }
+
+    /// `kill -9` and reap: no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts a process on `ports` free loopback ports and waits up to `limit` for `marker`.
+/// `launch` starts one attempt on the ports it is given (substituted into arguments or a
+/// config). If the attempt exits or stays silent, it is killed and a new one starts on new
+/// ports: a port can be taken by another process between the pick and the bind. Panics with
+/// the last error after three attempts.
+pub fn start_on_free_ports(
+    what: &str,
+    ports: usize,
+    marker: Marker,
+    limit: Duration,
+    mut launch: impl FnMut(&[u16]) -> Launched,
+) -> (Launched, Vec<u16>) {
+    let mut last_err = String::new();
+    for _ in 0..3 {
+        let picked: Vec<u16> = (0..ports).map(|_| free_port()).collect();
+        let mut process = launch(&picked);
+        match process.wait_ready(marker, limit) {
+            Ok(()) => return (process, picked),
+            Err(e) => last_err = e,
+        }
+    }
+    panic!("{what} did not get ready: {last_err}");
 }
 
 /// Starts an origin on an OS-picked loopback port.
@@ -99,95 +302,105 @@ pub struct Ports {
 
 /// The running proxy. Killed on drop.
 pub struct Proxy {
-    child: Child,
-    /// The stderr file of the running process (its log), where it says it is ready.
-    log: PathBuf,
+    /// The running process; its ready marker is in the stderr file of the current run.
+    process: Launched,
     pub ports: Ports,
     pub dir: PathBuf,
     pub config_path: PathBuf,
 }
 
-impl Proxy {
-    /// Starts the proxy with `template`, a config where `{https}`, `{http}` and `{plain}` stand
-    /// for listener ports picked here and `{dir}` for the config's directory. Retries with new
-    /// ports if a port was taken meanwhile. Panics if the proxy does not come up in 20s.
-    pub fn start(bin: &str, dir: &Path, template: &str) -> Proxy {
-        let mut last_err = String::new();
-        for _ in 0..3 {
-            let pick = |name: &str| {
-                if template.contains(name) {
-                    free_port()
-                } else {
-                    0
-                }
-            };
-            let ports = Ports {
-                https: pick("{https}"),
-                http: pick("{http}"),
-                plain: pick("{plain}"),
-                admin: pick("{admin}"),
-            };
-            let text = template
-                .replace("{https}", &ports.https.to_string())
-                .replace("{http}", &ports.http.to_string())
-                .replace("{plain}", &ports.plain.to_string())
-                .replace("{admin}", &ports.admin.to_string())
-                .replace("{dir}", &dir.display().to_string());
-            let config_path = dir.join("galion.toml");
-            std::fs::write(&config_path, text).unwrap();
-            let stdout = std::fs::File::create(dir.join("stdout.log")).unwrap();
-            let log = dir.join("stderr.log");
-            let stderr = std::fs::File::create(&log).unwrap();
-            let child = Command::new(bin)
-                .args(["run", "-c"])
-                .arg(&config_path)
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::from(stdout))
-                .stderr(Stdio::from(stderr))
-                .spawn()
-                .expect("spawn galion-edge");
-            let mut proxy = Proxy {
-                child,
-                log,
-                ports,
-                dir: dir.to_path_buf(),
-                config_path,
-            };
-            match proxy.wait_ready(Duration::from_secs(20)) {
-                Ok(()) => return proxy,
-                Err(e) => last_err = e,
-            }
-        }
-        panic!("proxy did not start: {last_err}");
-    }
+/// The placeholders of a [`Proxy::start`] template that stand for picked ports.
+const PORT_NAMES: [&str; 4] = ["{https}", "{http}", "{plain}", "{admin}"];
+/// The proxy's ready line (`proxy_core::READY_LINE`), after the log's own prefix.
+const PROXY_READY: Marker = Marker::Anywhere(proxy_core::READY_LINE);
 
-    /// Waits until the running process logs its ready line (every listener is bound by it:
-    /// `proxy_core::READY_LINE`), or fails when it exits or `limit` passes.
-    fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if read(&self.log).contains(proxy_core::READY_LINE) {
-                return Ok(());
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("exited with {status}: {}", self.stderr()));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("not ready after {limit:?}: {}", self.stderr()));
-            }
-            std::thread::sleep(Duration::from_millis(10));
+/// Starts `bin run -c CONFIG ARGS…` with its stdout and stderr in files of `dir`; the ready
+/// line is looked for in that stderr file.
+fn spawn_proxy(
+    bin: &str,
+    dir: &Path,
+    config_path: &Path,
+    (stdout, stderr): (&str, &str),
+    args: &[&str],
+) -> Launched {
+    let stdout = std::fs::File::create(dir.join(stdout)).unwrap();
+    let log = dir.join(stderr);
+    let stderr = std::fs::File::create(&log).unwrap();
+    let child = Command::new(bin)
+        .args(["run", "-c"])
+        .arg(config_path)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr))
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn galion-edge {args:?}: {e}"));
+    Launched {
+        child,
+        ready_in: Output::file(log),
+        stderr: Output::Files(
+            ["stderr.log", "stderr-restart.log", "stderr-upgrade.log"]
+                .iter()
+                .map(|f| dir.join(f))
+                .collect(),
+        ),
+    }
+}
+
+impl Proxy {
+    /// Starts the proxy with `template`, a config where `{https}`, `{http}`, `{plain}` and
+    /// `{admin}` stand for listener ports picked here and `{dir}` for the config's directory,
+    /// through [`start_on_free_ports`] (new ports if one was taken meanwhile). Panics if the
+    /// proxy does not come up in 20s.
+    pub fn start(bin: &str, dir: &Path, template: &str) -> Proxy {
+        let wanted: Vec<&str> = PORT_NAMES
+            .into_iter()
+            .filter(|n| template.contains(n))
+            .collect();
+        let port_of = |picked: &[u16], name: &str| {
+            wanted
+                .iter()
+                .position(|w| *w == name)
+                .map_or(0, |i| picked[i])
+        };
+        let config_path = dir.join("galion.toml");
+        let (process, picked) = start_on_free_ports(
+            "proxy",
+            wanted.len(),
+            PROXY_READY,
+            Duration::from_secs(20),
+            |picked| {
+                let text = PORT_NAMES
+                    .iter()
+                    .fold(template.to_string(), |t, name| {
+                        t.replace(name, &port_of(picked, name).to_string())
+                    })
+                    .replace("{dir}", &dir.display().to_string());
+                std::fs::write(&config_path, text).unwrap();
+                spawn_proxy(bin, dir, &config_path, ("stdout.log", "stderr.log"), &[])
+            },
+        );
+        Proxy {
+            process,
+            ports: Ports {
+                https: port_of(&picked, "{https}"),
+                http: port_of(&picked, "{http}"),
+                plain: port_of(&picked, "{plain}"),
+                admin: port_of(&picked, "{admin}"),
+            },
+            dir: dir.to_path_buf(),
+            config_path,
         }
     }
 
     /// The process id of the running proxy, to send it signals.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.child.id()
     }
 
     /// `kill -9`: no chance to clean up.
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     /// Sends the proxy a signal (`"HUP"`, `"USR1"`, `"TERM"`, `"QUIT"`); panics if `kill` fails.
@@ -197,32 +410,24 @@ impl Proxy {
 
     /// SIGTERM (graceful shutdown), waiting up to 20s for the process to exit.
     pub fn terminate(&mut self) {
-        let _ = signal(self.child.id(), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let _ = signal(self.pid(), "TERM");
+        if !self.process.wait_exit(Duration::from_secs(20)) {
+            self.kill9();
         }
-        self.kill9();
     }
 
     /// Starts the same config again (after [`Proxy::kill9`] or [`Proxy::terminate`]), on the same
     /// ports, and waits until it listens.
     pub fn restart(&mut self, bin: &str) {
-        let stdout = std::fs::File::create(self.dir.join("stdout.log")).unwrap();
-        self.log = self.dir.join("stderr-restart.log");
-        let stderr = std::fs::File::create(&self.log).unwrap();
-        self.child = Command::new(bin)
-            .args(["run", "-c"])
-            .arg(&self.config_path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .expect("spawn galion-edge");
-        self.wait_ready(Duration::from_secs(20))
+        self.process = spawn_proxy(
+            bin,
+            &self.dir,
+            &self.config_path,
+            ("stdout.log", "stderr-restart.log"),
+            &[],
+        );
+        self.process
+            .wait_ready(PROXY_READY, Duration::from_secs(20))
             .unwrap_or_else(|e| panic!("restart failed: {e}"));
     }
 
@@ -236,61 +441,32 @@ impl Proxy {
         let sock = self.dir.join("upgrade.sock");
         // A leftover socket file would look like the new process is waiting already.
         let _ = std::fs::remove_file(&sock);
-        let stdout = std::fs::File::create(self.dir.join("stdout-upgrade.log")).unwrap();
-        let upgrade_log = self.dir.join("stderr-upgrade.log");
-        let stderr = std::fs::File::create(&upgrade_log).unwrap();
-        let mut new = Command::new(bin)
-            .args(["run", "-c"])
-            .arg(&self.config_path)
-            .arg("--upgrade")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .expect("spawn galion-edge --upgrade");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !sock.exists() {
-            if let Ok(Some(status)) = new.try_wait() {
-                panic!("upgrade process exited with {status}: {}", self.stderr());
-            }
-            if Instant::now() > deadline {
-                let _ = new.kill();
-                let _ = new.wait();
-                panic!(
-                    "upgrade process never bound {}: {}",
-                    sock.display(),
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let mut new = spawn_proxy(
+            bin,
+            &self.dir,
+            &self.config_path,
+            ("stdout-upgrade.log", "stderr-upgrade.log"),
+            &["--upgrade"],
+        );
+        new.wait_until(Duration::from_secs(5), || sock.exists())
+            .unwrap_or_else(|e| panic!("upgrade process never bound {}: {e}", sock.display()));
+        assert!(signal(self.pid(), "QUIT"), "kill -QUIT");
+        let mut old = std::mem::replace(&mut self.process, new);
+        if !old.wait_exit(Duration::from_secs(20)) {
+            old.kill();
+            panic!(
+                "the old process did not exit within 20 s: {}",
+                self.stderr()
+            );
         }
-        assert!(signal(self.child.id(), "QUIT"), "kill -QUIT");
-        let mut old = std::mem::replace(&mut self.child, new);
-        self.log = upgrade_log;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(_)) = old.try_wait() {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = old.kill();
-                let _ = old.wait();
-                panic!(
-                    "the old process did not exit within 20 s: {}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.wait_ready(Duration::from_secs(5))
+        self.process
+            .wait_ready(PROXY_READY, Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("upgrade failed: {e}"));
     }
 
     /// What the proxy wrote to stderr (its log), over restarts and upgrades.
     pub fn stderr(&self) -> String {
-        read(&self.dir.join("stderr.log"))
-            + &read(&self.dir.join("stderr-restart.log"))
-            + &read(&self.dir.join("stderr-upgrade.log"))
+        self.process.stderr.read()
     }
 
     /// What the proxy wrote to stdout (the access log when `path = "stdout"`).
@@ -320,21 +496,8 @@ impl Proxy {
 
     /// Waits until `pred` holds for the access log (stdout), up to `limit`.
     pub fn wait_for_log(&self, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let s = self.stdout();
-            if pred(&s) || Instant::now() > deadline {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        wait_for(limit, || pred(&self.stdout()));
+        self.stdout()
     }
 }
 
@@ -805,4 +968,48 @@ pub async fn read_response_async<R: tokio::io::AsyncBufRead + Unpin>(s: &mut R) 
     s.read_exact(&mut body).await.ok()?;
     head.push_str(&String::from_utf8_lossy(&body));
     Some(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Launched {
+        Launched::piped(Command::new("sh").args(["-c", script]))
+    }
+
+    #[test]
+    fn wait_ready_sees_the_marker_and_fails_fast_on_exit() {
+        let mut up = sh("echo 'ready x'; exec sleep 30");
+        assert_eq!(
+            up.wait_ready(Marker::LineStart("ready "), Duration::from_secs(10)),
+            Ok(())
+        );
+        // Printed, then exited: still ready.
+        let mut quick = sh("echo 'log: ready: listening on 127.0.0.1:1'");
+        assert_eq!(
+            quick.wait_ready(
+                Marker::Anywhere("ready: listening on "),
+                Duration::from_secs(10)
+            ),
+            Ok(())
+        );
+
+        let t = Instant::now();
+        let mut dead = sh("echo 'address in use' >&2; exit 3");
+        let err = dead
+            .wait_ready(Marker::LineStart("ready "), Duration::from_secs(10))
+            .unwrap_err();
+        assert!(
+            err.contains("exited with") && err.contains("address in use"),
+            "{err}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+
+        let mut silent = sh("exec sleep 30");
+        let err = silent
+            .wait_ready(Marker::LineStart("ready "), Duration::from_millis(100))
+            .unwrap_err();
+        assert!(err.starts_with("not ready after"), "{err}");
+    }
 }

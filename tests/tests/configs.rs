@@ -7,8 +7,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use galion_edge_tests::*;
+use proxy_core::config::{RawDuration, RawSize};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 /// What one `check` run printed.
 struct Checked {
@@ -897,43 +899,390 @@ fn the_grafana_dashboard_parses_and_queries_exported_metrics() {
     }
 }
 
-/// The defaults docs/configuration.md lists are the constants their owners export (and the
-/// validator uses), so the two cannot drift apart again (the docs once said brotli 4 while the
-/// code used 5).
+/// A row of a table in `docs/NAME`: the cells of the row whose first cell is `` `key` ``, in
+/// the part of the page between the heading that names `section` and the next `##` heading.
+fn doc_row(name: &str, section: &str, key: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../docs")
+            .join(name),
+    )
+    .unwrap();
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !(l.starts_with('#') && l.contains(section)))
+        .skip(1)
+        .take_while(|l| !l.starts_with("## "));
+    let row = lines
+        .find(|l| l.starts_with(&format!("| `{key}` |")))
+        .unwrap_or_else(|| panic!("docs/{name}: no row for {key} under {section}"));
+    row.trim_matches('|')
+        .split(" | ")
+        .map(|c| c.trim().to_string())
+        .collect()
+}
+
+/// The code spans of a cell, without their backticks: `` `"10m"` (`static`: `"7d"`) `` gives
+/// `"10m"`, `static`, `"7d"`.
+fn spans(cell: &str) -> Vec<&str> {
+    cell.split('`').skip(1).step_by(2).collect()
+}
+
+/// A duration as the docs write it (`"5s"` or `5s`), read by the config's own parser.
+fn doc_duration(span: &str) -> Duration {
+    RawDuration::Text(span.trim_matches('"').to_string())
+        .parse()
+        .unwrap_or_else(|e| panic!("{span}: {e}"))
+}
+
+/// A size as the docs write it (`32k`, `10MB`, `1 GiB`), read by the config's own parser.
+fn doc_size(span: &str) -> u64 {
+    RawSize::Text(span.trim_matches('"').to_string())
+        .parse()
+        .unwrap_or_else(|e| panic!("{span}: {e}"))
+}
+
+/// The defaults docs/configuration.md (and docs/headers-and-limits.md, for `[downstream]`) list
+/// are the constants their owners export (and the validator uses), so the two cannot drift
+/// apart again (the docs once said brotli 4 while the code used 5). Where a range is a policy
+/// of the owner, the page's accepted range is checked too.
 #[test]
 fn documented_defaults_are_the_owners_constants() {
-    let doc = std::fs::read_to_string(
+    use proxy_core::defaults::{admin, cache, client_ip, compression, headers, ratelimit};
+    use proxy_core::defaults::{redis_link, server, tls, upstream};
+    let conf = |section: &str, key: &str| doc_row("configuration.md", section, key);
+    let default = |section: &str, key: &str| conf(section, key)[1].clone();
+    let first_span = |section: &str, key: &str| spans(&default(section, key))[0].to_string();
+    let duration = |section: &str, key: &str| doc_duration(&first_span(section, key));
+    let quoted = |s: &str| format!("{s:?}");
+
+    // [server]
+    let s = "`[server]`";
+    assert!(conf(s, "threads")[2].starts_with(&format!("0–{}.", server::MAX_THREADS)));
+    assert_eq!(
+        first_span(s, "work_stealing"),
+        server::DEFAULT_WORK_STEALING.to_string()
+    );
+    assert_eq!(duration(s, "grace_period"), server::DEFAULT_GRACE_PERIOD);
+    assert_eq!(
+        duration(s, "graceful_shutdown_timeout"),
+        server::DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT
+    );
+    assert_eq!(first_span(s, "pid_file"), quoted(server::DEFAULT_PID_FILE));
+    assert_eq!(
+        first_span(s, "upgrade_sock"),
+        quoted(server::DEFAULT_UPGRADE_SOCK)
+    );
+    assert_eq!(
+        first_span(s, "upstream_keepalive_pool_size"),
+        server::DEFAULT_UPSTREAM_KEEPALIVE_POOL_SIZE.to_string()
+    );
+
+    // [downstream]: configuration.md sends the reader to headers-and-limits.md's table.
+    let limits = |key: &str| doc_row("headers-and-limits.md", "Limits", key);
+    let d = |key: &str| spans(&limits(key)[1])[0].to_string();
+    let range = |key: &str| limits(key)[2].clone();
+    assert_eq!(
+        doc_duration(&d("client_header_timeout")),
+        server::DEFAULT_CLIENT_HEADER_TIMEOUT
+    );
+    assert_eq!(
+        doc_duration(&d("keepalive_timeout")),
+        server::DEFAULT_KEEPALIVE_TIMEOUT
+    );
+    assert_eq!(
+        d("keepalive_requests"),
+        server::DEFAULT_KEEPALIVE_REQUESTS.to_string()
+    );
+    assert_eq!(
+        doc_size(&d("max_header_bytes")),
+        server::DEFAULT_MAX_HEADER_BYTES
+    );
+    let bytes = server::MAX_HEADER_BYTES_RANGE;
+    assert_eq!(
+        range("max_header_bytes"),
+        format!("{} KiB – {} MiB", bytes.start() >> 10, bytes.end() >> 20)
+    );
+    assert_eq!(
+        d("max_header_count"),
+        server::DEFAULT_MAX_HEADER_COUNT.to_string()
+    );
+    let counts = server::MAX_HEADER_COUNT_RANGE;
+    assert_eq!(
+        range("max_header_count"),
+        format!("{} – {}", counts.start(), counts.end())
+    );
+    assert_eq!(doc_size(&d("max_body_size")), server::DEFAULT_MAX_BODY_SIZE);
+    let bodies = server::MAX_BODY_SIZE_RANGE;
+    assert_eq!(
+        range("max_body_size"),
+        format!("{} – {} TiB", bodies.start(), bodies.end() >> 40)
+    );
+    assert_eq!(
+        d("h2_max_concurrent_streams"),
+        server::DEFAULT_H2_MAX_CONCURRENT_STREAMS.to_string()
+    );
+    let streams = server::H2_MAX_CONCURRENT_STREAMS_RANGE;
+    assert_eq!(
+        range("h2_max_concurrent_streams"),
+        format!("{} – {}", streams.start(), streams.end())
+    );
+    assert_eq!(
+        doc_duration(&d("send_timeout")),
+        server::DEFAULT_SEND_TIMEOUT
+    );
+    assert_eq!(
+        d("max_connections_per_peer"),
+        server::DEFAULT_MAX_CONNECTIONS_PER_PEER.to_string()
+    );
+
+    // [tls], [client_ip], [admin], [headers]
+    assert_eq!(
+        duration("`[tls]`", "reload_interval"),
+        tls::DEFAULT_RELOAD_INTERVAL
+    );
+    assert!(first_span("`[client_ip]`", "header")
+        .trim_matches('"')
+        .eq_ignore_ascii_case(client_ip::DEFAULT_HEADER.as_str()));
+    assert_eq!(
+        first_span("`[admin]`", "allow_remote"),
+        admin::DEFAULT_ALLOW_REMOTE.to_string()
+    );
+    let server_row = doc_row("headers-and-limits.md", "Security headers", "server");
+    assert_eq!(spans(&server_row[2])[0], headers::DEFAULT_SERVER_NAME);
+
+    // [limits]
+    let l = "`[limits]`";
+    assert_eq!(duration(l, "window"), ratelimit::DEFAULT_WINDOW);
+    assert_eq!(
+        first_span(l, "sketch_slots"),
+        ratelimit::DEFAULT_SLOTS.to_string()
+    );
+    assert!(conf(l, "sketch_slots")[2].starts_with(&format!(
+        "{}–{};",
+        ratelimit::MIN_SLOTS,
+        ratelimit::MAX_SLOTS
+    )));
+    assert_eq!(
+        first_span(l, "max_connections_per_ip"),
+        ratelimit::DEFAULT_MAX_CONNECTIONS_PER_IP.to_string()
+    );
+    assert_eq!(first_span(l, "burst"), ratelimit::DEFAULT_BURST.to_string());
+    assert!(conf(l, "burst")[2].starts_with(&format!("0–{} ", ratelimit::MAX_BURST)));
+    let rates = ratelimit::RATE_RANGE;
+    assert!(conf(l, "rate")[2].starts_with(&format!("{}–{} ", rates.start(), rates.end())));
+    assert_eq!(first_span(l, "json"), ratelimit::DEFAULT_JSON.to_string());
+
+    // [redis]
+    let r = "`[redis]`";
+    let redis_range = |key: &str, max: &str| {
+        assert_eq!(
+            conf(r, key)[2].split(';').next().unwrap(),
+            format!("{} ms – {max}", redis_link::MIN_TIMEOUT.as_millis()),
+            "{key}"
+        )
+    };
+    assert_eq!(
+        first_span(r, "key_prefix"),
+        quoted(redis_link::DEFAULT_KEY_PREFIX)
+    );
+    assert!(conf(r, "key_prefix")[2].starts_with(&format!(
+        "at most {} characters",
+        redis_link::MAX_KEY_PREFIX_LEN
+    )));
+    assert_eq!(duration(r, "timeout"), redis_link::DEFAULT_TIMEOUT);
+    redis_range(
+        "timeout",
+        &format!("{} s", redis_link::MAX_TIMEOUT.as_secs()),
+    );
+    assert_eq!(
+        duration(r, "connect_timeout"),
+        redis_link::DEFAULT_CONNECT_TIMEOUT
+    );
+    redis_range(
+        "connect_timeout",
+        &format!("{} s", redis_link::MAX_CONNECT_TIMEOUT.as_secs()),
+    );
+    assert_eq!(
+        duration(r, "retry_interval"),
+        redis_link::DEFAULT_RETRY_INTERVAL
+    );
+    redis_range(
+        "retry_interval",
+        &format!("{} min", redis_link::MAX_RETRY_INTERVAL.as_secs() / 60),
+    );
+    assert_eq!(
+        first_span(r, "connections"),
+        redis_link::DEFAULT_CONNECTIONS.to_string()
+    );
+    let pool = redis_link::CONNECTIONS_RANGE;
+    assert!(conf(r, "connections")[2].starts_with(&format!("{} – {} ", pool.start(), pool.end())));
+    assert_eq!(
+        first_span(r, "purge_channel"),
+        format!("\"<key_prefix>{}\"", redis_link::PURGE_CHANNEL_SUFFIX)
+    );
+    let dbs = redis_link::DB_RANGE;
+    assert!(conf(r, "url")[2].contains(&format!("database {}–{}", dbs.start(), dbs.end())));
+
+    // [compression]
+    let c = "`[compression]`";
+    assert_eq!(
+        first_span(c, "enabled"),
+        compression::DEFAULT_ENABLED.to_string()
+    );
+    assert_eq!(
+        first_span(c, "gzip_level"),
+        compression::DEFAULT_GZIP_LEVEL.to_string()
+    );
+    let levels = compression::GZIP_LEVELS;
+    assert_eq!(
+        conf(c, "gzip_level")[2],
+        format!("{}–{}", levels.start(), levels.end())
+    );
+    assert_eq!(
+        first_span(c, "brotli_quality"),
+        compression::DEFAULT_BROTLI_QUALITY.to_string()
+    );
+    let qualities = compression::BROTLI_QUALITIES;
+    assert_eq!(
+        conf(c, "brotli_quality")[2],
+        format!("{}–{}", qualities.start(), qualities.end())
+    );
+    assert_eq!(
+        first_span(c, "min_size"),
+        compression::DEFAULT_MIN_SIZE.to_string()
+    );
+    let min_sizes = compression::MIN_SIZE_RANGE;
+    assert!(conf(c, "min_size")[2].starts_with(&format!(
+        "size, {} to {} GiB;",
+        min_sizes.start(),
+        min_sizes.end() >> 30
+    )));
+
+    // [cache] and [cache.zones.NAME]
+    let k = "`[cache]`";
+    assert_eq!(duration(k, "lock_timeout"), cache::DEFAULT_LOCK_TIMEOUT);
+    assert!(default(k, "static_extensions").starts_with(&format!(
+        "{} common asset extensions",
+        cache::DEFAULT_STATIC_EXTENSIONS.len()
+    )));
+    assert_eq!(doc_size(&first_span(k, "size")), cache::DEFAULT_ZONE_SIZE);
+    let zone_sizes = cache::ZONE_SIZE_RANGE;
+    assert_eq!(
+        conf(k, "size")[2],
+        format!(
+            "size of the disk tier, {} MiB to {} TiB",
+            zone_sizes.start() >> 20,
+            zone_sizes.end() >> 40
+        )
+    );
+    // "`size / 8`, at most 256 MiB", and the code divides by 8 below the cap.
+    assert_eq!(
+        default(k, "memory_size"),
+        format!(
+            "`size / 8`, at most {} MiB",
+            cache::DEFAULT_MEMORY_SIZE_CAP >> 20
+        )
+    );
+    assert_eq!(cache::default_memory_size(64 << 20), 8 << 20);
+    assert_eq!(
+        cache::default_memory_size(1 << 40),
+        cache::DEFAULT_MEMORY_SIZE_CAP
+    );
+    let memory_sizes = cache::MEMORY_SIZE_RANGE;
+    assert!(conf(k, "memory_size")[2].starts_with(&format!(
+        "size, {} to {} TiB;",
+        memory_sizes.start(),
+        memory_sizes.end() >> 40
+    )));
+    assert_eq!(
+        default(k, "max_object_size"),
+        format!(
+            "{} MiB, at most `size / 16`",
+            cache::DEFAULT_MAX_OBJECT_SIZE_CAP >> 20
+        )
+    );
+    assert_eq!(cache::default_max_object_size(64 << 20), 4 << 20);
+    assert_eq!(
+        cache::default_max_object_size(1 << 40),
+        cache::DEFAULT_MAX_OBJECT_SIZE_CAP
+    );
+    assert_eq!(cache::max_object_size_limit(64 << 20), 16 << 20);
+    let objects = cache::MAX_OBJECT_SIZE_RANGE;
+    assert!(conf(k, "max_object_size")[2].starts_with(&format!(
+        "size, {} byte to {} GiB, and at most `size / 4`;",
+        objects.start(),
+        objects.end() >> 30
+    )));
+    // `"10m"` (`static`: `"7d"`)
+    let ttl = |key: &str| {
+        spans(&default(k, key))
+            .iter()
+            .copied()
+            .filter(|s| *s != cache::STATIC_ZONE)
+            .map(doc_duration)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ttl("default_ttl"),
+        [cache::DEFAULT_TTL, cache::STATIC_DEFAULT_TTL]
+    );
+    assert_eq!(ttl("min_ttl"), [cache::DEFAULT_MIN_TTL]);
+    assert_eq!(
+        cache::STATIC_MIN_TTL,
+        cache::DEFAULT_MIN_TTL,
+        "one value in the doc"
+    );
+    assert_eq!(
+        ttl("max_ttl"),
+        [cache::DEFAULT_MAX_TTL, cache::STATIC_MAX_TTL]
+    );
+    assert_eq!(
+        ttl("stale_while_revalidate"),
+        [cache::DEFAULT_STALE_WHILE_REVALIDATE]
+    );
+    assert_eq!(ttl("stale_if_error"), [cache::DEFAULT_STALE_IF_ERROR]);
+
+    // [upstreams.NAME] and its health_check
+    let u = "`[upstreams.NAME]`";
+    assert_eq!(
+        duration(u, "connect_timeout"),
+        upstream::DEFAULT_CONNECT_TIMEOUT
+    );
+    assert_eq!(duration(u, "read_timeout"), upstream::DEFAULT_READ_TIMEOUT);
+    assert_eq!(
+        duration(u, "write_timeout"),
+        upstream::DEFAULT_WRITE_TIMEOUT
+    );
+    assert_eq!(duration(u, "idle_timeout"), upstream::DEFAULT_IDLE_TIMEOUT);
+    assert_eq!(
+        first_span(u, "path"),
+        quoted(upstream::DEFAULT_HEALTH_CHECK_PATH)
+    );
+    assert_eq!(
+        duration(u, "interval"),
+        upstream::DEFAULT_HEALTH_CHECK_INTERVAL
+    );
+    assert_eq!(
+        duration(u, "timeout"),
+        upstream::DEFAULT_HEALTH_CHECK_TIMEOUT
+    );
+    let checks = upstream::HEALTH_CHECK_COUNT_RANGE;
+    for key in ["fall", "rise"] {
+        assert_eq!(
+            first_span(u, key),
+            upstream::DEFAULT_HEALTH_CHECK_COUNT.to_string()
+        );
+        assert!(conf(u, key)[2].starts_with(&format!("{}–{}:", checks.start(), checks.end())));
+    }
+
+    // The one ceiling of every duration, in the Units section.
+    let units = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
     )
     .unwrap();
-    let default_of = |key: &str| -> String {
-        let row = doc
-            .lines()
-            .find(|l| l.starts_with(&format!("| `{key}` |")))
-            .unwrap_or_else(|| panic!("no row for {key}"));
-        row.split('|')
-            .nth(2)
-            .unwrap()
-            .trim()
-            .trim_matches('`')
-            .to_string()
-    };
-    use proxy_core::defaults;
-    assert_eq!(default_of("gzip_level"), defaults::GZIP_LEVEL.to_string());
-    assert_eq!(
-        default_of("brotli_quality"),
-        defaults::BROTLI_QUALITY.to_string()
-    );
-    assert_eq!(
-        default_of("min_size"),
-        defaults::COMPRESSION_MIN_SIZE.to_string()
-    );
-    assert_eq!(
-        default_of("sketch_slots"),
-        defaults::LIMIT_SKETCH_SLOTS.to_string()
-    );
-    assert_eq!(
-        default_of("window"),
-        format!("\"{}s\"", defaults::LIMIT_WINDOW.as_secs())
-    );
+    let days = proxy_core::defaults::MAX_DURATION.as_secs() / 86_400;
+    assert!(units.contains(&format!(
+        "A duration must be greater than zero and at most {days} days."
+    )));
 }

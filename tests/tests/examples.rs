@@ -7,95 +7,40 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use galion_edge_tests::*;
-use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// A running example, killed on drop.
 struct Example {
-    child: Child,
+    process: Launched,
     /// The ports substituted for `{port0}`, `{port1}`, … in its arguments.
     ports: Vec<u16>,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-}
-
-/// Reads a pipe to its end into a shared string, so the child never blocks on a full pipe.
-fn drain(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = text.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = pipe.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    text
 }
 
 impl Example {
     /// Starts `bin` with `args`, where `{port0}`, `{port1}`, … stand for free loopback ports
-    /// picked here, and waits for its `ready` line. Tries again with new ports if the process
-    /// exits or stays silent (a port taken meanwhile); panics after three attempts.
+    /// picked here, and waits for its `ready` line, through [`start_on_free_ports`] (new ports
+    /// if the process exits or stays silent: a port taken meanwhile).
     fn start(bin: &str, args: &[&str]) -> Example {
-        let mut last_err = String::new();
-        for _ in 0..3 {
-            let ports: Vec<u16> = (0..4)
-                .take_while(|i| args.iter().any(|a| a.contains(&format!("{{port{i}}}"))))
-                .map(|_| free_port())
-                .collect();
-            let args: Vec<String> = args
-                .iter()
-                .map(|a| {
+        let placeholders = (0..)
+            .take_while(|i| args.iter().any(|a| a.contains(&format!("{{port{i}}}"))))
+            .count();
+        let (process, ports) = start_on_free_ports(
+            bin,
+            placeholders,
+            Marker::LineStart("ready "),
+            Duration::from_secs(20),
+            |ports| {
+                let args = args.iter().map(|a| {
                     ports.iter().enumerate().fold(a.to_string(), |a, (i, p)| {
                         a.replace(&format!("{{port{i}}}"), &p.to_string())
                     })
-                })
-                .collect();
-            let mut child = Command::new(bin)
-                .args(&args)
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
-            let stdout = drain(child.stdout.take().unwrap());
-            let stderr = drain(child.stderr.take().unwrap());
-            let mut example = Example {
-                child,
-                ports,
-                stdout,
-                stderr,
-            };
-            match example.wait_ready(Duration::from_secs(20)) {
-                Ok(()) => return example,
-                Err(e) => last_err = e,
-            }
-        }
-        panic!("{bin} did not get ready: {last_err}");
-    }
-
-    fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if self.stdout().lines().any(|l| l.starts_with("ready ")) {
-                return Ok(());
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("exited with {status}: {}", self.stderr()));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("no ready line after {limit:?}: {}", self.stderr()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+                });
+                Launched::piped(Command::new(bin).args(args).env("RUST_LOG", "info"))
+            },
+        );
+        Example { process, ports }
     }
 
     /// `127.0.0.1:PORT` of the `i`th picked port.
@@ -104,18 +49,7 @@ impl Example {
     }
 
     fn stdout(&self) -> String {
-        self.stdout.lock().unwrap().clone()
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.ready_in.read()
     }
 }
 
@@ -183,10 +117,9 @@ async fn embed_whole_proxy_serves_the_proxy_and_the_embedders_own_service() {
     assert_eq!(app.requests().len(), before);
 
     // The access log of the embedded proxy goes to the process's stdout.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !ex.stdout().contains("/api/users?page=2") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(Duration::from_secs(5), || {
+        ex.stdout().contains("/api/users?page=2")
+    });
     assert!(
         ex.stdout()
             .contains("\"GET /api/users?page=2 HTTP/1.1\" 200"),
@@ -256,10 +189,7 @@ async fn cache_and_limiter_serves_the_second_request_from_the_tiered_storage() {
             .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
             .count()
     };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while on_disk() < 2 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(Duration::from_secs(5), || on_disk() >= 2);
     assert_eq!(on_disk(), 2, "one file per cached URL");
 }
 

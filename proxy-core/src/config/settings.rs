@@ -8,29 +8,92 @@ use crate::redis_link::RedisSettings;
 use crate::upstream::UpstreamSettings;
 use http::HeaderName;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
+
+// The defaults and bounds of `[server]` and `[downstream]` (the server module hands these
+// settings to Pingora and to the front). The validator, docs/configuration.md (through a test)
+// and docs/headers-and-limits.md use these; nothing else writes the values.
+
+/// Worker threads per service when `[server] threads` is 0 or unset but the number of cores
+/// cannot be read (the default is one thread per core).
+pub const FALLBACK_THREADS: usize = 1;
+/// Most worker threads per service (`[server] threads`).
+pub const MAX_THREADS: usize = 1024;
+/// `[server] work_stealing`: Pingora's default, a service's threads share one runtime.
+pub const DEFAULT_WORK_STEALING: bool = true;
+/// `[server] grace_period`: how long to keep serving after a graceful shutdown begins.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(5);
+/// `[server] graceful_shutdown_timeout`: the time runtimes get to exit after the grace period.
+pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// `[server] pid_file`.
+pub const DEFAULT_PID_FILE: &str = "/tmp/galion-edge.pid";
+/// `[server] upgrade_sock`: where `run --upgrade` receives the running instance's sockets.
+pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/galion-edge-upgrade.sock";
+/// `[server] upstream_keepalive_pool_size`: idle upstream connections kept (per thread).
+pub const DEFAULT_UPSTREAM_KEEPALIVE_POOL_SIZE: usize = 128;
+
+/// `[downstream] client_header_timeout` (nginx: 60s): an HTTP/1 head not complete after this
+/// gets 408.
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// `[downstream] keepalive_timeout`: how long an idle client connection is kept.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `[downstream] keepalive_requests` (nginx's `keepalive_requests`): HTTP/1 requests per
+/// connection. At least 1 (1 turns keepalive off).
+pub const DEFAULT_KEEPALIVE_REQUESTS: u32 = 1000;
+/// `[downstream] max_header_bytes` (nginx: 4 x 8k): a larger HTTP/1 head gets 431.
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 32 << 10;
+/// What `[downstream] max_header_bytes` may be set to: 1 KiB to 1 MiB.
+pub const MAX_HEADER_BYTES_RANGE: RangeInclusive<u64> = (1 << 10)..=(1 << 20);
+/// `[downstream] max_header_count`: more HTTP/1 header lines get 431.
+pub const DEFAULT_MAX_HEADER_COUNT: usize = 100;
+/// What `[downstream] max_header_count` may be set to; the top stays under the front's own
+/// parsing bound of 256 lines.
+pub const MAX_HEADER_COUNT_RANGE: RangeInclusive<usize> = 8..=250;
+/// `[downstream] max_body_size`: the request body limit of a route that sets none (413 beyond).
+pub const DEFAULT_MAX_BODY_SIZE: u64 = 10 << 20;
+/// What a body limit (`[downstream]`'s or a route's `max_body_size`) may be set to: 0 to 1 TiB.
+pub const MAX_BODY_SIZE_RANGE: RangeInclusive<u64> = 0..=(1 << 40);
+/// `[downstream] h2_max_concurrent_streams`: streams per HTTP/2 connection.
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+/// What `[downstream] h2_max_concurrent_streams` may be set to.
+pub const H2_MAX_CONCURRENT_STREAMS_RANGE: RangeInclusive<u32> = 1..=1000;
+/// `[downstream] max_connections_per_peer`: 0, no cap.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: u32 = 0;
+/// `[downstream] send_timeout` (nginx `send_timeout`): a write to a client that makes no
+/// progress for this long ends the request.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Pingora's server settings, from `[server]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
-    /// Worker threads per service. Default: the number of cores (Pingora's own default is 1).
+    /// Worker threads per service. Default: the number of cores (Pingora's own default is 1),
+    /// or [`FALLBACK_THREADS`](FALLBACK_THREADS) when it cannot be read.
     pub threads: usize,
-    /// Default `true` (Pingora's default): a service's threads share one runtime and steal
+    /// Default [`DEFAULT_WORK_STEALING`](DEFAULT_WORK_STEALING), `true`
+    /// (Pingora's default): a service's threads share one runtime and steal
     /// each other's tasks. `false`: every thread runs its own single-threaded runtime and a
     /// connection stays on the thread it was given when accepted, as with nginx's workers.
     pub work_stealing: bool,
-    /// Graceful shutdown: time to keep serving after SIGTERM-style signals. Default 5s.
+    /// Graceful shutdown: time to keep serving after SIGTERM-style signals. Default
+    /// [`DEFAULT_GRACE_PERIOD`](DEFAULT_GRACE_PERIOD).
     pub grace_period: Duration,
-    /// Time runtimes get to exit after the grace period. Default 5s.
+    /// Time runtimes get to exit after the grace period. Default
+    /// [`DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT`](DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT).
     pub graceful_shutdown_timeout: Duration,
-    /// Default `/tmp/galion-edge.pid`.
+    /// Default [`DEFAULT_PID_FILE`](DEFAULT_PID_FILE).
     pub pid_file: String,
-    /// Default `/tmp/galion-edge-upgrade.sock`.
+    /// Default [`DEFAULT_UPGRADE_SOCK`](DEFAULT_UPGRADE_SOCK).
     pub upgrade_sock: String,
-    /// Idle upstream connections kept. Default 128.
+    /// Idle upstream connections kept. Default
+    /// [`DEFAULT_UPSTREAM_KEEPALIVE_POOL_SIZE`](DEFAULT_UPSTREAM_KEEPALIVE_POOL_SIZE).
     pub upstream_keepalive_pool_size: usize,
 }
+
+/// `[admin] allow_remote`: the admin listener only binds loopback addresses, because nothing
+/// on it is authenticated.
+pub const DEFAULT_ALLOW_REMOTE: bool = false;
 
 /// Listening addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,27 +109,34 @@ pub struct ListenerSettings {
 /// Limits on clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DownstreamSettings {
-    /// Default 10s (nginx: 60s). A client that started a request head and does not finish it in
-    /// this time gets 408 and is disconnected; one that sends nothing is closed silently.
+    /// Default [`DEFAULT_CLIENT_HEADER_TIMEOUT`](DEFAULT_CLIENT_HEADER_TIMEOUT).
+    /// A client that started a request head and does not finish it in this time gets 408 and
+    /// is disconnected; one that sends nothing is closed silently.
     pub client_header_timeout: Duration,
-    /// Default 60s.
+    /// Default [`DEFAULT_KEEPALIVE_TIMEOUT`](DEFAULT_KEEPALIVE_TIMEOUT).
     pub keepalive_timeout: Duration,
-    /// Default 1000 (nginx's `keepalive_requests`).
+    /// Default [`DEFAULT_KEEPALIVE_REQUESTS`](DEFAULT_KEEPALIVE_REQUESTS).
     pub keepalive_requests: u32,
-    /// Default 32 KiB (nginx: 4 x 8k). Larger header blocks get 431.
+    /// Default [`DEFAULT_MAX_HEADER_BYTES`](DEFAULT_MAX_HEADER_BYTES). Larger
+    /// header blocks get 431.
     pub max_header_bytes: usize,
-    /// Default 100 header lines. More get 431.
+    /// Default [`DEFAULT_MAX_HEADER_COUNT`](DEFAULT_MAX_HEADER_COUNT) header
+    /// lines. More get 431.
     pub max_header_count: usize,
-    /// Default 10 MiB. Routes may override.
+    /// Default [`DEFAULT_MAX_BODY_SIZE`](DEFAULT_MAX_BODY_SIZE). Routes may
+    /// override.
     pub max_body_size: u64,
-    /// Default 128.
+    /// Default
+    /// [`DEFAULT_H2_MAX_CONCURRENT_STREAMS`](DEFAULT_H2_MAX_CONCURRENT_STREAMS).
     pub h2_max_concurrent_streams: u32,
-    /// Default 0 (no cap). Most connections one TCP peer (IPv6: one /64) may hold open at once
+    /// Default [`DEFAULT_MAX_CONNECTIONS_PER_PEER`](DEFAULT_MAX_CONNECTIONS_PER_PEER),
+    /// no cap. Most connections one TCP peer (IPv6: one /64) may hold open at once
     /// on a listener; a connection beyond it is closed at once, before anything is read. Peers
     /// in `[client_ip] trusted` are exempt.
     pub max_connections_per_peer: u32,
-    /// Default 60s (nginx `send_timeout`). A write to a client that makes no progress for this
-    /// long ends the request and closes the connection (a slow-read client); 0 is an error.
+    /// Default [`DEFAULT_SEND_TIMEOUT`](DEFAULT_SEND_TIMEOUT). A write to a
+    /// client that makes no progress for this long ends the request and closes the connection
+    /// (a slow-read client); 0 is an error.
     pub send_timeout: Duration,
 }
 
@@ -84,7 +154,8 @@ pub struct CertPaths {
 pub struct ClientIpSettings {
     /// Proxies whose forwarding headers are believed. Default: none (only the peer counts).
     pub trusted: Vec<ipnet::IpNet>,
-    /// Header a trusted proxy names the client in. Default `CF-Connecting-IP`.
+    /// Header a trusted proxy names the client in. Default
+    /// [`DEFAULT_HEADER`](crate::client_ip::DEFAULT_HEADER), `CF-Connecting-IP`.
     pub header: Option<HeaderName>,
 }
 
@@ -104,9 +175,10 @@ pub struct LimitClassSettings {
 /// `[limits]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitsSettings {
-    /// Default 60s.
+    /// Default [`DEFAULT_WINDOW`](crate::ratelimit::DEFAULT_WINDOW).
     pub window: Duration,
-    /// Default 131072 (8 MiB of sketch: enough for 100,000 clients a minute, see `ratelimit`).
+    /// Default [`DEFAULT_SLOTS`](crate::ratelimit::DEFAULT_SLOTS) (8 MiB of sketch: enough for
+    /// 100,000 clients a minute, see `ratelimit`).
     pub sketch_slots: usize,
     /// Never limited.
     pub allow: Vec<ipnet::IpNet>,
@@ -134,13 +206,13 @@ pub enum LimitBackend {
 /// `[compression]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompressionSettings {
-    /// Default true.
+    /// Default [`DEFAULT_ENABLED`](crate::compression::DEFAULT_ENABLED).
     pub enabled: bool,
-    /// Default 5.
+    /// Default [`DEFAULT_GZIP_LEVEL`](crate::compression::DEFAULT_GZIP_LEVEL).
     pub gzip_level: u32,
-    /// Default 5 (quality 4 came out larger than gzip 5 on JavaScript).
+    /// Default [`DEFAULT_BROTLI_QUALITY`](crate::compression::DEFAULT_BROTLI_QUALITY).
     pub brotli_quality: u32,
-    /// Default 256 bytes.
+    /// Default [`DEFAULT_MIN_SIZE`](crate::compression::DEFAULT_MIN_SIZE).
     pub min_size: u64,
     /// Default: `compression::CompressionPolicy::default_types()`.
     pub types: Option<Vec<String>>,
@@ -187,7 +259,8 @@ pub struct Config {
     pub listeners: ListenerSettings,
     /// `[downstream]`
     pub downstream: DownstreamSettings,
-    /// Certificate check interval. Default 60s.
+    /// Certificate check interval. Default
+    /// [`DEFAULT_RELOAD_INTERVAL`](crate::tls::DEFAULT_RELOAD_INTERVAL).
     pub tls_reload_interval: Duration,
     /// `[access_log]`
     pub access_log: AccessLogSettings,

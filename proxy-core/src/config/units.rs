@@ -6,6 +6,9 @@
 use serde::Deserialize;
 use std::time::Duration;
 
+/// Longest duration any setting accepts (7 days): longer is surely a typo.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 const DURATION_HELP: &str =
     "expected a duration such as \"500ms\", \"10s\", \"5m\" or \"1h\" (or a whole number of seconds)";
 const SIZE_HELP: &str =

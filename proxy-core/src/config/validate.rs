@@ -25,6 +25,7 @@ use crate::config::{
 use http::HeaderValue;
 use sites::SiteContext;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -129,7 +130,7 @@ impl Validator {
                 self.err(path, raw.shown(), "must be greater than zero");
                 default
             }
-            Ok(d) if d > Duration::from_secs(7 * 24 * 3600) => {
+            Ok(d) if d > crate::config::MAX_DURATION => {
                 self.err(
                     path,
                     raw.shown(),
@@ -145,10 +146,18 @@ impl Validator {
         }
     }
 
-    fn size(&mut self, path: &str, raw: &Option<RawSize>, default: u64, min: u64, max: u64) -> u64 {
+    /// A size within `range` (both ends accepted); `default` when unset or refused.
+    fn size(
+        &mut self,
+        path: &str,
+        raw: &Option<RawSize>,
+        default: u64,
+        range: RangeInclusive<u64>,
+    ) -> u64 {
         let Some(raw) = raw else { return default };
+        let (min, max) = (*range.start(), *range.end());
         match raw.parse() {
-            Ok(n) if n < min || n > max => {
+            Ok(n) if !range.contains(&n) => {
                 self.err(
                     path,
                     raw.shown(),

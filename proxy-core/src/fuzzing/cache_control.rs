@@ -14,17 +14,17 @@ pub fn cache_control_zone() -> ZoneSettings {
     ZoneSettings {
         name: "api".into(),
         path: PathBuf::from("/nonexistent"),
-        size: 1 << 30,
-        memory_size: 1 << 27,
-        max_object_size: 1 << 24,
-        default_ttl: Duration::from_secs(600),
-        min_ttl: Duration::from_secs(60),
-        max_ttl: Duration::from_secs(3600),
-        stale_while_revalidate: Duration::from_secs(30),
-        stale_if_error: Duration::from_secs(600),
+        size: cache::DEFAULT_ZONE_SIZE,
+        memory_size: cache::default_memory_size(cache::DEFAULT_ZONE_SIZE),
+        max_object_size: cache::default_max_object_size(cache::DEFAULT_ZONE_SIZE),
+        default_ttl: cache::DEFAULT_TTL,
+        min_ttl: cache::DEFAULT_MIN_TTL,
+        max_ttl: cache::DEFAULT_MAX_TTL,
+        stale_while_revalidate: cache::DEFAULT_STALE_WHILE_REVALIDATE,
+        stale_if_error: cache::DEFAULT_STALE_IF_ERROR,
         freshness: cache::FreshnessMode::Policy,
         heuristic_percent: 0,
-        heuristic_max: Duration::from_secs(3600),
+        heuristic_max: cache::DEFAULT_MAX_TTL,
     }
 }
 

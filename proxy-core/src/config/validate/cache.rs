@@ -2,11 +2,11 @@
 //! `cache`/`cache_ttl`.
 
 use super::{valid_name, Validator};
+use crate::cache as owner;
 use crate::config::{CacheSettings, RawCache, RawRoute, RouteCache, ZoneSettings};
 use http::HeaderName;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 impl Validator {
     pub(super) fn cache(&mut self, raw: &RawCache) -> CacheSettings {
@@ -20,7 +20,7 @@ impl Validator {
                     "zone names use letters, digits, '_' and '-'",
                 );
             }
-            let is_static = name == "static";
+            let is_static = name == owner::STATIC_ZONE;
             let path = match &z.path {
                 Some(p) => {
                     let path = self.path(p);
@@ -48,44 +48,51 @@ impl Validator {
                     PathBuf::new()
                 }
             };
-            let size = self.size(&format!("{field}.size"), &z.size, 1 << 30, 1 << 20, 1 << 42);
+            let size = self.size(
+                &format!("{field}.size"),
+                &z.size,
+                owner::DEFAULT_ZONE_SIZE,
+                owner::ZONE_SIZE_RANGE,
+            );
             let memory_size = self.size(
                 &format!("{field}.memory_size"),
                 &z.memory_size,
-                (size / 8).min(256 << 20),
-                0,
-                1 << 40,
+                owner::default_memory_size(size),
+                owner::MEMORY_SIZE_RANGE,
             );
             let max_object_size = self.size(
                 &format!("{field}.max_object_size"),
                 &z.max_object_size,
-                (16 << 20u64).min(size / 16),
-                1,
-                1 << 34,
+                owner::default_max_object_size(size),
+                owner::MAX_OBJECT_SIZE_RANGE,
             );
-            if max_object_size > size / 4 {
+            if max_object_size > owner::max_object_size_limit(size) {
                 self.err(
                     format!("{field}.max_object_size"),
                     max_object_size.to_string(),
                     format!(
                         "must be at most a quarter of the zone size ({} bytes)",
-                        size / 4
+                        owner::max_object_size_limit(size)
                     ),
                 );
             }
             let (d_default, d_min, d_max) = if is_static {
-                (7 * 24 * 3600, 60, 7 * 24 * 3600)
+                (
+                    owner::STATIC_DEFAULT_TTL,
+                    owner::STATIC_MIN_TTL,
+                    owner::STATIC_MAX_TTL,
+                )
             } else {
-                (600, 60, 3600)
+                (
+                    owner::DEFAULT_TTL,
+                    owner::DEFAULT_MIN_TTL,
+                    owner::DEFAULT_MAX_TTL,
+                )
             };
-            let secs = Duration::from_secs;
-            let min_ttl = self.duration(&format!("{field}.min_ttl"), &z.min_ttl, secs(d_min));
-            let max_ttl = self.duration(&format!("{field}.max_ttl"), &z.max_ttl, secs(d_max));
-            let default_ttl = self.duration(
-                &format!("{field}.default_ttl"),
-                &z.default_ttl,
-                secs(d_default),
-            );
+            let min_ttl = self.duration(&format!("{field}.min_ttl"), &z.min_ttl, d_min);
+            let max_ttl = self.duration(&format!("{field}.max_ttl"), &z.max_ttl, d_max);
+            let default_ttl =
+                self.duration(&format!("{field}.default_ttl"), &z.default_ttl, d_default);
             if min_ttl > max_ttl {
                 self.err(
                     format!("{field}.min_ttl"),
@@ -104,8 +111,8 @@ impl Validator {
                 );
             }
             let freshness = match z.freshness.as_deref() {
-                None | Some("policy") => crate::cache::FreshnessMode::Policy,
-                Some("origin") => crate::cache::FreshnessMode::Origin,
+                None | Some("policy") => owner::FreshnessMode::Policy,
+                Some("origin") => owner::FreshnessMode::Origin,
                 Some(other) => {
                     self.err(
                         format!("{field}.freshness"),
@@ -113,7 +120,7 @@ impl Validator {
                         "expected \"policy\" (default_ttl and cache_ttl apply when the origin \
                          gives no lifetime) or \"origin\" (RFC 9111: the origin alone decides)",
                     );
-                    crate::cache::FreshnessMode::Policy
+                    owner::FreshnessMode::Policy
                 }
             };
             let heuristic_percent = match z.heuristic.as_deref() {
@@ -125,7 +132,7 @@ impl Validator {
                         .and_then(|n| n.trim().parse::<u8>().ok())
                         .filter(|n| *n <= 100);
                     match parsed {
-                        Some(n) if n > 0 && freshness == crate::cache::FreshnessMode::Policy => {
+                        Some(n) if n > 0 && freshness == owner::FreshnessMode::Policy => {
                             self.err(
                                 format!("{field}.heuristic"),
                                 format!("{h:?}"),
@@ -174,12 +181,12 @@ impl Validator {
                 stale_while_revalidate: self.duration(
                     &format!("{field}.stale_while_revalidate"),
                     &z.stale_while_revalidate,
-                    secs(30),
+                    owner::DEFAULT_STALE_WHILE_REVALIDATE,
                 ),
                 stale_if_error: self.duration(
                     &format!("{field}.stale_if_error"),
                     &z.stale_if_error,
-                    secs(600),
+                    owner::DEFAULT_STALE_IF_ERROR,
                 ),
             });
         }
@@ -193,18 +200,15 @@ impl Validator {
                 );
             }
         }
-        let static_zone = zones.iter().position(|z| z.name == "static");
+        let static_zone = zones.iter().position(|z| z.name == owner::STATIC_ZONE);
         let static_extensions: Vec<String> = raw
             .static_extensions
             .clone()
             .unwrap_or_else(|| {
-                [
-                    "js", "mjs", "css", "png", "jpg", "jpeg", "gif", "webp", "avif", "svg", "ico",
-                    "woff", "woff2", "ttf", "otf", "wasm", "map", "mp3", "mp4", "webm",
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
+                owner::DEFAULT_STATIC_EXTENSIONS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
             })
             .into_iter()
             .map(|e| e.trim_start_matches('.').to_ascii_lowercase())
@@ -225,7 +229,7 @@ impl Validator {
             lock_timeout: self.duration(
                 "cache.lock_timeout",
                 &raw.lock_timeout,
-                Duration::from_secs(5),
+                owner::DEFAULT_LOCK_TIMEOUT,
             ),
             credential_cookies,
             targeted_fields,
@@ -234,7 +238,7 @@ impl Validator {
 
     fn targeted_fields(&mut self, names: Option<&[String]>) -> Vec<HeaderName> {
         let Some(names) = names else {
-            return crate::cache::DEFAULT_TARGETED_FIELDS
+            return owner::DEFAULT_TARGETED_FIELDS
                 .iter()
                 .map(|n| HeaderName::from_static(n))
                 .collect();
@@ -259,8 +263,8 @@ impl Validator {
         out
     }
 
-    fn credential_cookies(&mut self, names: Option<&[String]>) -> crate::cache::CredentialCookies {
-        use crate::cache::CredentialCookies;
+    fn credential_cookies(&mut self, names: Option<&[String]>) -> owner::CredentialCookies {
+        use owner::CredentialCookies;
         let Some(names) = names else {
             return CredentialCookies::All;
         };
@@ -274,7 +278,7 @@ impl Validator {
             );
         }
         for (i, n) in names.iter().enumerate() {
-            if n.is_empty() || !n.bytes().all(crate::cache::is_cookie_name_byte) {
+            if n.is_empty() || !n.bytes().all(owner::is_cookie_name_byte) {
                 self.err(
                     format!("cache.credential_cookies[{i}]"),
                     format!("{n:?}"),
@@ -316,10 +320,11 @@ impl Validator {
             },
         }
         if r.cache_ttl.is_some() {
+            // Only read when written, so the fallback of a refused value does not matter.
             let ttl = self.duration(
                 &format!("{rfield}.cache_ttl"),
                 &r.cache_ttl,
-                Duration::from_secs(600),
+                owner::DEFAULT_TTL,
             );
             match rc.zone.and_then(|z| cache.zones.get(z)) {
                 None => self.err(

@@ -8,7 +8,7 @@ impl Validator {
     pub(super) fn client_ip(&mut self, raw: &RawClientIp) -> ClientIpSettings {
         let trusted = self.cidrs("client_ip.trusted", raw.trusted.as_deref().unwrap_or(&[]));
         let header = match raw.header.as_deref() {
-            None => Some(HeaderName::from_static("cf-connecting-ip")),
+            None => Some(crate::client_ip::DEFAULT_HEADER),
             Some("") => None,
             Some(h) => match HeaderName::from_bytes(h.as_bytes()) {
                 Ok(n) => Some(n),

@@ -1,28 +1,31 @@
 //! `[compression]`: levels, minimum size and MIME types.
 
 use super::Validator;
+use crate::compression as owner;
 use crate::config::{CompressionSettings, RawCompression};
 
 impl Validator {
     pub(super) fn compression(&mut self, raw: &RawCompression) -> CompressionSettings {
-        let gzip_level = raw
-            .gzip_level
-            .unwrap_or(crate::compression::DEFAULT_GZIP_LEVEL);
-        if !(1..=9).contains(&gzip_level) {
+        let levels = owner::GZIP_LEVELS;
+        let gzip_level = raw.gzip_level.unwrap_or(owner::DEFAULT_GZIP_LEVEL);
+        if !levels.contains(&gzip_level) {
             self.err(
                 "compression.gzip_level",
                 gzip_level.to_string(),
-                "must be between 1 and 9",
+                format!("must be between {} and {}", levels.start(), levels.end()),
             );
         }
-        let brotli_quality = raw
-            .brotli_quality
-            .unwrap_or(crate::compression::DEFAULT_BROTLI_QUALITY);
-        if brotli_quality > 11 {
+        let qualities = owner::BROTLI_QUALITIES;
+        let brotli_quality = raw.brotli_quality.unwrap_or(owner::DEFAULT_BROTLI_QUALITY);
+        if !qualities.contains(&brotli_quality) {
             self.err(
                 "compression.brotli_quality",
                 brotli_quality.to_string(),
-                "must be between 0 and 11",
+                format!(
+                    "must be between {} and {}",
+                    qualities.start(),
+                    qualities.end()
+                ),
             );
         }
         if let Some(types) = &raw.types {
@@ -37,15 +40,14 @@ impl Validator {
             }
         }
         CompressionSettings {
-            enabled: raw.enabled.unwrap_or(true),
-            gzip_level: gzip_level.clamp(1, 9),
-            brotli_quality: brotli_quality.min(11),
+            enabled: raw.enabled.unwrap_or(owner::DEFAULT_ENABLED),
+            gzip_level: gzip_level.clamp(*levels.start(), *levels.end()),
+            brotli_quality: brotli_quality.clamp(*qualities.start(), *qualities.end()),
             min_size: self.size(
                 "compression.min_size",
                 &raw.min_size,
-                crate::compression::DEFAULT_MIN_SIZE as u64,
-                0,
-                1 << 30,
+                owner::DEFAULT_MIN_SIZE as u64,
+                owner::MIN_SIZE_RANGE,
             ),
             types: raw.types.clone(),
         }

@@ -125,7 +125,7 @@ impl Validator {
         let (server_text, report) = match (&site.server, &defaults.server) {
             (Some(v), _) => (v.as_str(), true),
             (None, Some(v)) => (v.as_str(), is_default_pass),
-            (None, None) => ("galion-edge", false),
+            (None, None) => (crate::headers::DEFAULT_SERVER_NAME, false),
         };
         let mut server = header_value(server_text);
         if server_text.chars().any(|c| c.is_ascii_digit()) {
@@ -146,7 +146,7 @@ impl Validator {
         }
         HeaderSettings {
             add,
-            server: server.unwrap_or_else(|| HeaderValue::from_static("galion-edge")),
+            server: server.unwrap_or(crate::headers::DEFAULT_SERVER),
         }
     }
 }

@@ -18,13 +18,18 @@ impl Validator {
                     "class names use letters, digits, '_' and '-' (and \"off\" is reserved)",
                 );
             }
+            let rates = ratelimit::RATE_RANGE;
             let rate = match c.rate {
-                Some(r) if (1..=1_000_000).contains(&r) => r,
+                Some(r) if rates.contains(&r) => r,
                 Some(r) => {
                     self.err(
                         format!("{field}.rate"),
                         r.to_string(),
-                        "must be between 1 and 1000000 requests per window",
+                        format!(
+                            "must be between {} and {} requests per window",
+                            rates.start(),
+                            rates.end()
+                        ),
                     );
                     1
                 }
@@ -37,35 +42,37 @@ impl Validator {
                     1
                 }
             };
-            let burst = c.burst.unwrap_or(0);
-            if burst > 1_000_000 {
+            let burst = c.burst.unwrap_or(ratelimit::DEFAULT_BURST);
+            if burst > ratelimit::MAX_BURST {
                 self.err(
                     format!("{field}.burst"),
                     burst.to_string(),
-                    "must be at most 1000000",
+                    format!("must be at most {}", ratelimit::MAX_BURST),
                 );
             }
             classes.push(LimitClassSettings {
                 name: name.clone(),
                 rate,
-                burst: burst.min(1_000_000),
-                json: c.json.unwrap_or(false),
+                burst: burst.min(ratelimit::MAX_BURST),
+                json: c.json.unwrap_or(ratelimit::DEFAULT_JSON),
             });
         }
-        if classes.len() > 255 {
+        if classes.len() > ratelimit::MAX_CLASSES {
             self.err(
                 "limits.classes",
                 classes.len().to_string(),
-                "at most 255 classes",
+                format!("at most {} classes", ratelimit::MAX_CLASSES),
             );
         }
-        let sketch_slots = raw.sketch_slots.unwrap_or(crate::ratelimit::DEFAULT_SLOTS);
-        let max_slots = crate::ratelimit::MAX_SLOTS;
-        if !(1024..=max_slots).contains(&sketch_slots) {
+        let sketch_slots = raw.sketch_slots.unwrap_or(ratelimit::DEFAULT_SLOTS);
+        let (min_slots, max_slots) = (ratelimit::MIN_SLOTS, ratelimit::MAX_SLOTS);
+        if !(min_slots..=max_slots).contains(&sketch_slots) {
             self.err(
                 "limits.sketch_slots",
                 sketch_slots.to_string(),
-                format!("must be between 1024 and {max_slots} (memory is 64 bytes per slot)"),
+                format!(
+                    "must be between {min_slots} and {max_slots} (memory is 64 bytes per slot)"
+                ),
             );
         }
         let mut exempt_paths = Vec::new();
@@ -92,10 +99,12 @@ impl Validator {
                 }
                 w
             },
-            sketch_slots: sketch_slots.clamp(1024, max_slots),
+            sketch_slots: sketch_slots.clamp(min_slots, max_slots),
             allow: self.cidrs("limits.allow", raw.allow.as_deref().unwrap_or(&[])),
             exempt_paths,
-            max_connections_per_ip: raw.max_connections_per_ip.unwrap_or(0),
+            max_connections_per_ip: raw
+                .max_connections_per_ip
+                .unwrap_or(ratelimit::DEFAULT_MAX_CONNECTIONS_PER_IP),
             classes,
             backend: match raw.backend.as_deref() {
                 None | Some("local") => LimitBackend::Local,

@@ -49,7 +49,10 @@ impl Validator {
 
     /// The admin listener purges without authentication: loopback only, unless `allow_remote`.
     pub(super) fn admin_remote(&mut self, raw: &RawAdmin, admin_listen: &[SocketAddr]) {
-        if raw.allow_remote.unwrap_or(false) {
+        if raw
+            .allow_remote
+            .unwrap_or(crate::config::settings::DEFAULT_ALLOW_REMOTE)
+        {
             return;
         }
         for (i, a) in admin_listen.iter().enumerate() {

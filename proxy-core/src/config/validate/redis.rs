@@ -2,6 +2,7 @@
 
 use super::Validator;
 use crate::config::{redact_url, RawDuration, RawRedis, RedisSettings};
+use crate::redis_link as owner;
 use std::time::Duration;
 
 impl Validator {
@@ -23,13 +24,15 @@ impl Validator {
             );
         } else {
             match url.as_str().into_connection_info() {
-                Ok(info) if (0..=15).contains(&info.redis.db) => db = info.redis.db,
+                Ok(info) if owner::DB_RANGE.contains(&info.redis.db) => db = info.redis.db,
                 Ok(info) => self.err(
                     "redis.url",
                     format!("{:?}", redact_url(&url)),
                     format!(
-                        "database {} is outside 0..15 (Redis's default `databases 16`); production uses /4",
-                        info.redis.db
+                        "database {} is outside {}..{} (Redis's default `databases 16`); production uses /4",
+                        info.redis.db,
+                        owner::DB_RANGE.start(),
+                        owner::DB_RANGE.end()
                     ),
                 ),
                 Err(e) => self.err(
@@ -42,8 +45,8 @@ impl Validator {
         let key_prefix = raw
             .key_prefix
             .clone()
-            .unwrap_or_else(|| "galion-edge:".to_string());
-        if key_prefix.len() > 64
+            .unwrap_or_else(|| owner::DEFAULT_KEY_PREFIX.to_string());
+        if key_prefix.len() > owner::MAX_KEY_PREFIX_LEN
             || key_prefix
                 .chars()
                 .any(|c| c.is_whitespace() || c.is_control())
@@ -51,7 +54,11 @@ impl Validator {
             self.err(
                 "redis.key_prefix",
                 format!("{key_prefix:?}"),
-                "at most 64 characters, no spaces or control characters, such as \"galion-edge:\"",
+                format!(
+                    "at most {} characters, no spaces or control characters, such as {:?}",
+                    owner::MAX_KEY_PREFIX_LEN,
+                    owner::DEFAULT_KEY_PREFIX
+                ),
             );
         }
         let bounded = |v: &mut Validator,
@@ -60,11 +67,15 @@ impl Validator {
                        default: Duration,
                        max: Duration| {
             let d = v.duration(field, raw, default);
-            if d < Duration::from_millis(1) || d > max {
+            if d < owner::MIN_TIMEOUT || d > max {
                 v.err(
                     field,
                     raw.as_ref().map(|d| d.shown()).unwrap_or_default(),
-                    format!("must be from 1ms to {}", humantime::format_duration(max)),
+                    format!(
+                        "must be from {} to {}",
+                        humantime::format_duration(owner::MIN_TIMEOUT),
+                        humantime::format_duration(max)
+                    ),
                 );
                 return default;
             }
@@ -74,33 +85,39 @@ impl Validator {
             self,
             "redis.timeout",
             &raw.timeout,
-            Duration::from_millis(50),
-            Duration::from_secs(5),
+            owner::DEFAULT_TIMEOUT,
+            owner::MAX_TIMEOUT,
         );
         let connect_timeout = bounded(
             self,
             "redis.connect_timeout",
             &raw.connect_timeout,
-            Duration::from_secs(1),
-            Duration::from_secs(60),
+            owner::DEFAULT_CONNECT_TIMEOUT,
+            owner::MAX_CONNECT_TIMEOUT,
         );
         let retry_interval = bounded(
             self,
             "redis.retry_interval",
             &raw.retry_interval,
-            Duration::from_secs(1),
-            Duration::from_secs(300),
+            owner::DEFAULT_RETRY_INTERVAL,
+            owner::MAX_RETRY_INTERVAL,
         );
-        let connections = raw.connections.unwrap_or(2);
-        if !(1..=64).contains(&connections) {
+        let pool = owner::CONNECTIONS_RANGE;
+        let connections = raw.connections.unwrap_or(owner::DEFAULT_CONNECTIONS);
+        if !pool.contains(&connections) {
             self.err(
                 "redis.connections",
                 connections.to_string(),
-                "must be between 1 and 64 (each is multiplexed; 2 is plenty for one proxy)",
+                format!(
+                    "must be between {} and {} (each is multiplexed; {} is plenty for one proxy)",
+                    pool.start(),
+                    pool.end(),
+                    owner::DEFAULT_CONNECTIONS
+                ),
             );
         }
         let purge_channel = match raw.purge_channel.as_deref() {
-            None => Some(format!("{key_prefix}purge")),
+            None => Some(format!("{key_prefix}{}", owner::PURGE_CHANNEL_SUFFIX)),
             Some("") => None,
             Some(c) if c.chars().any(|ch| ch.is_whitespace() || ch.is_control()) => {
                 self.err(
@@ -119,7 +136,7 @@ impl Validator {
             timeout,
             connect_timeout,
             retry_interval,
-            connections: connections.clamp(1, 64),
+            connections: connections.clamp(*pool.start(), *pool.end()),
             purge_channel,
         }
     }

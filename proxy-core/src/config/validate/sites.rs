@@ -6,7 +6,6 @@ use crate::config::{
     RawHeaders, RawRoute, RawSite, RouteSettings, SiteSettings, UpstreamSettings,
 };
 use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
 
 /// What a site's checks read from the sections validated before it: the names its routes may
 /// refer to and the values they inherit.
@@ -156,14 +155,15 @@ impl Validator {
             &format!("{rfield}.max_body_size"),
             &r.max_body_size,
             ctx.downstream.max_body_size,
-            0,
-            1 << 40,
+            crate::config::settings::MAX_BODY_SIZE_RANGE,
         );
+        // Only set when written; the fallback of a refused value does not matter (the config
+        // is refused), the group's default is the natural one.
         let read_timeout = r.read_timeout.as_ref().map(|_| {
             self.duration(
                 &format!("{rfield}.read_timeout"),
                 &r.read_timeout,
-                Duration::from_secs(60),
+                crate::upstream::DEFAULT_READ_TIMEOUT,
             )
         });
         let cache = self.route_cache(rfield, r, ctx.cache);

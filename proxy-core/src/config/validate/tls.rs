@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 impl Validator {
-    /// `[tls] reload_interval`, default 60s.
+    /// `[tls] reload_interval`, default [`crate::tls::DEFAULT_RELOAD_INTERVAL`].
     pub(super) fn tls_reload_interval(&mut self, raw: &RawTls) -> Duration {
         self.duration(
             "tls.reload_interval",
             &raw.reload_interval,
-            Duration::from_secs(60),
+            crate::tls::DEFAULT_RELOAD_INTERVAL,
         )
     }
 

@@ -4,8 +4,8 @@ use super::{valid_name, Validator};
 use crate::config::{
     HealthCheckKind, HealthCheckSettings, RawUpstream, UpstreamSettings, UpstreamTimeouts,
 };
+use crate::upstream as owner;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::Duration;
 
 impl Validator {
     pub(super) fn upstream(&mut self, name: &str, raw: &RawUpstream) -> UpstreamSettings {
@@ -63,22 +63,22 @@ impl Validator {
             connect: self.duration(
                 &format!("{field}.connect_timeout"),
                 &raw.connect_timeout,
-                Duration::from_secs(2),
+                owner::DEFAULT_CONNECT_TIMEOUT,
             ),
             read: self.duration(
                 &format!("{field}.read_timeout"),
                 &raw.read_timeout,
-                Duration::from_secs(60),
+                owner::DEFAULT_READ_TIMEOUT,
             ),
             write: self.duration(
                 &format!("{field}.write_timeout"),
                 &raw.write_timeout,
-                Duration::from_secs(60),
+                owner::DEFAULT_WRITE_TIMEOUT,
             ),
             idle: self.duration(
                 &format!("{field}.idle_timeout"),
                 &raw.idle_timeout,
-                Duration::from_secs(60),
+                owner::DEFAULT_IDLE_TIMEOUT,
             ),
         };
         let hc = &raw.health_check;
@@ -87,7 +87,10 @@ impl Validator {
             None | Some("tcp") => HealthCheckKind::Tcp,
             Some("none") => HealthCheckKind::None,
             Some("http") => {
-                let path = hc.path.clone().unwrap_or_else(|| "/".into());
+                let path = hc
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| owner::DEFAULT_HEALTH_CHECK_PATH.into());
                 if !path.starts_with('/') || path.chars().any(|c| c.is_control() || c == ' ') {
                     self.err(
                         format!("{hfield}.path"),
@@ -113,16 +116,17 @@ impl Validator {
                 "only used with kind = \"http\"; set kind = \"http\" or remove path",
             );
         }
+        let counts = owner::HEALTH_CHECK_COUNT_RANGE;
         let mut count = |name: &str, v: Option<usize>| match v {
-            None => 1,
-            Some(n) if (1..=100).contains(&n) => n,
+            None => owner::DEFAULT_HEALTH_CHECK_COUNT,
+            Some(n) if counts.contains(&n) => n,
             Some(n) => {
                 self.err(
                     format!("{hfield}.{name}"),
                     n.to_string(),
-                    "must be between 1 and 100",
+                    format!("must be between {} and {}", counts.start(), counts.end()),
                 );
-                1
+                owner::DEFAULT_HEALTH_CHECK_COUNT
             }
         };
         let fall = count("fall", hc.fall);
@@ -132,12 +136,12 @@ impl Validator {
             interval: self.duration(
                 &format!("{hfield}.interval"),
                 &hc.interval,
-                Duration::from_secs(2),
+                owner::DEFAULT_HEALTH_CHECK_INTERVAL,
             ),
             timeout: self.duration(
                 &format!("{hfield}.timeout"),
                 &hc.timeout,
-                Duration::from_secs(1),
+                owner::DEFAULT_HEALTH_CHECK_TIMEOUT,
             ),
             fall,
             rise,
