@@ -2,9 +2,9 @@
 # galion-edge against nginx, side by side, on this machine, in the same run.
 #
 # Starts the sample origins (`galion-edge-tools origins`), galion-edge (release build, on
-# configs/local.toml moved to the benchmark ports) and nginx (Debian's, with its brotli module, on
-# configs/bench/nginx.conf, a non-daemon child with its own prefix in a temp dir), all on
-# 127.0.0.1. Then, for ROUNDS rounds, runs every scenario of `galion-edge-tools loadtest` against the
+# configs/local.toml moved to the benchmark ports, access log off) and nginx (Debian's, with its
+# brotli module, on configs/bench/nginx.conf, a non-daemon child with its own prefix in a temp
+# dir), all on 127.0.0.1. Then, for ROUNDS rounds, runs every scenario of `galion-edge-tools loadtest` against the
 # origin directly (where that is meaningful), galion-edge and nginx, interleaved (the order of the
 # three rotates every round), and prints the medians as a markdown table (docs/benchmarks.md).
 #
@@ -67,13 +67,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# galion-edge's config: configs/local.toml with the benchmark ports, its files in the run dir.
+# galion-edge's config: configs/local.toml with the benchmark ports, its files in the run dir,
+# and no access log (configs/bench/nginx.conf has access_log off: the same on both sides).
 cp -r configs/local-certs configs/local-webroot "$RUN/"
 sed_args=(-e "s#127.0.0.1:8443\"#127.0.0.1:$GE_HTTPS\"#" -e "s#127.0.0.1:8080\"#127.0.0.1:$GE_HTTP\"#"
           -e "s#127.0.0.1:8088\"#127.0.0.1:$GE_PLAIN\"#" -e "s#127.0.0.1:9113\"#127.0.0.1:$GE_ADMIN\"#"
           -e "s#/tmp/galion-edge-local.pid#$RUN/galion-edge.pid#"
           -e "s#/tmp/galion-edge-local-upgrade.sock#$RUN/upgrade.sock#"
-          -e "s#^path = \"stdout\"#path = \"$RUN/access.log\"#")
+          -e "s#^path = \"stdout\"#path = \"off\"#")
 for p in "${!ORIGIN_PORT[@]}"; do sed_args+=(-e "s#127.0.0.1:$p\"#127.0.0.1:${ORIGIN_PORT[$p]}\"#"); done
 sed "${sed_args[@]}" configs/local.toml > "$RUN/galion.toml"
 if grep -qE '127\.0\.0\.1:(8443|8080|8088|9113|3001|8001|8002|3003|8003|8004)"|/tmp/galion-edge-local|"stdout"' "$RUN/galion.toml"; then
