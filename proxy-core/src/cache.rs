@@ -22,6 +22,7 @@ use crate::exposition;
 use http::header;
 use pingora_cache::key::{CacheHashKey, HashBinary};
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_cache::predictor::Predictor;
 use pingora_cache::{
     CacheKey, CacheMeta, CachePhase, NoCacheReason, RespCacheable, VarianceBuilder,
 };
@@ -257,12 +258,33 @@ pub struct OpenError {
     pub source: std::io::Error,
 }
 
-/// Every zone of a config and the shared cache lock.
+/// Keys the uncacheable-key memory holds per shard (16 shards): 16 384 URLs, about 1 MiB.
+const PREDICTOR_KEYS_PER_SHARD: usize = 1024;
+
+/// The uncacheable-key memory: Pingora's `Predictor`, which remembers the URLs whose last
+/// answer could not be stored so that the next request for one skips the lookup and the cache
+/// lock and goes straight upstream, as on a route without a cache. A bypassed request's answer
+/// is still judged: if it can be stored now, the URL is forgotten and the answer stored.
+pub(crate) type UncacheableKeys = Predictor<16>;
+
+/// Whether a `NoCacheReason::Custom` is left out of the uncacheable-key memory: every reason
+/// that depends on the request (credentials, its `Cache-Control`, its `Range`, its
+/// `Accept-Encoding`) or on a status that may be passing (a `500` during an outage must not
+/// stop the next requests from finding a stale entry). Remembered: `no-store` and `private`
+/// (`OriginNotCache`), a body over the zone's limit, `Set-Cookie`, `Vary: *` and too many
+/// header lines, which are the origin's answer for that URL whoever asks.
+fn forgotten(reason: &'static str) -> bool {
+    !matches!(reason, "set-cookie" | "vary-star" | "too-many-headers")
+}
+
+/// Every zone of a config, the shared cache lock and the uncacheable-key memory.
 pub(crate) struct Caches {
     /// Zones, indexed like `config.cache.zones`.
     pub zones: Vec<CacheZone>,
     /// One fill per key: concurrent misses wait for the first.
     pub lock: &'static CacheKeyLockImpl,
+    /// The URLs whose last answer could not be stored.
+    pub uncacheable: &'static UncacheableKeys,
     static_extensions: Vec<String>,
     static_zone: Option<usize>,
 }
@@ -297,6 +319,10 @@ impl Caches {
         Ok(Caches {
             zones,
             lock: Box::leak(lock),
+            uncacheable: Box::leak(Box::new(UncacheableKeys::new(
+                PREDICTOR_KEYS_PER_SHARD,
+                Some(forgotten),
+            ))),
             static_extensions: settings.static_extensions.clone(),
             static_zone: settings.static_zone,
         })
@@ -720,6 +746,16 @@ pub(crate) fn response_cacheability(
     use freshness::Directives;
     let status = resp.status.as_u16();
     let refuse = |why: &'static str| RespCacheable::Uncacheable(NoCacheReason::Custom(why));
+    // The reasons the uncacheable-key memory keeps ([`UncacheableKeys`]), except on a 5xx: that
+    // is the origin failing, not its answer for the URL, and the next request must still look
+    // the URL up (to find a stale entry).
+    let origin_refuses = |reason: NoCacheReason| {
+        if status >= 500 {
+            refuse(ORIGIN_STATUS)
+        } else {
+            RespCacheable::Uncacheable(reason)
+        }
+    };
     if status == 206 {
         return refuse(PARTIAL);
     }
@@ -727,14 +763,14 @@ pub(crate) fn response_cacheability(
         return refuse(REQUEST_NO_STORE);
     }
     if resp.headers.contains_key(header::SET_COOKIE) {
-        return refuse("set-cookie");
+        return origin_refuses(NoCacheReason::Custom("set-cookie"));
     }
     if resp.headers.get_all(header::VARY).iter().any(|v| {
         v.as_bytes()
             .split(|b| *b == b',')
             .any(|t| t.trim_ascii() == b"*")
     }) {
-        return refuse("vary-star");
+        return origin_refuses(NoCacheReason::Custom("vary-star"));
     }
     let d = Directives::of_response(&resp.headers, admission.targeted);
     let credentials = admission.credentials;
@@ -749,7 +785,7 @@ pub(crate) fn response_cacheability(
         d.no_store
     };
     if no_store || d.private.bare() {
-        return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+        return origin_refuses(NoCacheReason::OriginNotCache);
     }
     let now = SystemTime::now();
     let date = freshness::date_of(&resp.headers, now);
@@ -767,9 +803,7 @@ pub(crate) fn response_cacheability(
                     admission.ttl
                 }
             }
-            FreshnessMode::Policy => {
-                return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache)
-            }
+            FreshnessMode::Policy => return refuse(ORIGIN_STATUS),
             FreshnessMode::Origin => {
                 let heuristic = freshness::heuristic_lifetime(
                     &resp.headers,
@@ -786,7 +820,7 @@ pub(crate) fn response_cacheability(
                     Some(l) => l,
                     // Stored only to be revalidated: worth it only with a validator.
                     None if storable && validator => Duration::ZERO,
-                    None => return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache),
+                    None => return refuse(ORIGIN_STATUS),
                 }
             }
         },
@@ -822,7 +856,7 @@ pub(crate) fn response_cacheability(
     // A stored header that Pingora cannot parse back would be written and never served (found
     // by the `cache_control` fuzz target).
     if stored.headers.len() > MAX_STORED_HEADERS {
-        return refuse("too-many-headers");
+        return origin_refuses(NoCacheReason::Custom("too-many-headers"));
     }
     RespCacheable::Cacheable(CacheMeta::new(fresh_until, created, swr, sie, stored))
 }
@@ -979,6 +1013,12 @@ pub(crate) const ONLY_IF_CACHED: &str = "only-if-cached";
 /// requests are answered from them).
 pub(crate) const PARTIAL: &str = "partial";
 
+/// The `NoCacheReason` of a response whose status is stored only with explicit freshness
+/// (RFC 9111 §4.2.2) and which had none, or of any uncacheable `5xx`: labelled `origin` like
+/// `no-store`, but not remembered as uncacheable, since the next answer for the URL may be a
+/// `200` (and a stale entry must stay findable meanwhile).
+pub(crate) const ORIGIN_STATUS: &str = "origin-status";
+
 /// The `NoCacheReason` of a response to a request that said `Cache-Control: no-store`.
 pub(crate) const REQUEST_NO_STORE: &str = "request-no-store";
 
@@ -996,7 +1036,7 @@ pub(crate) fn bypass_reason(phase: CachePhase) -> Option<&'static str> {
         NoCacheReason::Custom(REQUEST_NO_STORE) => "request",
         NoCacheReason::Custom(PARTIAL) => "partial",
         NoCacheReason::Custom(ONLY_IF_CACHED) => "request",
-        NoCacheReason::OriginNotCache => "origin",
+        NoCacheReason::OriginNotCache | NoCacheReason::Custom(ORIGIN_STATUS) => "origin",
         NoCacheReason::Custom("set-cookie") => "set-cookie",
         NoCacheReason::Custom("vary-star") => "vary-star",
         NoCacheReason::ResponseTooLarge | NoCacheReason::PredictedResponseTooLarge => "too-large",

@@ -557,7 +557,7 @@ impl ProxyHttp for GalionProxy {
         session.cache.enable(
             zone.storage,
             Some(zone.eviction),
-            None,
+            Some(ctx.state.caches.uncacheable),
             Some(ctx.state.caches.lock),
             None,
         );
@@ -626,7 +626,8 @@ impl ProxyHttp for GalionProxy {
         if ctx.cache_zone.is_none() || !ctx.request_cc().only_if_cached {
             return Ok(true);
         }
-        if session.cache.enabled() {
+        // (Bypassing: the URL's last answer could not be stored, so nothing was looked up.)
+        if session.cache.enabled() || session.cache.bypassing() {
             session
                 .cache
                 .disable(pingora_cache::NoCacheReason::Custom(cache::ONLY_IF_CACHED));

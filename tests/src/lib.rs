@@ -606,6 +606,24 @@ pub async fn fetch_with(mut rb: reqwest::RequestBuilder, headers: &[(&str, &str)
     }
 }
 
+/// The value of one series on the admin `/metrics` page (0 if absent).
+pub async fn metric(proxy: &Proxy, name: &str, labels: &[&str]) -> u64 {
+    let text = client()
+        .get(format!("http://{}/metrics", proxy.admin_addr()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
 /// A plain-HTTP reqwest client with a timeout and no automatic redirects.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

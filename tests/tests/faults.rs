@@ -135,24 +135,6 @@ fn temp_files(zone: &Path) -> usize {
     std::fs::read_dir(zone.join("tmp")).map_or(0, |rd| rd.count())
 }
 
-/// The value of one series on the admin `/metrics` page (0 if absent).
-async fn metric(proxy: &Proxy, name: &str, labels: &[&str]) -> u64 {
-    let text = client()
-        .get(format!("http://{}/metrics", proxy.admin_addr()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .find(|l| labels.iter().all(|want| l.contains(want)))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 async fn disk_errors(proxy: &Proxy, op: &str) -> u64 {
     metric(
         proxy,

@@ -736,3 +736,42 @@ async fn unsafe_methods_invalidate_their_url_and_same_origin_locations() {
         assert_eq!(after.cache, "MISS", "{lang}");
     }
 }
+
+/// Not an RFC requirement, the cost of following it: a URL whose last answer could not be
+/// stored (`no-store`, `private`, `Set-Cookie`, `Vary: *`) skips the lookup and the cache
+/// lock on its next requests and goes straight upstream, labelled as before; a `5xx` is never
+/// remembered, so a stale entry keeps being served while the origin fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncacheable_urls_skip_the_lookup_but_stale_entries_stay_served() {
+    let env = setup().await;
+    let misses = || {
+        metric(
+            &env.proxy,
+            "galion_edge_cache_misses_total",
+            &["zone=\"api\""],
+        )
+    };
+    let p = "/p/nostore?cc=no-store";
+    assert_eq!(env.labels(p, 1).await, ["BYPASS"]);
+    let looked_up = misses().await;
+    assert_eq!(env.labels(p, 3).await, ["BYPASS"; 3]);
+    assert_eq!(misses().await, looked_up, "no lookup for a remembered URL");
+    assert_eq!(env.seen(p).len(), 4, "every request went upstream");
+    // The access log and the metric still say why.
+    let bypass = &["zone=\"api\"", "reason=\"origin\""];
+    assert_eq!(
+        metric(&env.proxy, "galion_edge_cache_bypass_total", bypass).await,
+        4
+    );
+
+    // A stored entry, then an origin that fails: every request is answered stale.
+    let s = format!("/o/failing?cc={}", q("max-age=1, stale-if-error=600"));
+    assert_eq!(env.labels(&s, 2).await, ["MISS", "HIT"]);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    env.api.set_failing(true);
+    for _ in 0..3 {
+        let r = env.get(&s, &[]).await;
+        assert_eq!((r.status, r.cache.as_str()), (200, "STALE"));
+    }
+    env.api.set_failing(false);
+}
