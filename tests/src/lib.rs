@@ -606,17 +606,35 @@ pub async fn fetch_with(mut rb: reqwest::RequestBuilder, headers: &[(&str, &str)
     }
 }
 
-/// The value of one series on the admin `/metrics` page (0 if absent).
-pub async fn metric(proxy: &Proxy, name: &str, labels: &[&str]) -> u64 {
-    let text = client()
+/// The admin `/metrics` page.
+pub async fn metrics_text(proxy: &Proxy) -> String {
+    client()
         .get(format!("http://{}/metrics", proxy.admin_addr()))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+/// The admin `/cache/stats` document.
+pub async fn cache_stats(proxy: &Proxy) -> serde_json::Value {
+    client()
+        .get(format!("http://{}/cache/stats", proxy.admin_addr()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The value of one series on the admin `/metrics` page (0 if absent).
+pub async fn metric(proxy: &Proxy, name: &str, labels: &[&str]) -> u64 {
+    metrics_text(proxy)
+        .await
+        .lines()
         .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
         .find(|l| labels.iter().all(|want| l.contains(want)))
         .and_then(|l| l.rsplit(' ').next())

@@ -533,14 +533,7 @@ async fn purge_by_url_prefix_zone_and_all() {
     assert_eq!(r.status(), 405);
 
     // Stats count what happened.
-    let stats: serde_json::Value = client()
-        .get(format!("http://{}/cache/stats", proxy.admin_addr()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = cache_stats(&proxy).await;
     let api_zone = &stats["zones"]["api"];
     assert!(api_zone["memory_hits"].as_u64().unwrap() >= 4, "{stats}");
     assert!(api_zone["fills"].as_u64().unwrap() >= 6, "{stats}");

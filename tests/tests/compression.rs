@@ -90,17 +90,6 @@ fn decode(encoding: Option<&str>, raw: &[u8]) -> Vec<u8> {
     out
 }
 
-async fn stats(proxy: &Proxy) -> serde_json::Value {
-    client()
-        .get(format!("http://{}/cache/stats", proxy.admin_addr()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negotiation_table() {
     let o = origin("app").await;
@@ -219,7 +208,7 @@ async fn the_cache_stores_the_compressed_variant_and_hits_do_not_recompress() {
     .await;
     assert_eq!(first.encoding.as_deref(), Some("br"));
     assert_eq!(first.headers["x-cache-status"], "MISS");
-    let before = stats(&proxy).await;
+    let before = cache_stats(&proxy).await;
     let compressed_before = before["compression"]["compressed"].as_u64().unwrap();
     for _ in 0..10 {
         let hit = fetch(&proxy, "/cached/text?n=102400", Some("br"), &[]).await;
@@ -227,7 +216,7 @@ async fn the_cache_stores_the_compressed_variant_and_hits_do_not_recompress() {
         assert_eq!(hit.encoding.as_deref(), Some("br"));
         assert_eq!(hit.raw, first.raw, "the stored compressed bytes");
     }
-    let after = stats(&proxy).await;
+    let after = cache_stats(&proxy).await;
     assert_eq!(
         after["compression"]["compressed"].as_u64().unwrap(),
         compressed_before,

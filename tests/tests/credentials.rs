@@ -206,14 +206,7 @@ impl Env {
     }
 
     async fn metrics(&self) -> String {
-        client()
-            .get(format!("http://{}/metrics", self.proxy.admin_addr()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        metrics_text(&self.proxy).await
     }
 }
 

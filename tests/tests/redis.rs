@@ -98,17 +98,6 @@ async fn get(proxy: &Proxy, path: &str) -> Resp {
     }
 }
 
-async fn metrics(proxy: &Proxy) -> String {
-    client()
-        .get(format!("http://{}/metrics", proxy.admin_addr()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// The value of one series (`name{labels}` exactly as exposed), 0 if absent.
 fn metric(text: &str, series: &str) -> f64 {
     text.lines()
@@ -123,7 +112,7 @@ fn metric(text: &str, series: &str) -> f64 {
 }
 
 async fn value(proxy: &Proxy, series: &str) -> f64 {
-    metric(&metrics(proxy).await, series)
+    metric(&metrics_text(proxy).await, series)
 }
 
 async fn purge(proxy: &Proxy, query: &str) -> serde_json::Value {
@@ -212,7 +201,7 @@ async fn one_limit_over_two_instances() {
         10
     );
 
-    let (ma, mb) = (metrics(&a).await, metrics(&b).await);
+    let (ma, mb) = (metrics_text(&a).await, metrics_text(&b).await);
     let by = |m: &str, how: &str| {
         metric(
             m,
@@ -272,7 +261,7 @@ async fn redis_down_falls_back_without_failures_and_recovers() {
         *statuses.entry(s).or_default() += 1;
     }
     for p in [&a, &b] {
-        let m = metrics(p).await;
+        let m = metrics_text(p).await;
         assert_eq!(metric(&m, "galion_edge_redis_up"), 0.0, "{m}");
         assert!(
             metric(&m, "galion_edge_ratelimit_decisions_total{by=\"fallback\"}") >= 90.0,
@@ -309,7 +298,7 @@ async fn redis_down_falls_back_without_failures_and_recovers() {
         "no failed request: {statuses:?}"
     );
     for p in [&a, &b] {
-        let m = metrics(p).await;
+        let m = metrics_text(p).await;
         assert!(
             metric(&m, "galion_edge_redis_transitions_total{to=\"up\"}") >= 2.0,
             "{m}"
