@@ -29,6 +29,13 @@ use crate::utils::BufRef;
 
 // TODO: make this dynamically adjusted
 const BODY_BUFFER_SIZE: usize = 1024 * 64;
+/// Galion Edge patch (memory): the read size of a body read until close (an upgraded
+/// connection such as a WebSocket, or a response without framing) while it is idle. Such a
+/// reader waits for its next bytes for as long as the tunnel lives, and it used to wait holding
+/// `BODY_BUFFER_SIZE` on each side of every idle tunnel. It now waits with this much, and
+/// reads `body_buf_size` at a time again as soon as a read fills the small buffer (data is
+/// flowing), back to this size after a read that a small buffer would have held.
+const IDLE_READ_SIZE: usize = 1024 * 2;
 // limit how much incomplete chunk-size and chunk-ext to buffer
 const PARTIAL_CHUNK_HEAD_LIMIT: usize = 1024 * 8;
 // Trailers: https://datatracker.ietf.org/doc/html/rfc9112#section-7.1.2
@@ -151,6 +158,9 @@ pub struct BodyReader {
     rewind_buf_len: usize,
     upstream: bool,
     body_buf_overread: Option<BytesMut>,
+    // Galion Edge patch (memory): the size of the next read until close (`IDLE_READ_SIZE`
+    // or `body_buf_size`), see `until_close_buf`.
+    until_close_read_size: usize,
 }
 
 impl BodyReader {
@@ -162,6 +172,7 @@ impl BodyReader {
             rewind_buf_len: 0,
             upstream,
             body_buf_overread: None,
+            until_close_read_size: IDLE_READ_SIZE,
         }
     }
 
@@ -205,6 +216,21 @@ impl BodyReader {
         body_buf.clear();
         body_buf.reserve(read_size);
         body_buf
+    }
+
+    /// Galion Edge patch (memory): like [`Self::prepare_buf_for_io`], for a read until close of
+    /// `read_size` bytes, but a buffer more than twice that large is dropped for one of
+    /// `read_size`, so an idle reader does not keep the buffer of its last burst. The buffer is
+    /// empty once the previous read's bytes were handed out (`read_body_bytes` copies them).
+    fn until_close_buf(&mut self, read_size: usize) -> &mut BytesMut {
+        match &mut self.body_buf {
+            Some(buf) if buf.capacity() <= read_size.saturating_mul(2) => {
+                buf.clear();
+                buf.reserve(read_size);
+            }
+            slot => *slot = Some(BytesMut::with_capacity(read_size)),
+        }
+        self.body_buf.get_or_insert_default()
     }
 
     /// Grow the body buffer so it has room for `body_buf_size` bytes in total without discarding
@@ -270,7 +296,12 @@ impl BodyReader {
     }
 
     pub fn init_close_delimited(&mut self, buf_to_rewind: &[u8]) {
-        self.prepare_buf(buf_to_rewind);
+        // Galion Edge patch (memory): a buffer only as large as the bytes to rewind; the reads
+        // until close size their own (`until_close_buf`).
+        let mut body_buf = BytesMut::with_capacity(buf_to_rewind.len());
+        body_buf.put_slice(buf_to_rewind);
+        self.rewind_buf_len = buf_to_rewind.len();
+        self.body_buf = Some(body_buf);
         self.body_state = PS::UntilClose(0);
     }
 
@@ -462,13 +493,21 @@ impl BodyReader {
         self.rewind_buf_len = 0; // we only need to read rewind data once
         if n == 0 {
             /* Need to actually read */
-            let read_size = self.body_buf_size;
-            let body_buf = self.prepare_buf_for_io(read_size);
+            // Galion Edge patch (memory): small while idle, full size while data flows.
+            let read_size = self.until_close_read_size.min(self.body_buf_size).max(1);
+            let body_buf = self.until_close_buf(read_size);
             n = stream
                 .take(read_size as u64)
                 .read_buf(body_buf)
                 .await
                 .or_err(ReadError, "when reading body")?;
+            self.until_close_read_size = if n >= read_size {
+                self.body_buf_size
+            } else if n <= IDLE_READ_SIZE {
+                IDLE_READ_SIZE
+            } else {
+                read_size
+            };
         }
         match self.body_state {
             PS::UntilClose(read) => {
