@@ -337,6 +337,77 @@ routes = [
     assert!(r.header("sec-websocket-key").is_some());
 }
 
+/// An upgraded tunnel reads with a small buffer while idle and a full-size one while data flows
+/// (vendor/pingora-core, `IDLE_READ_SIZE`): messages that alternate between a few bytes and
+/// megabytes, with pauses between them, cross in both directions byte for byte, each read size
+/// switch included (small after idle, large during a burst, small again after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_messages_after_idle_pauses_cross_whole_at_every_size() {
+    let frontend = origin("studio_frontend").await;
+    let realtime = origin("studio_realtime").await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        r#"
+[upstreams.studio_frontend]
+backends = ["{}"]
+health_check = {{ kind = "none" }}
+[upstreams.studio_realtime]
+backends = ["{}"]
+health_check = {{ kind = "none" }}
+
+[[sites]]
+name = "galion.studio"
+hosts = ["galion.studio"]
+routes = [
+  {{ path = "/socket.io/", upstream = "studio_realtime", read_timeout = "120s" }},
+  {{ path = "/", upstream = "studio_frontend" }},
+]
+"#,
+        frontend.addr, realtime.addr
+    );
+    let proxy = Proxy::start(bin!(), dir.path(), &base_config(false, &body));
+
+    let run = async {
+        let req = "ws://galion.studio/socket.io/?EIO=4&transport=websocket"
+            .into_client_request()
+            .unwrap();
+        let tcp = tokio::net::TcpStream::connect(proxy.plain_addr())
+            .await
+            .unwrap();
+        let (mut ws, resp) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+        assert_eq!(resp.status(), 101);
+        // Sizes around the idle read (2 KiB) and the full one (64 KiB), and far past both.
+        let sizes = [
+            1,
+            2_047,
+            2_048,
+            2_049,
+            3 << 20,
+            5,
+            65_536,
+            65_537,
+            1 << 20,
+            17,
+        ];
+        for (i, &n) in sizes.iter().enumerate() {
+            // Idle long enough for both sides' reads to be pending on an empty socket.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let data: Vec<u8> = (0..n).map(|b| (b * 31 + i) as u8).collect();
+            ws.send(Message::binary(data.clone())).await.unwrap();
+            let got = next_data(&mut ws).await;
+            assert!(
+                got == Message::binary(data),
+                "message {i} ({n} bytes) came back different ({} bytes)",
+                got.len()
+            );
+        }
+        ws.close(None).await.unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("websocket exchange took over 30s");
+}
+
 /// Many WebSockets opened at once, each sending its first frame as soon as the 101 arrives:
 /// every one is tunnelled. With a fast origin the 101 can be read before the proxy has handled
 /// the upgrade request's own empty body; unpatched Pingora 0.9.1 then closed the tunnel
