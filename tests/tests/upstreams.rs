@@ -260,13 +260,22 @@ health_check = {{ kind = "http", path = "/health", interval = "200ms", timeout =
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_echo_through_the_proxy() {
-    let frontend = origin("studio_frontend").await;
-    let realtime = origin("studio_realtime").await;
-    let dir = tempfile::tempdir().unwrap();
-    let body = format!(
-        r#"
+/// galion.studio behind the proxy, its frontend and its Socket.IO service (the route with a
+/// 120 s read timeout), for the WebSocket tests.
+struct StudioSocketIo {
+    frontend: Origin,
+    realtime: Origin,
+    _dir: tempfile::TempDir,
+    proxy: Proxy,
+}
+
+impl StudioSocketIo {
+    async fn start() -> StudioSocketIo {
+        let frontend = origin("studio_frontend").await;
+        let realtime = origin("studio_realtime").await;
+        let dir = tempfile::tempdir().unwrap();
+        let body = format!(
+            r#"
 [upstreams.studio_frontend]
 backends = ["{}"]
 health_check = {{ kind = "none" }}
@@ -282,18 +291,40 @@ routes = [
   {{ path = "/", upstream = "studio_frontend" }},
 ]
 "#,
-        frontend.addr, realtime.addr
-    );
-    let proxy = Proxy::start(bin!(), dir.path(), &base_config(false, &body));
+            frontend.addr, realtime.addr
+        );
+        let proxy = Proxy::start(bin!(), dir.path(), &base_config(false, &body));
+        StudioSocketIo {
+            frontend,
+            realtime,
+            _dir: dir,
+            proxy,
+        }
+    }
 
-    let run = async {
+    /// A Socket.IO WebSocket through the plain listener, and the proxy's answer to the upgrade.
+    async fn connect(
+        &self,
+    ) -> (
+        tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ) {
         let req = "ws://galion.studio/socket.io/?EIO=4&transport=websocket"
             .into_client_request()
             .unwrap();
-        let tcp = tokio::net::TcpStream::connect(proxy.plain_addr())
+        let tcp = tokio::net::TcpStream::connect(self.proxy.plain_addr())
             .await
             .unwrap();
-        let (mut ws, resp) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+        tokio_tungstenite::client_async(req, tcp).await.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echo_through_the_proxy() {
+    let studio = StudioSocketIo::start().await;
+
+    let run = async {
+        let (mut ws, resp) = studio.connect().await;
         assert_eq!(resp.status(), 101);
         assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
 
@@ -317,8 +348,8 @@ routes = [
         .await
         .expect("websocket exchange took over 10s");
 
-    assert!(frontend.requests().is_empty());
-    let seen = realtime.requests();
+    assert!(studio.frontend.requests().is_empty());
+    let seen = studio.realtime.requests();
     assert_eq!(seen.len(), 1, "{seen:?}");
     let r = &seen[0];
     assert_eq!(r.uri, "/socket.io/?EIO=4&transport=websocket");
@@ -343,38 +374,10 @@ routes = [
 /// switch included (small after idle, large during a burst, small again after it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_messages_after_idle_pauses_cross_whole_at_every_size() {
-    let frontend = origin("studio_frontend").await;
-    let realtime = origin("studio_realtime").await;
-    let dir = tempfile::tempdir().unwrap();
-    let body = format!(
-        r#"
-[upstreams.studio_frontend]
-backends = ["{}"]
-health_check = {{ kind = "none" }}
-[upstreams.studio_realtime]
-backends = ["{}"]
-health_check = {{ kind = "none" }}
-
-[[sites]]
-name = "galion.studio"
-hosts = ["galion.studio"]
-routes = [
-  {{ path = "/socket.io/", upstream = "studio_realtime", read_timeout = "120s" }},
-  {{ path = "/", upstream = "studio_frontend" }},
-]
-"#,
-        frontend.addr, realtime.addr
-    );
-    let proxy = Proxy::start(bin!(), dir.path(), &base_config(false, &body));
+    let studio = StudioSocketIo::start().await;
 
     let run = async {
-        let req = "ws://galion.studio/socket.io/?EIO=4&transport=websocket"
-            .into_client_request()
-            .unwrap();
-        let tcp = tokio::net::TcpStream::connect(proxy.plain_addr())
-            .await
-            .unwrap();
-        let (mut ws, resp) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+        let (mut ws, resp) = studio.connect().await;
         assert_eq!(resp.status(), 101);
         // Sizes around the idle read (2 KiB) and the full one (64 KiB), and far past both.
         let sizes = [
