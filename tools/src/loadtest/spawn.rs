@@ -129,7 +129,26 @@ pub fn proxy_binary(explicit: Option<&Path>) -> Result<PathBuf, LoadtestError> {
 /// Starts the origins and the proxy: on `config`, or on the embedded local config with free
 /// ports. The proxy is the binary at `proxy_bin` (see [`proxy_binary`]). Returns once the proxy
 /// answers through to an origin.
+///
+/// The free ports are picked before the children bind them, so another program can take one
+/// meanwhile: with the embedded config, a child that exits because its address is in use is
+/// started again on new ports, three attempts in all. A config of the caller's is never
+/// changed, so its errors are returned at once.
 pub fn spawn(config: Option<&Path>, proxy_bin: &Path) -> Result<Spawned, LoadtestError> {
+    let mut attempts = 1;
+    loop {
+        match spawn_once(config, proxy_bin) {
+            Err(LoadtestError::Spawn(why))
+                if config.is_none() && attempts < 3 && why.contains("Address already in use") =>
+            {
+                attempts += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn spawn_once(config: Option<&Path>, proxy_bin: &Path) -> Result<Spawned, LoadtestError> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
