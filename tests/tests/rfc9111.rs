@@ -764,10 +764,12 @@ async fn uncacheable_urls_skip_the_lookup_but_stale_entries_stay_served() {
         4
     );
 
-    // A stored entry, then an origin that fails: every request is answered stale.
-    let s = format!("/o/failing?cc={}", q("max-age=1, stale-if-error=600"));
+    // A stored entry, then an origin that fails: every request is answered stale. Ages count
+    // whole seconds, so `max-age=3` stays fresh for at least two: time enough for the `HIT`
+    // on a slow CI machine (with `max-age=1` one run saw `EXPIRED` there).
+    let s = format!("/o/failing?cc={}", q("max-age=3, stale-if-error=600"));
     assert_eq!(env.labels(&s, 2).await, ["MISS", "HIT"]);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(3200)).await;
     env.api.set_failing(true);
     for _ in 0..3 {
         let r = env.get(&s, &[]).await;
