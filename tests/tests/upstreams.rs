@@ -720,6 +720,98 @@ health_check = {{ kind = "none" }}"#
     );
 }
 
+/// An HTTP/1.1 origin that answers each connection's first request with keep-alive, then
+/// closes the connection `close_after` later without a word (as uvicorn does after its
+/// keep-alive timeout); it counts the connections it accepts.
+async fn closing_origin(close_after: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let n = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            n.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => head.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let ok =
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nCache-Control: no-store\r\n\r\nok";
+                let _ = s.write_all(ok).await;
+                tokio::time::sleep(close_after).await;
+            });
+        }
+    });
+    (addr, count)
+}
+
+/// Pooled upstream connections wait without a watcher task (vendored pingora-core), so the
+/// pool itself must never hand out a dead one: a connection the origin closed while it was
+/// idle, and one idle past `idle_timeout`, are dropped at reuse and a new connection is
+/// opened; no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_closed_by_the_origin_or_past_idle_timeout_are_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (closing, closing_accepted) = closing_origin(Duration::from_millis(100)).await;
+    let o = origin("api").await;
+    let (relay, relay_accepted) = counting_relay(o.addr).await;
+    let config = format!(
+        r#"backends = ["{closing}"]
+health_check = {{ kind = "none" }}
+
+[upstreams.idle]
+backends = ["{relay}"]
+idle_timeout = "1s"
+health_check = {{ kind = "none" }}"#
+    );
+    let config = one_upstream(&config, r#"{ path = "/idle/", upstream = "idle" },"#);
+    let proxy = Proxy::start(bin!(), dir.path(), &config);
+    let c = client();
+    let get = |path: &'static str| {
+        let c = c.clone();
+        let url = format!("http://{}{path}", proxy.plain_addr());
+        async move {
+            let r = c
+                .get(url)
+                .header("host", "galion.app")
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            r.bytes().await.unwrap();
+            status
+        }
+    };
+    // Each request finds the previous connection closed by the origin (200 ms > 100 ms).
+    for i in 0..5 {
+        assert_eq!(get("/api/closing").await, 200, "request {i}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(closing_accepted.load(Ordering::SeqCst), 5);
+    // Back to back: reused. After `idle_timeout`: a new connection.
+    for _ in 0..3 {
+        assert_eq!(get("/idle/x").await, 200);
+    }
+    assert_eq!(
+        relay_accepted.load(Ordering::SeqCst),
+        1,
+        "reused within idle_timeout"
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(get("/idle/x").await, 200);
+    assert_eq!(
+        relay_accepted.load(Ordering::SeqCst),
+        2,
+        "not reused past idle_timeout"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_answers_do_not_announce_keepalive_then_close() {
     use std::io::Write;

@@ -61,6 +61,19 @@ impl IdleConnection {
     }
 }
 
+/// A pooled connection: the stream, and (when no watcher task enforces `idle_timeout`) when
+/// it stops being reusable. galion-edge patch.
+struct IdleStream {
+    stream: Arc<Mutex<Stream>>,
+    expires: Option<Instant>,
+}
+
+impl IdleStream {
+    fn expired(&self) -> bool {
+        self.expires.is_some_and(|at| Instant::now() >= at)
+    }
+}
+
 /// Callback invoked when an idle upstream connection leaves the keep-alive pool
 /// without being reused.
 pub type PoolCallback = Arc<dyn Fn(Duration) + Send + Sync>;
@@ -170,7 +183,7 @@ impl ConnectorOptions {
 /// [TransportConnector] provides APIs to connect to servers via TCP or TLS with connection reuse
 pub struct TransportConnector {
     tls_ctx: tls::Connector,
-    connection_pool: Arc<ConnectionPool<Arc<Mutex<Stream>>>>,
+    connection_pool: Arc<ConnectionPool<IdleStream>>,
     offload: Option<OffloadRuntime>,
     bind_to_v4: Vec<SocketAddr>,
     bind_to_v6: Vec<SocketAddr>,
@@ -248,58 +261,52 @@ impl TransportConnector {
     }
 
     /// Try to find a reusable connection to the given server [Peer]
+    ///
+    /// galion-edge patch: connections idle past their `idle_timeout` (kept without a watcher
+    /// task, see [Self::release_stream]) and connections the server closed or wrote to while
+    /// idle are dropped here, and the next pooled connection is tried.
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
-        match self.connection_pool.get(&peer.reuse_hash()) {
-            Some(s) => {
-                debug!("find reusable stream, trying to acquire it");
-                {
-                    let _ = s.lock().await;
-                } // wait for the idle poll to release it
-                match Arc::try_unwrap(s) {
-                    Ok(l) => {
-                        let mut stream = l.into_inner();
-                        // test_reusable_stream: we assume server would never actively send data
-                        // first on an idle stream.
-                        #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
-                            && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
-                        {
-                            Some(stream)
-                        } else {
-                            None
-                        }
-                        #[cfg(windows)]
-                        {
-                            use std::os::windows::io::{AsRawSocket, RawSocket};
-                            struct WrappedRawSocket(RawSocket);
-                            impl AsRawSocket for WrappedRawSocket {
-                                fn as_raw_socket(&self) -> RawSocket {
-                                    self.0
-                                }
-                            }
-                            if peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
-                                && test_reusable_stream(
-                                    &mut stream,
-                                    &self.unexpected_data_conn_count,
-                                )
-                            {
-                                Some(stream)
-                            } else {
-                                None
-                            }
-                        }
-                    }
-                    Err(_) => {
-                        error!("failed to acquire reusable stream");
-                        None
+        let key = peer.reuse_hash();
+        while let Some(idle) = self.connection_pool.get(&key) {
+            debug!("find reusable stream, trying to acquire it");
+            if idle.expired() {
+                debug!("pooled connection idle past its idle_timeout, close it");
+                continue;
+            }
+            {
+                let _ = idle.stream.lock().await;
+            } // wait for the idle poll (if any) to release it
+            let Ok(l) = Arc::try_unwrap(idle.stream) else {
+                error!("failed to acquire reusable stream");
+                continue;
+            };
+            let mut stream = l.into_inner();
+            // test_reusable_stream: we assume server would never actively send data
+            // first on an idle stream.
+            #[cfg(unix)]
+            if peer.matches_fd(stream.id())
+                && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
+            {
+                return Some(stream);
+            }
+            #[cfg(windows)]
+            {
+                use std::os::windows::io::{AsRawSocket, RawSocket};
+                struct WrappedRawSocket(RawSocket);
+                impl AsRawSocket for WrappedRawSocket {
+                    fn as_raw_socket(&self) -> RawSocket {
+                        self.0
                     }
                 }
-            }
-            None => {
-                debug!("No reusable connection found for {peer}");
-                None
+                if peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
+                    && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
+                {
+                    return Some(stream);
+                }
             }
         }
+        debug!("No reusable connection found for {peer}");
+        None
     }
 
     /// Return the [Stream] to the [TransportConnector] for connection reuse.
@@ -322,11 +329,23 @@ impl TransportConnector {
         let meta = ConnectionMeta::new(key, id);
         debug!("Try to keepalive client session");
         let stream = Arc::new(Mutex::new(stream));
+        let expires = idle_timeout.map(|t| Instant::now() + t);
+        let Some(keepalive_pool_callback) = self.keepalive_pool_callback.clone() else {
+            // galion-edge patch: without a callback to report evictions to, the connection
+            // waits in the pool without a watcher task. Reuse no longer wakes a task and waits
+            // for it to hand the stream back (two wake-ups, often across worker threads, on
+            // every pooled request); `reused_stream` drops a connection that is past
+            // `idle_timeout` or that the server closed, and the pool's LRU bound
+            // (`upstream_keepalive_pool_size`) limits the connections kept meanwhile.
+            self.connection_pool.put(&meta, IdleStream { stream, expires });
+            return;
+        };
         let locked_stream = stream.clone().try_lock_owned().unwrap(); // safe as we just created it
-        let (notify_close, watch_use) = self.connection_pool.put(&meta, stream);
+        let (notify_close, watch_use) = self
+            .connection_pool
+            .put(&meta, IdleStream { stream, expires: None });
         let idle_meta = IdleConnection::new(meta);
         let pool = self.connection_pool.clone(); //clone the arc
-        let keepalive_pool_callback = self.keepalive_pool_callback.clone();
         let rt = pingora_runtime::current_handle();
         rt.spawn(async move {
             if pool
@@ -339,9 +358,7 @@ impl TransportConnector {
                 )
                 .await
             {
-                if let Some(callback) = keepalive_pool_callback {
-                    callback(idle_meta.elapsed());
-                }
+                keepalive_pool_callback(idle_meta.elapsed());
             }
         });
     }

@@ -30,6 +30,12 @@ pub mod v2;
 
 pub use server::{ReusableHttpStream, Session as ServerSession};
 
+/// How many headers beyond those parsed a new HTTP/1 request or response header map has room
+/// for: a proxy adds about this many (forwarded headers on a request; security headers, cache
+/// status, `Vary` and a request id on a response). galion-edge patch: without it the maps,
+/// built exactly full, grow and rehash about ten times per proxied request.
+pub const PROXY_HEADER_ROOM: usize = 12;
+
 /// The Pingora server name string
 pub const SERVER_NAME: &[u8; 7] = b"Pingora";
 

@@ -284,9 +284,18 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
 
+                        // galion-edge patch: room for the headers a proxy adds to a response
+                        // (security headers, cache status, `Vary`, request id), so adding them
+                        // does not grow and rehash both header maps several times; none on a
+                        // `101`, whose header lives as long as the tunnel it opens.
+                        let room = if resp.code == Some(101) {
+                            0
+                        } else {
+                            crate::protocols::http::PROXY_HEADER_ROOM
+                        };
                         let mut response_header = match ResponseHeader::build(
                             resp.code.unwrap(),
-                            Some(resp.headers.len()),
+                            Some(resp.headers.len() + room),
                         ) {
                             Ok(header) => Box::new(header),
                             Err(e) => return self.fail_response_header_read(e),

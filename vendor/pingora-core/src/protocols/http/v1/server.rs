@@ -353,7 +353,9 @@ impl HttpSession {
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
+                            // galion-edge patch: room for the forwarded headers a proxy adds;
+                            // none on an upgrade, whose header lives as long as the tunnel
+                            Some(req.headers.len() + proxy_header_room(req.headers)),
                         )?);
 
                         request_header.set_version(match req.version {
@@ -1852,6 +1854,20 @@ fn http_resp_header_to_buf(
 
     buf.put_slice(CRLF);
     Ok(())
+}
+
+/// galion-edge patch: how many headers beyond those parsed a request's header maps have room
+/// for ([crate::protocols::http::PROXY_HEADER_ROOM]); none for an upgrade request, whose header
+/// is kept for the tunnel's life.
+fn proxy_header_room(headers: &[httparse::Header<'_>]) -> usize {
+    if headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("upgrade"))
+    {
+        0
+    } else {
+        crate::protocols::http::PROXY_HEADER_ROOM
+    }
 }
 
 #[cfg(test)]
