@@ -161,12 +161,36 @@ pub fn serve(config: Config, path: Option<&Path>, upgrade: bool) -> anyhow::Resu
     let mut proxy = ProxyOptions::default();
     if let Some(p) = path {
         // Absolute, so a reload finds the file whatever the working directory is then.
-        proxy = proxy.with_config_path(std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
+        let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        proxy = proxy
+            .with_upgrade_command(upgrade_command(&p))
+            .with_config_path(p);
     }
     let server =
         build_server_with(config, &RunOptions { upgrade }, proxy).context("starting the server")?;
     log::info!("galion-edge {} starting", env!("CARGO_PKG_VERSION"));
     server.run_forever()
+}
+
+/// What a SIGUSR2 starts (docs/operations.md "Binary upgrade"): this binary, found again by
+/// the name it was started with (an absolute path, or a name looked up in `PATH`), so that
+/// the file installed over it is what runs; `run -c CONFIG --upgrade`.
+fn upgrade_command(config: &Path) -> Vec<OsString> {
+    let argv0 = std::env::args_os()
+        .next()
+        .unwrap_or_else(|| OsString::from("galion-edge"));
+    let program = if Path::new(&argv0).components().count() > 1 {
+        std::path::absolute(&argv0).map_or(argv0, PathBuf::into_os_string)
+    } else {
+        argv0
+    };
+    vec![
+        program,
+        "run".into(),
+        "-c".into(),
+        config.as_os_str().to_owned(),
+        "--upgrade".into(),
+    ]
 }
 
 #[cfg(test)]

@@ -38,6 +38,8 @@
 //!                                          state::ProxyState::render_metrics)
 //! start-up ────────────────────────────── listeners::ReadyAnnouncer ("ready: listening on …")
 //! SIGHUP / SIGUSR1 ────────────────────── reload::SignalHandler (config reload, log reopen)
+//! SIGUSR2 (when set up) ───────────────── upgrade::Upgrader (binary upgrade started by itself;
+//!                                          systemd READY=1 / MAINPID= at the ready line)
 //! Redis (optional) ────────────────────── redis_link::RedisService (pool, breaker, reconnect),
 //!                                          purge_bus::PurgeBus (purges to every instance)
 //! ```
@@ -115,6 +117,7 @@ mod server;
 mod service;
 mod state;
 mod tls;
+mod upgrade;
 mod upstream;
 
 // The public surface, flat (as linkerd2's `stack` crate does): the modules above are private
@@ -178,6 +181,9 @@ pub use headers::{
 };
 pub use tls::{CertReloader, SniResolver};
 pub use upstream::{GroupSource, HealthChecker, UpstreamGroup};
+
+// The binary upgrade a running process starts itself (SIGUSR2).
+pub use upgrade::{UpgradeError, Upgrader, UPGRADE_START_TIMEOUT};
 
 /// The value each setting takes when the config leaves it out, and the range it accepts: one
 /// module per section, each re-exporting the constants of the module that owns the behaviour.

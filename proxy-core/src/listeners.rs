@@ -6,8 +6,8 @@
 //! configured addresses are really held by this process: not just a port someone answers on
 //! (another process could hold it), and not a port merely probed. [`ReadyAnnouncer`] logs one
 //! line, `ready: listening on ADDR, ...`, as soon as every listener is held: what a supervisor,
-//! a deployment script or a test waits for instead of probing ports. The admin listener's
-//! `/ready` uses the same check.
+//! a deployment script or a test waits for instead of probing ports, and tells a systemd
+//! `Type=notify` unit the same (`READY=1`). The admin listener's `/ready` uses the same check.
 
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
@@ -104,6 +104,7 @@ impl BackgroundService for ReadyAnnouncer {
         }
         let list: Vec<String> = self.addrs.iter().map(|a| a.to_string()).collect();
         log::info!("{READY}{}", list.join(", "));
+        crate::upgrade::notify_ready();
     }
 }
 

@@ -13,6 +13,7 @@
 
 use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::state::{ProxyState, StateError};
+use crate::upgrade::Upgrader;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
@@ -246,25 +247,37 @@ fn keep_running_values(old: &Config, new: &mut Config) -> Result<Vec<String>, Re
 }
 
 /// The background service that turns signals into actions: SIGHUP reloads the config, SIGUSR1
-/// reopens the access log. Without it a SIGHUP would end the process (the default action).
+/// reopens the access log, SIGUSR2 (with an [`Upgrader`]) upgrades the binary. Without it a
+/// SIGHUP would end the process (the default action).
 pub(crate) struct SignalHandler {
     reloader: Reloader,
+    upgrader: Option<Upgrader>,
 }
 
 impl SignalHandler {
-    /// A handler acting on `reloader`'s proxy.
-    pub(crate) fn new(reloader: Reloader) -> Self {
-        SignalHandler { reloader }
+    /// A handler acting on `reloader`'s proxy, and upgrading with `upgrader` on SIGUSR2.
+    pub(crate) fn new(reloader: Reloader, upgrader: Option<Upgrader>) -> Self {
+        SignalHandler { reloader, upgrader }
     }
 }
 
-/// Installs the process's SIGHUP and SIGUSR1 dispositions now, before the server runs, so a
-/// signal that arrives before [`SignalHandler`] starts is ignored instead of ending the
+/// The signals [`SignalHandler`] acts on: SIGHUP and SIGUSR1, and SIGUSR2 when it upgrades.
+fn handled_signals(upgrade: bool) -> Vec<tokio::signal::unix::SignalKind> {
+    use tokio::signal::unix::SignalKind;
+    let mut kinds = vec![SignalKind::hangup(), SignalKind::user_defined1()];
+    if upgrade {
+        kinds.push(SignalKind::user_defined2());
+    }
+    kinds
+}
+
+/// Installs the process's dispositions for the signals [`SignalHandler`] acts on now, before
+/// the server runs, so a signal that arrives before it starts is ignored instead of ending the
 /// process. Tokio never restores the default action once installed. Errors are logged.
-pub(crate) fn install_signal_dispositions() {
-    use tokio::signal::unix::{signal, SignalKind};
+pub(crate) fn install_signal_dispositions(upgrade: bool) {
+    use tokio::signal::unix::signal;
     let install = || {
-        for kind in [SignalKind::hangup(), SignalKind::user_defined1()] {
+        for kind in handled_signals(upgrade) {
             if let Err(e) = signal(kind) {
                 log::error!("cannot install a signal handler: {e}");
             }
@@ -300,6 +313,22 @@ impl BackgroundService for SignalHandler {
                 return;
             }
         };
+        let mut usr2 = match &self.upgrader {
+            Some(_) => match signal(SignalKind::user_defined2()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    log::error!("cannot listen for SIGUSR2: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
+        let usr2_recv = async |s: &mut Option<tokio::signal::unix::Signal>| match s {
+            Some(s) => s.recv().await,
+            None => std::future::pending().await,
+        };
+        // Set once a new process took the sockets: this one is on its way out.
+        let mut handed_over = false;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -311,6 +340,24 @@ impl BackgroundService for SignalHandler {
                 Some(()) = usr1.recv() => {
                     log::info!("SIGUSR1: reopening the access log");
                     self.reloader.reopen_access_log();
+                }
+                Some(()) = usr2_recv(&mut usr2) => {
+                    let Some(upgrader) = self.upgrader.clone() else { continue };
+                    if handed_over {
+                        log::warn!("SIGUSR2: ignored, the sockets are being handed over already");
+                        continue;
+                    }
+                    log::info!("SIGUSR2: starting the new binary ({:?})", upgrader);
+                    match tokio::task::spawn_blocking(move || upgrader.upgrade()).await {
+                        Ok(Ok(pid)) => {
+                            handed_over = true;
+                            log::info!(
+                                "SIGUSR2: process {pid} waits for the sockets: handing them over"
+                            );
+                        }
+                        Ok(Err(e)) => log::error!("SIGUSR2: upgrade refused, still serving: {e}"),
+                        Err(e) => log::error!("SIGUSR2: upgrade task failed, still serving: {e}"),
+                    }
                 }
             }
         }

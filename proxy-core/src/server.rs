@@ -58,6 +58,14 @@ pub struct ProxyOptions {
     /// The file the config was read from, which a reload (SIGHUP, `POST /reload` on the admin
     /// listener) reads again. Default: none, and reloads are refused with an error logged.
     pub config_path: Option<PathBuf>,
+    /// The command (program, then arguments) a SIGUSR2 starts to upgrade the binary: it must
+    /// run the proxy with the same config and `--upgrade`; once it waits on `upgrade_sock`,
+    /// this process hands it the listening sockets and exits gracefully ([`Upgrader`]). The
+    /// `galion-edge` binary sets its own `run -c CONFIG --upgrade`. Default: none, and
+    /// SIGUSR2 is left alone (its default action ends the process).
+    ///
+    /// [`Upgrader`]: crate::Upgrader
+    pub upgrade_command: Option<Vec<std::ffi::OsString>>,
 }
 
 impl Default for ProxyOptions {
@@ -65,6 +73,7 @@ impl Default for ProxyOptions {
         ProxyOptions {
             decider: Arc::new(HostPathDecider),
             config_path: None,
+            upgrade_command: None,
         }
     }
 }
@@ -73,6 +82,7 @@ impl std::fmt::Debug for ProxyOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProxyOptions")
             .field("config_path", &self.config_path)
+            .field("upgrade_command", &self.upgrade_command)
             .finish_non_exhaustive()
     }
 }
@@ -87,6 +97,13 @@ impl ProxyOptions {
     /// These options with the config file a reload reads again.
     pub fn with_config_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.config_path = Some(path.into());
+        self
+    }
+
+    /// These options with the command a SIGUSR2 starts to upgrade the binary
+    /// ([`ProxyOptions::upgrade_command`]).
+    pub fn with_upgrade_command(mut self, command: Vec<std::ffi::OsString>) -> Self {
+        self.upgrade_command = Some(command);
         self
     }
 }
@@ -145,8 +162,9 @@ pub fn build_server_with(
 /// certificate reloader, `http_proxy`, the port-80 `http` redirect, `[admin] listen`), the
 /// health checker, the Redis link's service when `[redis]` is set
 /// ([`RedisService`](crate::redis_link::RedisService)), and the signal handler (SIGHUP reloads `options.config_path`, SIGUSR1
-/// reopens the access log; docs/operations.md). The SIGHUP and SIGUSR1 handlers are
-/// installed for the whole process when this is called. The server's own [`ServerConf`] applies (threads, keepalive pool, retries);
+/// reopens the access log, SIGUSR2 upgrades the binary when `options.upgrade_command` is set;
+/// docs/operations.md). Those handlers are installed for the whole process when this is
+/// called. The server's own [`ServerConf`] applies (threads, keepalive pool, retries);
 /// the config's `[server]` section is only read by [`build_server`]. Nothing is bound until the
 /// server runs.
 ///
@@ -324,10 +342,14 @@ pub fn add_to_server_with(
         "ready",
         crate::listeners::ReadyAnnouncer::new(listeners),
     ));
-    crate::reload::install_signal_dispositions();
+    let upgrader = options
+        .upgrade_command
+        .clone()
+        .and_then(|c| crate::upgrade::Upgrader::new(c, &config.server.upgrade_sock));
+    crate::reload::install_signal_dispositions(upgrader.is_some());
     server.add_service(background_service(
         "config reload",
-        SignalHandler::new(reloader),
+        SignalHandler::new(reloader, upgrader),
     ));
     drop(current);
     Ok(state)

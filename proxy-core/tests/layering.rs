@@ -32,6 +32,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "redis_link",
             "routing",
             "tls",
+            "upgrade",
             "upstream",
         ],
     ),

@@ -307,6 +307,8 @@ pub struct Proxy {
     pub ports: Ports,
     pub dir: PathBuf,
     pub config_path: PathBuf,
+    /// Environment variables every process of this proxy starts with.
+    env: Vec<(String, String)>,
 }
 
 /// The placeholders of a [`Proxy::start`] template that stand for picked ports.
@@ -322,6 +324,7 @@ fn spawn_proxy(
     config_path: &Path,
     (stdout, stderr): (&str, &str),
     args: &[&str],
+    env: &[(String, String)],
 ) -> Launched {
     let stdout = std::fs::File::create(dir.join(stdout)).unwrap();
     let log = dir.join(stderr);
@@ -331,6 +334,7 @@ fn spawn_proxy(
         .arg(config_path)
         .args(args)
         .env("RUST_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr))
         .spawn()
@@ -353,6 +357,16 @@ impl Proxy {
     /// through [`start_on_free_ports`] (new ports if one was taken meanwhile). Panics if the
     /// proxy does not come up in 20s.
     pub fn start(bin: &str, dir: &Path, template: &str) -> Proxy {
+        Proxy::start_with_env(bin, dir, template, &[])
+    }
+
+    /// [`Proxy::start`] with these environment variables set for the proxy (and its restarts
+    /// and upgrades).
+    pub fn start_with_env(bin: &str, dir: &Path, template: &str, env: &[(&str, &str)]) -> Proxy {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let wanted: Vec<&str> = PORT_NAMES
             .into_iter()
             .filter(|n| template.contains(n))
@@ -377,7 +391,14 @@ impl Proxy {
                     })
                     .replace("{dir}", &dir.display().to_string());
                 std::fs::write(&config_path, text).unwrap();
-                spawn_proxy(bin, dir, &config_path, ("stdout.log", "stderr.log"), &[])
+                spawn_proxy(
+                    bin,
+                    dir,
+                    &config_path,
+                    ("stdout.log", "stderr.log"),
+                    &[],
+                    &env,
+                )
             },
         );
         Proxy {
@@ -390,6 +411,7 @@ impl Proxy {
             },
             dir: dir.to_path_buf(),
             config_path,
+            env,
         }
     }
 
@@ -406,6 +428,15 @@ impl Proxy {
     /// Sends the proxy a signal (`"HUP"`, `"USR1"`, `"TERM"`, `"QUIT"`); panics if `kill` fails.
     pub fn signal(&self, sig: &str) {
         assert!(signal(self.pid(), sig), "kill -{sig} {}", self.pid());
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit status if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        if self.process.wait_exit(limit) {
+            self.process.child.try_wait().ok().flatten()
+        } else {
+            None
+        }
     }
 
     /// SIGTERM (graceful shutdown), waiting up to 20s for the process to exit.
@@ -425,6 +456,7 @@ impl Proxy {
             &self.config_path,
             ("stdout.log", "stderr-restart.log"),
             &[],
+            &self.env,
         );
         self.process
             .wait_ready(PROXY_READY, Duration::from_secs(20))
@@ -447,6 +479,7 @@ impl Proxy {
             &self.config_path,
             ("stdout-upgrade.log", "stderr-upgrade.log"),
             &["--upgrade"],
+            &self.env,
         );
         new.wait_until(Duration::from_secs(5), || sock.exists())
             .unwrap_or_else(|e| panic!("upgrade process never bound {}: {e}", sock.display()));
