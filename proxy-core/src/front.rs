@@ -104,7 +104,13 @@ pub(crate) async fn read_head<S: tokio::io::AsyncRead + Unpin>(
     max_lines: usize,
 ) -> Head {
     let timer = std::pin::pin!(tokio::time::sleep(idle));
-    read_head_timed(stream, timer, idle, header_timeout, max_bytes, max_lines).await
+    let limits = HeadLimits {
+        idle,
+        header_timeout,
+        max_bytes,
+        max_lines,
+    };
+    read_head_timed(stream, timer, BytesMut::new(), limits).await
 }
 
 /// [`read_head`] with a timer the caller keeps for the connection's life, as [`Front`] does.
@@ -117,17 +123,48 @@ pub(crate) async fn read_head<S: tokio::io::AsyncRead + Unpin>(
 pub(crate) async fn read_head_timed<S: tokio::io::AsyncRead + Unpin>(
     stream: &mut S,
     mut timer: Pin<&mut Sleep>,
-    idle: Duration,
-    header_timeout: Duration,
-    max_bytes: usize,
-    max_lines: usize,
+    pending: BytesMut,
+    limits: HeadLimits,
 ) -> Head {
-    let mut buf = BytesMut::with_capacity(4096);
+    let HeadLimits {
+        idle,
+        header_timeout,
+        max_bytes,
+        max_lines,
+    } = limits;
+    // Bytes of this head already read with the previous request (a pipelined request), if any.
+    let mut buf = if pending.is_empty() {
+        BytesMut::with_capacity(4096)
+    } else {
+        pending
+    };
     timer.as_mut().reset(Instant::now() + idle);
     // Whether the timer bounds the whole head yet (it bounds the wait for the first byte until
     // the first read that leaves the head incomplete).
     let mut head_deadline = false;
     loop {
+        if let Some(end) = head_end(&buf) {
+            let lines = buf[..end].iter().filter(|b| **b == b'\n').count();
+            // The request line and the blank line are not headers.
+            if lines.saturating_sub(2) > max_lines {
+                return Head::TooManyHeaders;
+            }
+            if end > max_bytes {
+                return Head::TooLarge;
+            }
+            return Head::Ready(buf);
+        }
+        if buf.len() > max_bytes {
+            return Head::TooLarge;
+        }
+        if !buf.is_empty() && !head_deadline {
+            // Microseconds after the first bytes: the head's deadline counts from them.
+            head_deadline = true;
+            timer.as_mut().reset(Instant::now() + header_timeout);
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096.min(max_bytes + 4 - buf.len()).max(1024));
+        }
         let read = tokio::select! {
             biased;
             read = stream.read_buf(&mut buf) => Some(read),
@@ -144,29 +181,20 @@ pub(crate) async fn read_head_timed<S: tokio::io::AsyncRead + Unpin>(
             Some(Err(_)) | Some(Ok(0)) => return Head::Closed,
             Some(Ok(_)) => {}
         }
-        if let Some(end) = head_end(&buf) {
-            let lines = buf[..end].iter().filter(|b| **b == b'\n').count();
-            // The request line and the blank line are not headers.
-            if lines.saturating_sub(2) > max_lines {
-                return Head::TooManyHeaders;
-            }
-            if end > max_bytes {
-                return Head::TooLarge;
-            }
-            return Head::Ready(buf);
-        }
-        if buf.len() > max_bytes {
-            return Head::TooLarge;
-        }
-        if !head_deadline {
-            // Microseconds after the first bytes: the head's deadline counts from them.
-            head_deadline = true;
-            timer.as_mut().reset(Instant::now() + header_timeout);
-        }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096.min(max_bytes + 4 - buf.len()).max(1024));
-        }
     }
+}
+
+/// The bounds of one head read by [`read_head_timed`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadLimits {
+    /// How long to wait for the head's first byte.
+    pub(crate) idle: Duration,
+    /// How long the whole head may take from its first byte.
+    pub(crate) header_timeout: Duration,
+    /// The most bytes a head may have.
+    pub(crate) max_bytes: usize,
+    /// The most header lines a head may have.
+    pub(crate) max_lines: usize,
 }
 
 /// Index just past the blank line that ends a head (`\r\n\r\n` or a bare `\n\n`).
@@ -491,15 +519,19 @@ where
             } else {
                 l.keepalive_timeout
             };
-            let head = read_head_timed(
-                &mut stream,
-                timer.as_mut(),
+            // A pipelined request: what the previous request's session read past its end. The
+            // head is checked here like any other before the session parses it.
+            let pending = persistent
+                .as_mut()
+                .and_then(HttpPersistentSettings::take_pipelined_prefix)
+                .unwrap_or_default();
+            let limits = HeadLimits {
                 idle,
-                l.client_header_timeout,
-                l.max_header_bytes,
-                l.max_header_count,
-            )
-            .await;
+                header_timeout: l.client_header_timeout,
+                max_bytes: l.max_header_bytes,
+                max_lines: l.max_header_count,
+            };
+            let head = read_head_timed(&mut stream, timer.as_mut(), pending, limits).await;
             let buf = match head {
                 Head::Ready(buf) => buf,
                 Head::Closed => return None,
@@ -550,6 +582,10 @@ where
                     session.set_keepalive_reuses_remaining(Some(
                         l.keepalive_requests.saturating_sub(1),
                     ));
+                    // Requests sent before the previous answer arrived (RFC 9112 §9.3.2) are
+                    // answered in order; without it Pingora answers the first and closes.
+                    // The settings carry it to every later session of the connection.
+                    session.set_pipelining_enabled(true);
                 }
             }
             if *shutdown.borrow() {
@@ -572,6 +608,41 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 1 KiB and 10 lines, `d` for both timeouts.
+    fn test_limits(d: Duration) -> HeadLimits {
+        HeadLimits {
+            idle: d,
+            header_timeout: d,
+            max_bytes: 1024,
+            max_lines: 10,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pipelined_head_is_read_from_the_bytes_already_read() {
+        let d = Duration::from_secs(1);
+        let timer = std::pin::pin!(tokio::time::sleep(d));
+        // The whole head is in what was read with the previous request: no read at all.
+        let mut nothing: &[u8] = b"";
+        let pending = BytesMut::from(&b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3"[..]);
+        let head = read_head_timed(&mut nothing, timer, pending, test_limits(d)).await;
+        assert_eq!(
+            head,
+            Head::Ready(BytesMut::from(
+                &b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3"[..]
+            ))
+        );
+        // Half of it: the rest is read from the stream.
+        let timer = std::pin::pin!(tokio::time::sleep(d));
+        let mut rest: &[u8] = b"st: a\r\n\r\n";
+        let pending = BytesMut::from(&b"GET /3 HTTP/1.1\r\nHo"[..]);
+        let head = read_head_timed(&mut rest, timer, pending, test_limits(d)).await;
+        assert_eq!(
+            head,
+            Head::Ready(BytesMut::from(&b"GET /3 HTTP/1.1\r\nHost: a\r\n\r\n"[..]))
+        );
+    }
 
     #[test]
     fn head_end_finds_blank_line() {
@@ -746,16 +817,19 @@ mod tests {
         };
         for i in 0..4 {
             send_later(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-            let head = read_head_timed(&mut server, timer.as_mut(), d, d, 1024, 10).await;
+            let head =
+                read_head_timed(&mut server, timer.as_mut(), BytesMut::new(), test_limits(d)).await;
             assert!(matches!(head, Head::Ready(_)), "head {i}: {head:?}");
         }
         send_later(b"GET / HTTP/1.1\r\n");
         let started = Instant::now();
-        let head = read_head_timed(&mut server, timer.as_mut(), d, d, 1024, 10).await;
+        let head =
+            read_head_timed(&mut server, timer.as_mut(), BytesMut::new(), test_limits(d)).await;
         assert_eq!(head, Head::TooSlow);
         assert!(started.elapsed() >= d, "{:?}", started.elapsed());
         let started = Instant::now();
-        let head = read_head_timed(&mut server, timer.as_mut(), d, d, 1024, 10).await;
+        let head =
+            read_head_timed(&mut server, timer.as_mut(), BytesMut::new(), test_limits(d)).await;
         assert_eq!(head, Head::Closed);
         assert!(started.elapsed() >= d, "{:?}", started.elapsed());
     }

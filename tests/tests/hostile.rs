@@ -865,6 +865,115 @@ async fn trace_is_refused_not_forwarded() {
     );
 }
 
+/// Heads that are unusual but unambiguous get an answer, never a silent close: request
+/// targets with bytes RFC 3986 does not allow unescaped but that every server on the path reads
+/// the same way (`|`, `{`, `^`, `"`: nginx takes them too), and line ends of a bare LF (RFC 9112
+/// §2.2 lets a recipient accept them; the request goes upstream with CRLF). Each is served
+/// with the security headers, and the origin receives the same target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lenient_heads_are_answered_not_dropped() {
+    let app = origin("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(bin!(), dir.path(), &config(&app, None, "", ""));
+    let cases: [(&[u8], &str); 6] = [
+        (b"GET /l/a|b HTTP/1.1\r\nHost: galion.app\r\n\r\n", "/l/a|b"),
+        (
+            b"GET /l/a{b} HTTP/1.1\r\nHost: galion.app\r\n\r\n",
+            "/l/a{b}",
+        ),
+        (b"GET /l/a^b HTTP/1.1\r\nHost: galion.app\r\n\r\n", "/l/a^b"),
+        (
+            b"GET /l/a\"b HTTP/1.1\r\nHost: galion.app\r\n\r\n",
+            "/l/a\"b",
+        ),
+        (b"GET /l/lf HTTP/1.1\nHost: galion.app\n\n", "/l/lf"),
+        (
+            b"GET /l/mixed HTTP/1.1\r\nHost: galion.app\n\r\n",
+            "/l/mixed",
+        ),
+    ];
+    for (req, target) in cases {
+        let (raw, _) = exchange(proxy.plain_addr(), req, Duration::from_secs(3)).await;
+        assert_eq!(status_of(&raw), 200, "{target}: {raw:?}");
+        assert_eq!(
+            raw_header(&raw, "x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{target}"
+        );
+        assert!(
+            app.requests().iter().any(|r| r.uri == target),
+            "{target} did not reach the origin as sent: {:?}",
+            app.requests()
+        );
+    }
+}
+
+/// HTTP/1.1 pipelining (RFC 9112 §9.3.2): requests written at once, before any answer, are
+/// answered in order on the same connection, a POST with its body and a cached route among
+/// them. Every pipelined head passes the front's checks as a first one does: a smuggling shape
+/// behind a good request gets `400` and a close, and nothing after it reaches the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order_and_each_head_is_checked() {
+    let app = origin("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(bin!(), dir.path(), &config(&app, None, "", ""));
+    let answers = |requests: &'static [u8], n: usize| {
+        let addr = proxy.plain_addr();
+        async move {
+            let mut s = tokio::io::BufReader::new(TcpStream::connect(addr).await.unwrap());
+            s.get_mut().write_all(requests).await.unwrap();
+            let mut got = Vec::new();
+            for _ in 0..n {
+                match tokio::time::timeout(Duration::from_secs(5), read_response_async(&mut s))
+                    .await
+                {
+                    Ok(Some(r)) => got.push(r),
+                    _ => break,
+                }
+            }
+            let mut rest = [0u8; 1];
+            let closed = matches!(
+                tokio::time::timeout(Duration::from_secs(5), s.read(&mut rest)).await,
+                Ok(Ok(0) | Err(_))
+            );
+            (got, closed)
+        }
+    };
+    let (got, closed) = answers(
+        b"GET /p/1 HTTP/1.1\r\nHost: galion.app\r\n\r\n\
+          POST /p/2 HTTP/1.1\r\nHost: galion.app\r\nContent-Length: 5\r\n\r\nhello\
+          GET /cached/p/3 HTTP/1.1\r\nHost: galion.app\r\n\r\n\
+          GET /p/4 HTTP/1.1\r\nHost: galion.app\r\nConnection: close\r\n\r\n",
+        4,
+    )
+    .await;
+    assert_eq!(got.len(), 4, "four answers: {got:?}");
+    for (r, uri) in got.iter().zip(["/p/1", "/p/2", "/cached/p/3", "/p/4"]) {
+        assert_eq!(status_of(r), 200, "{uri}: {r}");
+        assert!(
+            r.contains(&format!("\"uri\":\"{uri}\"")),
+            "{uri} answered out of order: {r}"
+        );
+    }
+    assert!(got[1].contains("\"body_len\":5"), "{}", got[1]);
+    assert!(closed, "closed after the request with Connection: close");
+
+    let (got, closed) = answers(
+        b"GET /p/5 HTTP/1.1\r\nHost: galion.app\r\n\r\n\
+          POST /p/6 HTTP/1.1\r\nHost: galion.app\r\nContent-Length: 5\r\n\
+          Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
+          GET /p/7 HTTP/1.1\r\nHost: galion.app\r\n\r\n",
+        3,
+    )
+    .await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(status_of(&got[0]), 200, "{}", got[0]);
+    assert_eq!(status_of(&got[1]), 400, "{}", got[1]);
+    assert!(closed);
+    let uris: Vec<String> = app.requests().iter().map(|r| r.uri.clone()).collect();
+    assert_eq!(uris, ["/p/1", "/p/2", "/cached/p/3", "/p/4", "/p/5"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acme_webroot_escapes_are_refused() {
     let app = origin("app").await;

@@ -148,6 +148,14 @@ impl HttpPersistentSettings {
         self.pipelined_prefix = Some(prefix);
     }
 
+    /// Take the pipelined-prefix bytes, if any, so that the caller can read the next request's
+    /// head from them itself (and then hand its buffer to the next session with
+    /// [`HttpSession::set_pipelined_prefix`](crate::protocols::http::v1::server::HttpSession::set_pipelined_prefix)).
+    /// galion-edge patch: its HTTP/1 front reads and checks every head before the session.
+    pub fn take_pipelined_prefix(&mut self) -> Option<BytesMut> {
+        self.pipelined_prefix.take()
+    }
+
     pub fn apply_to_session(self, session: &mut ServerSession) {
         let Self {
             keepalive_timeout,
