@@ -19,11 +19,14 @@
 //! (HTTP/1 or HTTP/2, any listener of the same service) has the new one closed at once, unless
 //! the peer is a trusted proxy (`[client_ip] trusted`).
 
+use crate::access_log::AccessRecord;
 use crate::client_ip::{canonical, TrustedProxies};
 use crate::config::DownstreamSettings;
 use crate::headers::HeaderPolicy;
 use crate::metrics::InFlight;
 use crate::ratelimit::ConnLimiter;
+use crate::state::ProxyState;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
@@ -31,6 +34,7 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use prometheus::IntGauge;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +49,9 @@ pub(crate) struct Front<A> {
     open: Option<IntGauge>,
     per_peer: ConnLimiter,
     exempt: TrustedProxies,
+    /// Where the front's own answers are counted and logged: the current state's metrics and
+    /// access log (none in unit tests).
+    state: Option<Arc<ArcSwap<ProxyState>>>,
 }
 
 impl<A> Front<A> {
@@ -59,6 +66,7 @@ impl<A> Front<A> {
             policy,
             open: None,
             exempt: TrustedProxies::new(Vec::new()),
+            state: None,
         }
     }
 
@@ -76,6 +84,57 @@ impl<A> Front<A> {
         self.open = Some(gauge);
         self
     }
+
+    /// Counts the front's own answers (`galion_edge_malformed_requests_total`) and writes them
+    /// to the access log of `state`'s current config, as the service does for its answers.
+    pub(crate) fn with_state(mut self, state: Arc<ArcSwap<ProxyState>>) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// Records one answer of the front: the metric, and an access-log line with the TCP peer
+    /// as the client (the front answers before the real client IP is resolved), the request
+    /// line's method and target when it has them, and `-` for what no request has yet.
+    fn record(&self, peer: Option<IpAddr>, head: &[u8], answer: Answered, started: Instant) {
+        let Some(state) = &self.state else { return };
+        let state = state.load();
+        state.metrics.front_answer(answer.status, answer.reason);
+        let line = head
+            .split(|b| *b == b'\n')
+            .find(|l| !l.iter().all(|b| *b == b'\r'))
+            .unwrap_or_default();
+        let line = String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line));
+        let mut parts = line.split(' ');
+        let (method, uri) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let protocol = parts.next().unwrap_or("");
+        state.access_log.log(&AccessRecord {
+            client_ip: peer,
+            host: "-",
+            method: if method.is_empty() { "-" } else { method },
+            uri: if uri.is_empty() { "-" } else { uri },
+            protocol: if protocol.is_empty() { "-" } else { protocol },
+            status: answer.status,
+            bytes_sent: answer.body_len,
+            referer: "",
+            user_agent: "",
+            duration: started.elapsed(),
+            upstream: None,
+            upstream_time: None,
+            request_id: "-",
+            site: "-",
+            cache: "-",
+            cache_reason: answer.reason,
+        });
+    }
+}
+
+/// One answer the front wrote itself.
+#[derive(Debug, Clone, Copy)]
+struct Answered {
+    status: u16,
+    /// The metric's `reason` label, also in the access log's cache-reason field.
+    reason: &'static str,
+    body_len: usize,
 }
 
 /// What reading one request head gave.
@@ -295,6 +354,25 @@ impl Malformed {
             Malformed::Connect => "method not allowed: this server is not a proxy\n",
             Malformed::BadRequestLine => "bad request: malformed request line\n",
             Malformed::BadTarget => "bad request: request target is not a path\n",
+        }
+    }
+
+    /// The `reason` label of `galion_edge_malformed_requests_total`.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Malformed::BadHeader => "bad_header",
+            Malformed::ObsFold => "obs_fold",
+            Malformed::LengthAndChunked => "length_and_chunked",
+            Malformed::DuplicateContentLength => "duplicate_content_length",
+            Malformed::BadContentLength => "bad_content_length",
+            Malformed::BadTransferEncoding => "bad_transfer_encoding",
+            Malformed::DuplicateHost => "duplicate_host",
+            Malformed::LookalikeFraming => "lookalike_framing",
+            Malformed::HostMismatch => "host_mismatch",
+            Malformed::UserInfo => "userinfo",
+            Malformed::Connect => "connect",
+            Malformed::BadRequestLine => "bad_request_line",
+            Malformed::BadTarget => "bad_target",
         }
     }
 
@@ -531,46 +609,53 @@ where
                 max_bytes: l.max_header_bytes,
                 max_lines: l.max_header_count,
             };
+            let started = Instant::now();
             let head = read_head_timed(&mut stream, timer.as_mut(), pending, limits).await;
-            let buf = match head {
-                Head::Ready(buf) => buf,
-                Head::Closed => return None,
-                Head::TooSlow => {
-                    self.refuse(
-                        &mut stream,
-                        408,
-                        "Request Timeout",
-                        "request header timeout\n",
-                    )
-                    .await;
-                    return None;
-                }
-                Head::TooLarge => {
-                    self.refuse(
-                        &mut stream,
-                        431,
-                        "Request Header Fields Too Large",
-                        "request header too large\n",
-                    )
-                    .await;
-                    return None;
-                }
-                Head::TooManyHeaders => {
-                    self.refuse(
-                        &mut stream,
-                        431,
-                        "Request Header Fields Too Large",
-                        "too many request headers\n",
-                    )
-                    .await;
-                    return None;
-                }
+            let refused = match &head {
+                Head::Ready(_) | Head::Closed => None,
+                Head::TooSlow => Some((
+                    408,
+                    "Request Timeout",
+                    "request header timeout\n",
+                    "slow_head",
+                )),
+                Head::TooLarge => Some((
+                    431,
+                    "Request Header Fields Too Large",
+                    "request header too large\n",
+                    "head_too_large",
+                )),
+                Head::TooManyHeaders => Some((
+                    431,
+                    "Request Header Fields Too Large",
+                    "too many request headers\n",
+                    "too_many_headers",
+                )),
+            };
+            if let Some((status, phrase, body, reason)) = refused {
+                self.refuse(&mut stream, status, phrase, body).await;
+                let answered = Answered {
+                    status,
+                    reason,
+                    body_len: body.len(),
+                };
+                self.record(peer, b"", answered, started);
+                return None;
+            }
+            let Head::Ready(buf) = head else {
+                return None;
             };
             if let Err(why) = check_head(&buf) {
                 log::debug!("refused a request head: {why:?}");
-                let (status, reason) = why.status();
-                self.refuse(&mut stream, status, reason, why.message())
+                let (status, phrase) = why.status();
+                self.refuse(&mut stream, status, phrase, why.message())
                     .await;
+                let answered = Answered {
+                    status,
+                    reason: why.label(),
+                    body_len: why.message().len(),
+                };
+                self.record(peer, &buf, answered, started);
                 drain(&mut stream).await;
                 return None;
             }

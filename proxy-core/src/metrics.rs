@@ -77,6 +77,7 @@ pub(crate) struct Metrics {
     tls_client_hellos: IntCounter,
     downstream_connections: IntGauge,
     upstream_connections: IntCounterVec,
+    front_answers: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -164,8 +165,15 @@ impl Metrics {
                  keepalive pool, reused=\"false\" newly opened.",
                 &["upstream", "reused"],
             )?,
+            front_answers: counter_vec(
+                "galion_edge_malformed_requests_total",
+                "HTTP/1 request heads the front answered itself before any request existed: \
+                 400 (smuggling-shaped or malformed, reason names the shape), 405 (CONNECT), \
+                 408 (head too slow), 431 (head too large or too many lines).",
+                &["status", "reason"],
+            )?,
         };
-        let collectors: [Box<dyn Collector>; 13] = [
+        let collectors: [Box<dyn Collector>; 14] = [
             Box::new(m.requests.clone()),
             Box::new(m.request_duration.clone()),
             Box::new(m.upstream_response.clone()),
@@ -179,6 +187,7 @@ impl Metrics {
             Box::new(m.tls_client_hellos.clone()),
             Box::new(m.downstream_connections.clone()),
             Box::new(m.upstream_connections.clone()),
+            Box::new(m.front_answers.clone()),
         ];
         for c in collectors {
             m.registry.register(c)?;
@@ -189,6 +198,14 @@ impl Metrics {
     /// Marks one client request in flight until the guard is dropped.
     pub(crate) fn in_flight(&self) -> InFlight {
         InFlight::enter(&self.in_flight)
+    }
+
+    /// Counts one answer the HTTP/1 front wrote itself (`galion_edge_malformed_requests_total`).
+    pub(crate) fn front_answer(&self, status: u16, reason: &str) {
+        let mut code = itoa::Buffer::new();
+        self.front_answers
+            .with_label_values(&[code.format(status), reason])
+            .inc();
     }
 
     /// The gauge of open client connections, for [`Front::with_connection_gauge`].

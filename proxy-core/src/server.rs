@@ -242,6 +242,7 @@ pub fn add_to_server_with(
         Front::new(proxy, config.downstream.clone(), default_policy.clone())
             .with_exempt_peers(TrustedProxies::new(config.client_ip.trusted.clone()))
             .with_connection_gauge(current.metrics.downstream_connections())
+            .with_state(state.clone())
     };
 
     if !config.listeners.https.is_empty() {

@@ -865,6 +865,65 @@ async fn trace_is_refused_not_forwarded() {
     );
 }
 
+/// The front's own answers, which come before a request exists, are counted
+/// (`galion_edge_malformed_requests_total{status,reason}`) and written to the access log like
+/// every other answer: a smuggling shape (`400`), `CONNECT` (`405`), a head with too many
+/// lines (`431`) and one that never ends (`408`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn front_answers_are_counted_and_logged() {
+    let app = origin("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = "[admin]\nlisten = [\"127.0.0.1:{admin}\"]";
+    let proxy = Proxy::start(bin!(), dir.path(), &config(&app, None, "", admin));
+    let addr = proxy.plain_addr();
+    let limit = Duration::from_secs(5);
+    let smuggle = b"POST /f/smuggle HTTP/1.1\r\nHost: galion.app\r\nContent-Length: 5\r\n\
+                    Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    assert_eq!(status_of(&exchange(addr, smuggle, limit).await.0), 400);
+    let connect = b"CONNECT galion.app:443 HTTP/1.1\r\nHost: galion.app:443\r\n\r\n";
+    assert_eq!(status_of(&exchange(addr, connect, limit).await.0), 405);
+    let many = format!(
+        "GET /f/many HTTP/1.1\r\nHost: galion.app\r\n{}\r\n",
+        "X-A: 1\r\n".repeat(60)
+    );
+    assert_eq!(
+        status_of(&exchange(addr, many.as_bytes(), limit).await.0),
+        431
+    );
+    // client_header_timeout is 2 s in the test config.
+    let slow = b"GET /f/slow HTTP/1.1\r\nHost: gal";
+    assert_eq!(status_of(&exchange(addr, slow, limit).await.0), 408);
+
+    for (status, reason) in [
+        ("400", "length_and_chunked"),
+        ("405", "connect"),
+        ("431", "too_many_headers"),
+        ("408", "slow_head"),
+    ] {
+        let labels = [
+            format!("status=\"{status}\""),
+            format!("reason=\"{reason}\""),
+        ];
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        assert_eq!(
+            metric(&proxy, "galion_edge_malformed_requests_total", &labels).await,
+            1,
+            "{status} {reason}\n{}",
+            metrics_text(&proxy).await
+        );
+    }
+    let logged = eventually(Duration::from_secs(5), || async {
+        let log = proxy.stdout();
+        log.contains("\"POST /f/smuggle HTTP/1.1\" 400")
+            && log.contains("\"CONNECT galion.app:443 HTTP/1.1\" 405")
+            && log.matches("\" 431 ").count() == 1
+            && log.matches("\" 408 ").count() == 1
+    })
+    .await;
+    assert!(logged, "access log:\n{}", proxy.stdout());
+    assert!(app.requests().is_empty(), "{:?}", app.requests());
+}
+
 /// Heads that are unusual but unambiguous get an answer, never a silent close: request
 /// targets with bytes RFC 3986 does not allow unescaped but that every server on the path reads
 /// the same way (`|`, `{`, `^`, `"`: nginx takes them too), and line ends of a bare LF (RFC 9112
