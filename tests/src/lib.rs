@@ -1039,6 +1039,78 @@ pub async fn read_response_async<R: tokio::io::AsyncBufRead + Unpin>(s: &mut R) 
     Some(head)
 }
 
+/// GETs `URL_PREFIX0`, `URL_PREFIX1`, … one after another on `c` until `stop` (500 at most),
+/// 10 ms apart: how many were sent, and each failure (an error, a status other than 200, or
+/// another HTTP version than `want`). `http://` URLs name the site in `Host: galion.app`;
+/// `https://` ones by their authority.
+pub async fn get_loop(
+    c: reqwest::Client,
+    url_prefix: String,
+    want: reqwest::Version,
+    stop: Instant,
+) -> (usize, Vec<String>) {
+    let (mut sent, mut failures) = (0, Vec::new());
+    for i in 0..500 {
+        if Instant::now() > stop {
+            break;
+        }
+        let u = format!("{url_prefix}{i}");
+        sent += 1;
+        let rb = if u.starts_with("http://") {
+            c.get(&u).header("host", "galion.app")
+        } else {
+            c.get(&u)
+        };
+        match rb.send().await {
+            Ok(r) if r.status() == 200 && r.version() == want => {
+                if let Err(e) = r.bytes().await {
+                    failures.push(format!("{u}: body: {e}"));
+                }
+            }
+            Ok(r) => failures.push(format!("{u}: {} {:?}", r.status(), r.version())),
+            Err(e) => failures.push(format!("{u}: {e:?}")),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (sent, failures)
+}
+
+/// A WebSocket through the plain listener at `addr` (`ws://HOST PATH`), echoing a message every
+/// 200 ms until `stop`, each echo checked. The task returns how many messages were echoed, and
+/// when the WebSocket ended if it ended (or answered wrong) before `stop`.
+pub async fn echo_websocket(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    stop: Instant,
+) -> tokio::task::JoinHandle<(usize, Option<Instant>)> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let req = format!("ws://{host}{path}").into_client_request().unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+    tokio::spawn(async move {
+        let mut echoed = 0usize;
+        for i in 0..1000 {
+            if Instant::now() > stop {
+                let _ = ws.close(None).await;
+                return (echoed, None);
+            }
+            let text = format!("message {i}");
+            if ws.send(Message::text(text.clone())).await.is_err() {
+                return (echoed, Some(Instant::now()));
+            }
+            match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+                Ok(Some(Ok(m))) if m == Message::text(text) => echoed += 1,
+                _ => return (echoed, Some(Instant::now())),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        (echoed, None)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -344,3 +344,121 @@ async fn post_reload_on_the_admin_listener() {
     assert_eq!(b.requests().len(), 1);
     proxy_log(&proxy, "needs a restart: admin.listen");
 }
+
+/// Reloads (SIGHUP, then `POST /reload`) under load on every listener kind at once: plain
+/// HTTP/1.1, TLS HTTP/1.1 and TLS HTTP/2 (four streams on one connection) loops, and a
+/// WebSocket echoing every 200 ms. Each reload moves the routes to the other origin. No request
+/// fails, the WebSocket (on the connection it had before either reload) echoes every message
+/// and is still open at the end, and both reloads are applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reloads_on_every_listener_kind_drop_nothing() {
+    let a = origin("a").await;
+    let b = origin("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = gen_cert(&["galion.app"]);
+    let (c, k) = cert.write(dir.path(), "app");
+    let text = base_config(
+        true,
+        &format!(
+            r#"
+[admin]
+listen = ["127.0.0.1:{{admin}}"]
+
+[upstreams.app]
+backends = ["{}"]
+health_check = {{ kind = "none" }}
+
+[[sites]]
+name = "galion.app"
+hosts = ["galion.app"]
+tls = {{ cert = {c:?}, key = {k:?} }}
+routes = [ {{ path = "/", upstream = "app" }} ]
+"#,
+            a.addr
+        ),
+    );
+    let proxy = Proxy::start(bin!(), dir.path(), &text);
+    let https = format!("https://galion.app:{}", proxy.ports.https);
+    let plain = format!("http://{}", proxy.plain_addr());
+    let h2 = tls_client(&[&cert], &["galion.app"], proxy.https_addr());
+    let h1_tls = reqwest::Client::builder()
+        .use_rustls_tls()
+        .http1_only()
+        .timeout(Duration::from_secs(10))
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert_pem.as_bytes()).unwrap())
+        .resolve("galion.app", proxy.https_addr())
+        .build()
+        .unwrap();
+
+    let stop = Instant::now() + Duration::from_secs(6);
+    let ws = echo_websocket(proxy.plain_addr(), "galion.app", "/ws", stop).await;
+    let mut loads = vec![
+        tokio::spawn(get_loop(
+            client(),
+            format!("{plain}/h1/"),
+            reqwest::Version::HTTP_11,
+            stop,
+        )),
+        tokio::spawn(get_loop(
+            h1_tls,
+            format!("{https}/h1tls/"),
+            reqwest::Version::HTTP_11,
+            stop,
+        )),
+    ];
+    for s in 0..4 {
+        loads.push(tokio::spawn(get_loop(
+            h2.clone(),
+            format!("{https}/h2/{s}/"),
+            reqwest::Version::HTTP_2,
+            stop,
+        )));
+    }
+    let moved_to = |o: &Origin| {
+        let n = o.requests().len();
+        let o = o.clone();
+        move || {
+            let o = o.clone();
+            async move { o.requests().len() > n + 20 }
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    edit(&proxy.config_path, |t| {
+        t.replace(&a.addr.to_string(), &b.addr.to_string())
+    });
+    proxy.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(3), moved_to(&b)).await,
+        "SIGHUP moved nothing"
+    );
+    edit(&proxy.config_path, |t| {
+        t.replace(&b.addr.to_string(), &a.addr.to_string())
+    });
+    let r = client()
+        .post(format!("http://{}/reload", proxy.admin_addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    assert!(
+        eventually(Duration::from_secs(3), moved_to(&a)).await,
+        "POST /reload moved nothing"
+    );
+
+    let (mut sent, mut failures) = (0, Vec::new());
+    for l in loads {
+        let (n, f) = l.await.unwrap();
+        sent += n;
+        failures.extend(f);
+    }
+    assert!(sent >= 300, "the load ran: {sent} requests");
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} failed, the first: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    let (echoed, ended) = ws.await.unwrap();
+    assert_eq!(ended, None, "the WebSocket ended after {echoed} echoes");
+    assert!(echoed >= 20, "{echoed} echoes");
+}

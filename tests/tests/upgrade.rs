@@ -351,41 +351,6 @@ routes = [
     )
 }
 
-/// Requests in a loop on one client until `stop` (500 at most): how many were sent, and each
-/// failure.
-async fn loop_gets(
-    c: reqwest::Client,
-    url: String,
-    want: reqwest::Version,
-    stop: Instant,
-) -> (usize, Vec<String>) {
-    let (mut sent, mut failures) = (0, Vec::new());
-    for i in 0..500 {
-        if Instant::now() > stop {
-            break;
-        }
-        let u = format!("{url}{i}");
-        sent += 1;
-        // Plain requests name the site in `Host`; TLS ones by the URL's authority.
-        let rb = if u.starts_with("http://") {
-            c.get(&u).header("host", "galion.app")
-        } else {
-            c.get(&u)
-        };
-        match rb.send().await {
-            Ok(r) if r.status() == 200 && r.version() == want => {
-                if let Err(e) = r.bytes().await {
-                    failures.push(format!("{u}: body: {e}"));
-                }
-            }
-            Ok(r) => failures.push(format!("{u}: {} {:?}", r.status(), r.version())),
-            Err(e) => failures.push(format!("{u}: {e:?}")),
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    (sent, failures)
-}
-
 /// A POST of `len` bytes on its own connection, written in 8 pieces `pause` apart: the status
 /// line of the answer and its body.
 async fn slow_upload(addr: std::net::SocketAddr, len: usize, pause: Duration) -> String {
@@ -451,43 +416,22 @@ async fn upgrade_keeps_every_listener_kind_whole() {
         .unwrap();
 
     // A WebSocket on the old process, echoing every 200 ms until it ends.
-    let ws_req = format!("ws://galion.app{}", "/nocache/ws")
-        .into_client_request()
-        .unwrap();
-    let tcp = tokio::net::TcpStream::connect(proxy.plain_addr())
-        .await
-        .unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(ws_req, tcp).await.unwrap();
-    let signalled = Arc::new(Mutex::new(None::<Instant>));
-    let ws_task = {
-        let signalled = signalled.clone();
-        tokio::spawn(async move {
-            let mut echoed = 0usize;
-            for i in 0..200 {
-                let text = format!("message {i}");
-                if ws.send(Message::text(text.clone())).await.is_err() {
-                    break;
-                }
-                match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
-                    Ok(Some(Ok(m))) if m == Message::text(text) => echoed += 1,
-                    _ => break,
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            let lived = signalled.lock().unwrap().map(|t| t.elapsed());
-            (echoed, lived)
-        })
-    };
-
+    let ws_task = echo_websocket(
+        proxy.plain_addr(),
+        "galion.app",
+        "/nocache/ws",
+        Instant::now() + Duration::from_secs(30),
+    )
+    .await;
     let stop = Instant::now() + Duration::from_secs(9);
     let mut loads = vec![
-        tokio::spawn(loop_gets(
+        tokio::spawn(get_loop(
             client(),
             format!("{plain}/nocache/h1/"),
             reqwest::Version::HTTP_11,
             stop,
         )),
-        tokio::spawn(loop_gets(
+        tokio::spawn(get_loop(
             h1_tls,
             format!("{https}/nocache/h1tls/"),
             reqwest::Version::HTTP_11,
@@ -496,7 +440,7 @@ async fn upgrade_keeps_every_listener_kind_whole() {
     ];
     for s in 0..4 {
         let url = format!("{https}/api/h2/{s}/");
-        loads.push(tokio::spawn(loop_gets(
+        loads.push(tokio::spawn(get_loop(
             h2.clone(),
             url,
             reqwest::Version::HTTP_2,
@@ -523,7 +467,7 @@ async fn upgrade_keeps_every_listener_kind_whole() {
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    *signalled.lock().unwrap() = Some(Instant::now());
+    let signalled = Instant::now();
     proxy.signal("USR2");
     let new_pid = tokio::task::block_in_place(|| ready_main_pid(&next_notification(&notify)));
     let _stop = StopOnDrop(new_pid);
@@ -559,8 +503,8 @@ async fn upgrade_keeps_every_listener_kind_whole() {
         status.is_some_and(|s| s.success()),
         "old process: {status:?}"
     );
-    let (echoed, lived) = ws_task.await.unwrap();
-    let lived = lived.expect("the WebSocket outlived the signal");
+    let (echoed, ended) = ws_task.await.unwrap();
+    let lived = ended.expect("the WebSocket ended with the old process") - signalled;
     assert!(
         lived >= Duration::from_secs(5),
         "the WebSocket echoed {echoed} messages and ended {lived:?} after the signal"
