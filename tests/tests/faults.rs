@@ -13,6 +13,8 @@
 //!   disk is back.
 //! - `kill -9` during heavy concurrent cache writes, then a restart on the same directory:
 //!   every object is a byte-exact HIT or a MISS, never wrong or truncated bytes.
+//! - A drill of all of it at once under load: the origin down 2 s of every 6, the disk full,
+//!   Redis gone and back; every request is answered (`fault_drill_answers_every_request`).
 //!
 //! The tmpfs tests mount and need `CAP_SYS_ADMIN` (root): without it they fail with a message
 //! saying so; they do not skip.
@@ -797,5 +799,219 @@ async fn kill_9_during_heavy_cache_writes_never_serves_wrong_bytes() {
     eprintln!(
         "kill -9 rounds: temp files at each kill {temp_at_kill:?}; afterwards {hits} byte-exact \
          hits, {misses} misses; {on_disk} entry files on disk, all whole"
+    );
+}
+
+/// What one request of the drill got.
+struct Outcome {
+    path: String,
+    status: u16,
+    took: Duration,
+    /// `None` if the body was the origin's exact bytes (or the answer was not a 200).
+    wrong: Option<String>,
+}
+
+/// A fault drill under load: for 24 s, four clients ask cached URLs (`max-age=1,
+/// stale-if-error=600`, all stored before the drill) and uncached ones while, in turn, the origin
+/// goes down for 2 s out of every 6 and comes back on the same port, the cache's disk fills up
+/// (a ballast file on its tmpfs) and empties again, and Redis (the rate limiter's backend) is
+/// killed and started again. Every request is answered: a cached URL always with a 200 and the
+/// origin's exact bytes (fresh, refetched or stale), an uncached one with a 200 and the exact
+/// bytes or, while the origin is down, a 502 in under a second. No connection error, no other
+/// status, no wrong byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fault_drill_answers_every_request() {
+    let redis = RedisServer::start();
+    let api = origin("api").await;
+    let api_addr = api.addr;
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = Tmpfs::mount(&dir.path().join("disk"), "8m");
+    let body = format!(
+        r#"
+[admin]
+listen = ["127.0.0.1:{{admin}}"]
+
+[redis]
+url = "{}"
+timeout = "200ms"
+connect_timeout = "200ms"
+retry_interval = "200ms"
+
+[limits]
+backend = "redis"
+window = "60s"
+[limits.classes.api]
+rate = 1000000
+
+[cache.zones.api]
+path = "{}"
+size = "64MB"
+memory_size = "64k"
+max_object_size = "1MB"
+
+[upstreams.api]
+backends = ["{api_addr}"]
+health_check = {{ kind = "none" }}
+connect_timeout = "500ms"
+
+[[sites]]
+name = "galion.app"
+hosts = ["galion.app"]
+routes = [
+  {{ path = "/api/", upstream = "api", cache = "api", limit = "api" }},
+  {{ path = "/raw/", upstream = "api", cache = "off", limit = "api" }},
+]
+"#,
+        redis.url(0),
+        mnt.0.join("api").display()
+    );
+    let proxy = Proxy::start(bin!(), dir.path(), &base_config(false, &body));
+    let cached =
+        |k: usize| format!("/api/drill/{k}/data?n=4096&cc=max-age%3D1%2C%20stale-if-error%3D600");
+    for k in 0..8 {
+        assert_eq!(get(&proxy, &cached(k)).await.status, 200);
+    }
+
+    let stop = std::time::Instant::now() + Duration::from_secs(24);
+    let base = format!("http://{}", proxy.plain_addr());
+    let clients: Vec<_> = (0..4)
+        .map(|t| {
+            let base = base.clone();
+            tokio::spawn(async move {
+                let c = client();
+                let mut out = Vec::new();
+                for i in 0..6000usize {
+                    if std::time::Instant::now() > stop {
+                        break;
+                    }
+                    let path = if i % 2 == 0 {
+                        cached((t + i) % 8)
+                    } else {
+                        format!("/raw/drill/{t}/{i}/data?n=4096")
+                    };
+                    let started = std::time::Instant::now();
+                    let r = c
+                        .get(format!("{base}{path}"))
+                        .header("host", "galion.app")
+                        .send()
+                        .await;
+                    let (status, wrong) = match r {
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            match r.bytes().await {
+                                Ok(b) if status == 200 && b[..] != url_body(&path, 4096)[..] => {
+                                    (status, Some(format!("{} wrong bytes", b.len())))
+                                }
+                                Ok(_) => (status, None),
+                                Err(e) => (status, Some(format!("body: {e}"))),
+                            }
+                        }
+                        Err(e) => (0, Some(format!("{e:?}"))),
+                    };
+                    out.push(Outcome {
+                        path,
+                        status,
+                        took: started.elapsed(),
+                        wrong,
+                    });
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                out
+            })
+        })
+        .collect();
+
+    // The faults, in turn. The origin is down 2 s of every 6; the disk is full from 5 s to
+    // 11 s; Redis is gone from 13 s to 19 s.
+    let mut redis = redis;
+    let mut origin_now = Some(api);
+    let ballast = mnt.0.join("ballast");
+    let t0 = std::time::Instant::now();
+    let at = |s: u64| tokio::time::sleep_until((t0 + Duration::from_secs(s)).into());
+    for (s, what) in [
+        (2, "origin down"),
+        (4, "origin up"),
+        (5, "disk full"),
+        (8, "origin down"),
+        (10, "origin up"),
+        (11, "disk empty"),
+        (13, "redis down"),
+        (14, "origin down"),
+        (16, "origin up"),
+        (19, "redis up"),
+        (20, "origin down"),
+        (22, "origin up"),
+    ] {
+        at(s).await;
+        match what {
+            "origin down" => {
+                if let Some(o) = origin_now.take() {
+                    o.stop();
+                }
+            }
+            "origin up" => {
+                origin_now = Some(spawn_origin("api", api_addr).await.expect("the same port"));
+            }
+            "disk full" => {
+                let out = run(
+                    "dd",
+                    &[
+                        "if=/dev/zero",
+                        &format!("of={}", ballast.display()),
+                        "bs=64k",
+                    ],
+                );
+                assert!(
+                    String::from_utf8_lossy(&out.stderr).contains("No space left"),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            "disk empty" => std::fs::remove_file(&ballast).unwrap(),
+            "redis down" => tokio::task::block_in_place(|| redis.stop()),
+            "redis up" => tokio::task::block_in_place(|| redis.start_again()),
+            _ => unreachable!(),
+        }
+    }
+
+    let mut outcomes = Vec::new();
+    for c in clients {
+        outcomes.extend(c.await.unwrap());
+    }
+    let bad: Vec<String> = outcomes
+        .iter()
+        .filter(|o| {
+            let cached = o.path.starts_with("/api/");
+            let fast_502 = !cached && o.status == 502 && o.took < Duration::from_secs(1);
+            o.wrong.is_some() || !(o.status == 200 || fast_502)
+        })
+        .map(|o| format!("{} {} in {:?}: {:?}", o.path, o.status, o.took, o.wrong))
+        .collect();
+    let count = |f: &dyn Fn(&Outcome) -> bool| outcomes.iter().filter(|o| f(o)).count();
+    let raw_502 = count(&|o| o.status == 502);
+    assert!(
+        outcomes.len() >= 1000,
+        "the load ran: {} requests",
+        outcomes.len()
+    );
+    assert!(raw_502 > 0, "the origin was never seen down");
+    let last = outcomes.iter().map(|o| o.took).max().unwrap_or_default();
+    eprintln!(
+        "drill: {} requests, {} × 200, {raw_502} × 502 (uncached, origin down), slowest {last:?}",
+        outcomes.len(),
+        count(&|o| o.status == 200)
+    );
+    assert!(
+        bad.is_empty(),
+        "{} of {} requests answered wrong, the first: {:?}\n{}",
+        bad.len(),
+        outcomes.len(),
+        &bad[..bad.len().min(10)],
+        proxy.stderr()
+    );
+    assert!(
+        disk_errors(&proxy, "fill").await > 0 || disk_errors(&proxy, "write").await > 0,
+        "the disk was never full: {}",
+        metrics_text(&proxy).await
     );
 }
