@@ -179,7 +179,7 @@ pub use headers::{
     request_id, set_forwarded, HeaderPolicy, HeaderPolicyBuilder, X_CACHE_STATUS, X_FORWARDED_FOR,
     X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID,
 };
-pub use tls::{CertReloader, SniResolver};
+pub use tls::{crypto_provider, install_crypto_provider, CertReloader, SniResolver};
 pub use upstream::{GroupSource, HealthChecker, UpstreamGroup};
 
 // The binary upgrade a running process starts itself (SIGUSR2).

@@ -13,7 +13,7 @@ use tokio_rustls::TlsConnector;
 
 /// A TLS connection to `addr` for `galion.app` that negotiated h2.
 pub async fn tls_h2(addr: SocketAddr, cert: &TestCert) -> TlsStream<tokio::net::TcpStream> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    proxy_core::install_crypto_provider();
     let mut store = rustls::RootCertStore::empty();
     store
         .add(rustls_pki_types::CertificateDer::from(cert.der.clone()))

@@ -642,7 +642,7 @@ routes = [{{ path = "/", upstream = "app" }}]
 
     // A client that does not trust the certificate sends its ClientHello, gets the
     // certificate, and gives up: one more ClientHello, no more completed handshakes.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    proxy_core::install_crypto_provider();
     let cfg = rustls::ClientConfig::builder()
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();

@@ -21,7 +21,7 @@ async fn handshake(
     sni: &str,
     roots: &[&TestCert],
 ) -> Result<Handshake, String> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    proxy_core::install_crypto_provider();
     let mut store = rustls::RootCertStore::empty();
     for r in roots {
         store

@@ -248,7 +248,7 @@ impl RequestSet {
 /// signatures are still checked), because the local certificates are self-signed CA
 /// certificates that webpki will not take as server certificates. Targets are loopback only.
 pub fn tls_config(h2: bool) -> Result<Arc<ClientConfig>, LoadtestError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(proxy_core::crypto_provider());
     let mut config = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| LoadtestError::Tls(e.to_string()))?
