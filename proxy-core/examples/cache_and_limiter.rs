@@ -8,6 +8,9 @@
 //! - Each client may make `--limit` requests a minute (hits included); more get `429` with
 //!   `Retry-After` and the `RateLimit` headers. Clients are told apart by their address, or by
 //!   `CF-Connecting-IP` when they connect from a `--trust`ed network.
+//! - Every answer carries the recommended security headers (`HeaderPolicy`), the `429` too:
+//!   an answer written in `request_filter` never passes `response_filter`, so it gets them
+//!   there, from the same policy.
 //!
 //! ```sh
 //! cargo run -p proxy-core --example cache_and_limiter -- \
@@ -32,8 +35,8 @@ use proxy_core::pingora::http::ResponseHeader;
 use proxy_core::pingora::proxy::{http_proxy_service, ProxyHttp, Session};
 use proxy_core::{
     cache_key, cache_status_label, ratelimit_header, ratelimit_policy_header, request_host,
-    ClientIpResolver, Decision, DiskEviction, IpNet, LimitClass, RateLimiter, TieredStorage,
-    TrustedProxies, CF_CONNECTING_IP, RATELIMIT, RATELIMIT_POLICY, X_CACHE_STATUS,
+    ClientIpResolver, Decision, DiskEviction, HeaderPolicy, IpNet, LimitClass, RateLimiter,
+    TieredStorage, TrustedProxies, CF_CONNECTING_IP, RATELIMIT, RATELIMIT_POLICY, X_CACHE_STATUS,
 };
 use std::error::Error;
 use std::net::{SocketAddr, TcpStream};
@@ -56,6 +59,8 @@ struct CacheAndLimit {
     clients: ClientIpResolver,
     limiter: RateLimiter,
     class: LimitClass,
+    /// The security headers of every answer, early ones included.
+    headers: HeaderPolicy,
     /// `RateLimit-Policy`: constant, built once.
     policy: HeaderValue,
 }
@@ -87,6 +92,8 @@ impl ProxyHttp for CacheAndLimit {
             ratelimit_header(&self.class, 0, retry_after_secs),
         )?;
         resp.insert_header(header::CONTENT_LENGTH, 0)?;
+        // Written here, the answer skips `response_filter`: the same headers, by hand.
+        self.headers.apply(&mut resp);
         session.set_keepalive(None);
         session.write_response_header(Box::new(resp), true).await?;
         Ok(true)
@@ -146,6 +153,7 @@ impl ProxyHttp for CacheAndLimit {
         _ctx: &mut (),
     ) -> Result<()> {
         resp.insert_header(X_CACHE_STATUS, cache_status_label(session.cache.phase()))?;
+        self.headers.apply(resp);
         Ok(())
     }
 }
@@ -192,6 +200,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         eviction,
         lock,
         clients: ClientIpResolver::new(TrustedProxies::new(trusted), Some(CF_CONNECTING_IP)),
+        headers: HeaderPolicy::recommended(),
         policy: ratelimit_policy_header(&class, limiter.window()),
         limiter,
         class,

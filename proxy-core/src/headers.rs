@@ -221,6 +221,10 @@ impl HeaderPolicy {
 
     /// Sets the security headers and `Server` on a response, replacing what the upstream sent
     /// for those names, and removes `X-Powered-By` (it names frameworks and versions).
+    ///
+    /// Call it from `response_filter` for proxied and cached answers, and on every answer your
+    /// own `request_filter` writes (a `429`, a redirect): those never pass `response_filter`.
+    /// The `cache_and_limiter` example does both.
     pub fn apply(&self, resp: &mut ResponseHeader) {
         // A `&'static str` name keeps its case without Pingora copying it (a `HeaderName` is
         // copied into a new buffer on every insert), and values on static bytes are cloned

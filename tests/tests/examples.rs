@@ -146,6 +146,15 @@ fn start_cache_and_limiter(upstream: &str, dir: &std::path::Path, limit: &str) -
     )
 }
 
+/// The headers of `HeaderPolicy::recommended()`, which the example applies to every answer.
+fn assert_policy_headers(h: &reqwest::header::HeaderMap, what: &str) {
+    let recommended = proxy_core::HeaderPolicy::recommended();
+    for (name, value) in recommended.headers() {
+        assert_eq!(h.get(name), Some(value), "{what}: {name}: {h:?}");
+    }
+    assert_eq!(h.get("server"), Some(recommended.server()), "{what}: {h:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_and_limiter_serves_the_second_request_from_the_tiered_storage() {
     let app = origin("cached_app").await;
@@ -164,6 +173,7 @@ async fn cache_and_limiter_serves_the_second_request_from_the_tiered_storage() {
     let second = c.get(&url).send().await.unwrap();
     assert_eq!(second.status(), 200);
     assert_eq!(second.headers()["x-cache-status"], "HIT");
+    assert_policy_headers(second.headers(), "a hit through the example");
     assert_eq!(second.text().await.unwrap(), first, "the stored bytes");
     let fetched = |uri: &str| app.requests().iter().filter(|r| r.uri == uri).count();
     assert_eq!(fetched("/page?v=1"), 1, "the hit never reached the origin");
@@ -213,6 +223,8 @@ async fn cache_and_limiter_refuses_a_client_over_its_limit_with_429() {
     }
     let r = send("203.0.113.1", 3).await.unwrap();
     assert_eq!(r.status(), 429);
+    // Written in request_filter, it gets the security headers there (HeaderPolicy::apply).
+    assert_policy_headers(r.headers(), "the example's 429");
     let retry: u32 = r.headers()["retry-after"]
         .to_str()
         .unwrap()
