@@ -68,8 +68,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         Path::new("."),
     )?;
 
-    // The embedder's server, with its own settings (Pingora's defaults here).
-    let mut server = Server::new(None)?;
+    // The embedder's server, with the config's `[server]` settings (threads, grace period,
+    // keepalive pool); `Server::new(None)` would run Pingora's defaults instead.
+    let mut server = Server::new_with_opt_and_conf(None, proxy_core::server_conf(&config));
     server.bootstrap();
 
     let mut own = Service::new("hello".to_string(), HttpServer::new_app(Hello));

@@ -164,19 +164,22 @@ pub fn build_server_with(
 /// ([`RedisService`](crate::redis_link::RedisService)), and the signal handler (SIGHUP reloads `options.config_path`, SIGUSR1
 /// reopens the access log, SIGUSR2 upgrades the binary when `options.upgrade_command` is set;
 /// docs/operations.md). Those handlers are installed for the whole process when this is
-/// called. The server's own [`ServerConf`] applies (threads, keepalive pool, retries);
-/// the config's `[server]` section is only read by [`build_server`]. Nothing is bound until the
-/// server runs.
+/// called. The server's own [`ServerConf`] applies (threads, keepalive pool, retries, grace
+/// period): build the server with [`server_conf`] to apply the config's `[server]` section, as
+/// the example does; with `Server::new(None)` Pingora's defaults apply (one thread per service,
+/// and a SIGTERM waits 300 s for connections to end). Nothing is bound until the server runs.
 ///
 /// Fails as [`build_server`] does; nothing is added to `server` then.
 ///
 /// ```
 /// use proxy_core::pingora::core::server::Server;
-/// use proxy_core::Config;
+/// use proxy_core::{server_conf, Config};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let config = Config::from_toml_str(
 ///     r#"
+///     [server]
+///     grace_period = "10s"
 ///     [listeners]
 ///     http_proxy = ["127.0.0.1:8080"]
 ///     [access_log]
@@ -189,7 +192,8 @@ pub fn build_server_with(
 ///     "#,
 ///     std::path::Path::new("."),
 /// )?;
-/// let mut server = Server::new(None)?;
+/// // `[server]` (threads, grace period, keepalive pool) for the whole server.
+/// let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
 /// server.bootstrap();
 /// // server.add_service(...your own services...);
 /// let state = proxy_core::add_to_server(&mut server, config)?;
