@@ -15,6 +15,10 @@
 //! ```
 //!
 //! It prints one `ready …` line once both ports accept connections, then runs until killed.
+//!
+//! The proxy takes SIGHUP (reload) and SIGUSR1 (reopen the access log) for the whole process;
+//! `--no-signals` leaves them to the program (`ProxyOptions::without_signals`), for a program
+//! that handles them itself.
 
 use async_trait::async_trait;
 use http::Response;
@@ -77,7 +81,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     own.add_tcp(&hello.to_string());
     server.add_service(own);
 
-    proxy_core::add_to_server(&mut server, config)?;
+    let mut options = proxy_core::ProxyOptions::default();
+    if std::env::args().any(|a| a == "--no-signals") {
+        options = options.without_signals();
+    }
+    proxy_core::add_to_server_with(&mut server, config, options)?;
 
     announce_when_listening(vec![proxy, hello], format!("proxy={proxy} hello={hello}"));
     server.run_forever()

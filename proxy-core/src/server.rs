@@ -66,6 +66,11 @@ pub struct ProxyOptions {
     ///
     /// [`Upgrader`]: crate::Upgrader
     pub upgrade_command: Option<Vec<std::ffi::OsString>>,
+    /// Whether the proxy takes SIGHUP (reload), SIGUSR1 (reopen the access log) and, with an
+    /// [`upgrade_command`](Self::upgrade_command), SIGUSR2 for the whole process. Default: yes.
+    /// An embedder whose program handles those signals itself turns it off and reloads through
+    /// `POST /reload` on the admin listener instead.
+    pub signals: bool,
 }
 
 impl Default for ProxyOptions {
@@ -74,6 +79,7 @@ impl Default for ProxyOptions {
             decider: Arc::new(HostPathDecider),
             config_path: None,
             upgrade_command: None,
+            signals: true,
         }
     }
 }
@@ -83,6 +89,7 @@ impl std::fmt::Debug for ProxyOptions {
         f.debug_struct("ProxyOptions")
             .field("config_path", &self.config_path)
             .field("upgrade_command", &self.upgrade_command)
+            .field("signals", &self.signals)
             .finish_non_exhaustive()
     }
 }
@@ -104,6 +111,12 @@ impl ProxyOptions {
     /// ([`ProxyOptions::upgrade_command`]).
     pub fn with_upgrade_command(mut self, command: Vec<std::ffi::OsString>) -> Self {
         self.upgrade_command = Some(command);
+        self
+    }
+
+    /// These options without the process-wide signal handlers ([`ProxyOptions::signals`]).
+    pub fn without_signals(mut self) -> Self {
+        self.signals = false;
         self
     }
 }
@@ -351,11 +364,13 @@ pub fn add_to_server_with(
         .upgrade_command
         .clone()
         .and_then(|c| crate::upgrade::Upgrader::new(c, &config.server.upgrade_sock));
-    crate::reload::install_signal_dispositions(upgrader.is_some());
-    server.add_service(background_service(
-        "config reload",
-        SignalHandler::new(reloader, upgrader),
-    ));
+    if options.signals {
+        crate::reload::install_signal_dispositions(upgrader.is_some());
+        server.add_service(background_service(
+            "config reload",
+            SignalHandler::new(reloader, upgrader),
+        ));
+    }
     drop(current);
     Ok(state)
 }

@@ -126,6 +126,48 @@ async fn embed_whole_proxy_serves_the_proxy_and_the_embedders_own_service() {
         "{}",
         ex.stdout()
     );
+
+    // The proxy took SIGHUP for the process: it survives one (a reload without a config file
+    // is refused and logged).
+    assert!(signal(ex.process.child.id(), "HUP"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        c.get(format!("http://{}/", ex.addr(1)))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "alive after SIGHUP"
+    );
+}
+
+/// `ProxyOptions::without_signals` leaves SIGHUP to the program: the example started with
+/// `--no-signals` installs no handler of its own, so SIGHUP ends it (the default action).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embed_whole_proxy_without_signals_leaves_sighup_to_the_program() {
+    let app = origin("embedded_app").await;
+    let upstream = app.addr.to_string();
+    let mut ex = Example::start(
+        env!("CARGO_BIN_EXE_example-embed-whole-proxy"),
+        &[
+            "--proxy",
+            "127.0.0.1:{port0}",
+            "--hello",
+            "127.0.0.1:{port1}",
+            "--upstream",
+            &upstream,
+            "--no-signals",
+        ],
+    );
+    assert!(signal(ex.process.child.id(), "HUP"));
+    assert!(
+        ex.process.wait_exit(Duration::from_secs(10)),
+        "still running"
+    );
+    let status = ex.process.child.try_wait().unwrap().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(1), "ended by SIGHUP: {status:?}");
 }
 
 fn start_cache_and_limiter(upstream: &str, dir: &std::path::Path, limit: &str) -> Example {
