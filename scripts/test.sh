@@ -31,6 +31,11 @@ step "benches compile and run once"
 # proxy and an origin on loopback and sends a few dozen requests.
 cargo test -p galion-edge-benches --benches
 
+step "an outside crate with a fresh lock file (tests/outside)"
+# proxy-core as a crate outside this workspace meets it: the README's patch lines, the newest
+# semver-compatible dependencies, no warning in our crates, and both ways of embedding run.
+bash scripts/outside-crate.sh
+
 step "cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
