@@ -1241,6 +1241,37 @@ mod tests {
         response_cacheability(&resp, &admission(), &zone)
     }
 
+    /// Found by the `cache_control` fuzz target (its 10-minute run for issue 21): a
+    /// `Cache-Control` line with a byte that is not UTF-8 was skipped whole, so `private,
+    /// max-age=600<0xB8>` lost its `private` and was stored for everyone. The byte now spoils
+    /// only the member it is in.
+    #[test]
+    fn a_byte_that_is_not_utf8_spoils_only_its_own_directive() {
+        let decide_raw = |raw: &[u8]| {
+            let mut resp = ResponseHeader::build(200, None).unwrap();
+            let value = http::HeaderValue::from_bytes(raw).unwrap();
+            resp.append_header(header::CACHE_CONTROL, value).unwrap();
+            let zone = crate::fuzzing::cache_control_zone();
+            response_cacheability(&resp, &admission(), &zone)
+        };
+        for raw in [
+            &b"private, max-age=600\xb8"[..],
+            b"max-age=600\xb8, private",
+            b"no-store, max-age=600\xb8",
+        ] {
+            assert!(
+                matches!(decide_raw(raw), RespCacheable::Uncacheable(_)),
+                "{} stored",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        // The other members of the line still count.
+        let RespCacheable::Cacheable(meta) = decide_raw(b"max-age=600, x-\xb8") else {
+            panic!("max-age=600 beside a spoiled member: not stored");
+        };
+        assert!(meta.fresh_until() > meta.created());
+    }
+
     /// Found with the `cache_control` fuzz target's invariants: Pingora's parser keeps the last value of a
     /// repeated directive, so a later `private="x"` hid a bare `private` (the response was
     /// stored in the shared cache), and a later `no-cache=x` a bare `no-cache` (stored fresh).

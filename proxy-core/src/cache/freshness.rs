@@ -158,13 +158,16 @@ impl Directives {
         let mut d = Directives::default();
         let mut any = false;
         for line in lines {
-            let Ok(text) = std::str::from_utf8(line.as_bytes()) else {
-                if strict {
-                    return None;
-                }
-                continue;
+            let text = match std::str::from_utf8(line.as_bytes()) {
+                Ok(text) => std::borrow::Cow::Borrowed(text),
+                Err(_) if strict => return None,
+                // Cache-Control, leniently: a byte that is not UTF-8 spoils only the member it
+                // is in (read as U+FFFD there, so that member is invalid), never the whole
+                // line. Skipping the line lost `private` in `private, max-age=600<0xB8>` and
+                // stored a private answer (found by the `cache_control` fuzz target).
+                Err(_) => String::from_utf8_lossy(line.as_bytes()),
             };
-            for member in split_members(text) {
+            for member in split_members(&text) {
                 let member = member.trim();
                 if member.is_empty() {
                     if strict {
