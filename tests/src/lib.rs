@@ -1111,6 +1111,64 @@ pub async fn echo_websocket(
     })
 }
 
+/// Request loops on every kind of proxy listener at once, until `stop`: plain HTTP/1.1 on
+/// `http_proxy`, TLS HTTP/1.1 and TLS HTTP/2 (four loops sharing one connection, so four
+/// streams at a time) on `https`, each asking `PREFIX{kind}/{n}` of `galion.app` (trusting
+/// `cert`). [`ListenerLoad::finish`] asserts that none failed.
+pub struct ListenerLoad {
+    loops: Vec<tokio::task::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl ListenerLoad {
+    /// Starts the loops; `prefix` is a path prefix such as `/nocache/`.
+    pub fn start(proxy: &Proxy, cert: &TestCert, prefix: &str, stop: Instant) -> ListenerLoad {
+        let https = format!("https://galion.app:{}{prefix}", proxy.ports.https);
+        let plain = format!("http://{}{prefix}", proxy.plain_addr());
+        let h2 = tls_client(&[cert], &["galion.app"], proxy.https_addr());
+        let h1_tls = reqwest::Client::builder()
+            .use_rustls_tls()
+            .http1_only()
+            .timeout(Duration::from_secs(10))
+            .add_root_certificate(reqwest::Certificate::from_pem(cert.cert_pem.as_bytes()).unwrap())
+            .resolve("galion.app", proxy.https_addr())
+            .build()
+            .unwrap();
+        let h11 = reqwest::Version::HTTP_11;
+        let mut loops = vec![
+            tokio::spawn(get_loop(client(), format!("{plain}h1/"), h11, stop)),
+            tokio::spawn(get_loop(h1_tls, format!("{https}h1tls/"), h11, stop)),
+        ];
+        for s in 0..4 {
+            let url = format!("{https}h2/{s}/");
+            let h2 = h2.clone();
+            loops.push(tokio::spawn(get_loop(
+                h2,
+                url,
+                reqwest::Version::HTTP_2,
+                stop,
+            )));
+        }
+        ListenerLoad { loops }
+    }
+
+    /// Waits for every loop; asserts at least `at_least` requests were sent and none failed.
+    pub async fn finish(self, at_least: usize) {
+        let (mut sent, mut failures) = (0, Vec::new());
+        for l in self.loops {
+            let (n, f) = l.await.unwrap();
+            sent += n;
+            failures.extend(f);
+        }
+        assert!(sent >= at_least, "the load ran: {sent} requests");
+        assert!(
+            failures.is_empty(),
+            "{} of {sent} failed, the first: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(10)]
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

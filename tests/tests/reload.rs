@@ -378,42 +378,9 @@ routes = [ {{ path = "/", upstream = "app" }} ]
         ),
     );
     let proxy = Proxy::start(bin!(), dir.path(), &text);
-    let https = format!("https://galion.app:{}", proxy.ports.https);
-    let plain = format!("http://{}", proxy.plain_addr());
-    let h2 = tls_client(&[&cert], &["galion.app"], proxy.https_addr());
-    let h1_tls = reqwest::Client::builder()
-        .use_rustls_tls()
-        .http1_only()
-        .timeout(Duration::from_secs(10))
-        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert_pem.as_bytes()).unwrap())
-        .resolve("galion.app", proxy.https_addr())
-        .build()
-        .unwrap();
-
     let stop = Instant::now() + Duration::from_secs(6);
     let ws = echo_websocket(proxy.plain_addr(), "galion.app", "/ws", stop).await;
-    let mut loads = vec![
-        tokio::spawn(get_loop(
-            client(),
-            format!("{plain}/h1/"),
-            reqwest::Version::HTTP_11,
-            stop,
-        )),
-        tokio::spawn(get_loop(
-            h1_tls,
-            format!("{https}/h1tls/"),
-            reqwest::Version::HTTP_11,
-            stop,
-        )),
-    ];
-    for s in 0..4 {
-        loads.push(tokio::spawn(get_loop(
-            h2.clone(),
-            format!("{https}/h2/{s}/"),
-            reqwest::Version::HTTP_2,
-            stop,
-        )));
-    }
+    let load = ListenerLoad::start(&proxy, &cert, "/", stop);
     let moved_to = |o: &Origin| {
         let n = o.requests().len();
         let o = o.clone();
@@ -445,19 +412,7 @@ routes = [ {{ path = "/", upstream = "app" }} ]
         "POST /reload moved nothing"
     );
 
-    let (mut sent, mut failures) = (0, Vec::new());
-    for l in loads {
-        let (n, f) = l.await.unwrap();
-        sent += n;
-        failures.extend(f);
-    }
-    assert!(sent >= 300, "the load ran: {sent} requests");
-    assert!(
-        failures.is_empty(),
-        "{} of {sent} failed, the first: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(10)]
-    );
+    load.finish(300).await;
     let (echoed, ended) = ws.await.unwrap();
     assert_eq!(ended, None, "the WebSocket ended after {echoed} echoes");
     assert!(echoed >= 20, "{echoed} echoes");

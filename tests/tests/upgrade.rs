@@ -403,17 +403,7 @@ async fn upgrade_keeps_every_listener_kind_whole() {
         &[("NOTIFY_SOCKET", notify_path.to_str().unwrap())],
     );
     let old_pid = ready_main_pid(&next_notification(&notify));
-    let https = format!("https://galion.app:{}", proxy.ports.https);
     let plain = format!("http://{}", proxy.plain_addr());
-    let h2 = tls_client(&[&cert], &["galion.app"], proxy.https_addr());
-    let h1_tls = reqwest::Client::builder()
-        .use_rustls_tls()
-        .http1_only()
-        .timeout(Duration::from_secs(10))
-        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert_pem.as_bytes()).unwrap())
-        .resolve("galion.app", proxy.https_addr())
-        .build()
-        .unwrap();
 
     // A WebSocket on the old process, echoing every 200 ms until it ends.
     let ws_task = echo_websocket(
@@ -423,30 +413,12 @@ async fn upgrade_keeps_every_listener_kind_whole() {
         Instant::now() + Duration::from_secs(30),
     )
     .await;
-    let stop = Instant::now() + Duration::from_secs(9);
-    let mut loads = vec![
-        tokio::spawn(get_loop(
-            client(),
-            format!("{plain}/nocache/h1/"),
-            reqwest::Version::HTTP_11,
-            stop,
-        )),
-        tokio::spawn(get_loop(
-            h1_tls,
-            format!("{https}/nocache/h1tls/"),
-            reqwest::Version::HTTP_11,
-            stop,
-        )),
-    ];
-    for s in 0..4 {
-        let url = format!("{https}/api/h2/{s}/");
-        loads.push(tokio::spawn(get_loop(
-            h2.clone(),
-            url,
-            reqwest::Version::HTTP_2,
-            stop,
-        )));
-    }
+    let load = ListenerLoad::start(
+        &proxy,
+        &cert,
+        "/nocache/",
+        Instant::now() + Duration::from_secs(9),
+    );
     let upload = tokio::spawn(slow_upload(
         proxy.plain_addr(),
         900_000,
@@ -473,19 +445,7 @@ async fn upgrade_keeps_every_listener_kind_whole() {
     let _stop = StopOnDrop(new_pid);
     assert_ne!(new_pid, old_pid);
 
-    let (mut sent, mut failures) = (0, Vec::new());
-    for l in loads {
-        let (n, f) = l.await.unwrap();
-        sent += n;
-        failures.extend(f);
-    }
-    assert!(sent >= 400, "the load ran: {sent} requests");
-    assert!(
-        failures.is_empty(),
-        "{} of {sent} failed, the first: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(10)]
-    );
+    load.finish(400).await;
     let answer = upload.await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"body_len\":900000"), "{answer}");
