@@ -421,7 +421,7 @@ async fn run_all(
                 measure_http(sc, endpoint, set, plan, &procs, shared).await
             }
             Workload::IdleWebSockets { host, path } => {
-                measure_ws(sc, plain, host, path, plan, &procs, shared).await
+                measure_ws(sc, &endpoint, host, path, plan, &procs, shared).await
             }
         };
         report.scenarios.push(r);
@@ -522,7 +522,7 @@ fn usage(
 
 async fn measure_ws(
     sc: &Scenario,
-    addr: SocketAddr,
+    endpoint: &client::Endpoint,
     host: &str,
     path: &str,
     plan: &Plan,
@@ -539,7 +539,7 @@ async fn measure_ws(
             .min(MAX_DURATION);
     // One connection opened and closed first, so lazily allocated per-route state is in
     // the baseline rather than counted per connection.
-    let (warm, _) = client::open_websockets(addr, host, path, 1, deadline, &shared).await;
+    let (warm, _) = client::open_websockets(endpoint, host, path, 1, deadline, &shared).await;
     warm.close(Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = procs.sample();
@@ -547,7 +547,7 @@ async fn measure_ws(
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = (!procs.is_empty()).then(|| rss_sampler(procs.clone(), stop.clone()));
     let n = plan.ws_connections;
-    let (hold, outcome) = client::open_websockets(addr, host, path, n, deadline, &shared).await;
+    let (hold, outcome) = client::open_websockets(endpoint, host, path, n, deadline, &shared).await;
     // Let the servers settle (buffers of the handshakes freed), then read the memory.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let held = procs.sample();

@@ -681,10 +681,11 @@ impl WsHold {
     }
 }
 
-/// Opens up to `n` WebSocket connections (at most 64 handshakes at a time), checks each with
-/// one echo, and returns them open. Stops at `deadline`.
+/// Opens up to `n` WebSocket connections (at most 64 handshakes at a time, over TLS with SNI
+/// `host` when `endpoint` has a TLS config), checks each with one echo, and returns them
+/// open. Stops at `deadline`.
 pub async fn open_websockets(
-    addr: SocketAddr,
+    endpoint: &Endpoint,
     host: &str,
     path: &str,
     n: usize,
@@ -694,7 +695,10 @@ pub async fn open_websockets(
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
 
-    let url = format!("ws://{host}{path}");
+    let scheme = if endpoint.tls.is_some() { "wss" } else { "ws" };
+    let url = format!("{scheme}://{host}{path}");
+    let (addr, tls) = (endpoint.addr, endpoint.tls.clone());
+    let sni = ServerName::try_from(host.to_string()).ok();
     let sem = Arc::new(tokio::sync::Semaphore::new(64));
     let (tx, mut rx) = tokio::sync::mpsc::channel::<bool>(n.max(1));
     let (release_tx, release_rx) = tokio::sync::watch::channel(false);
@@ -709,10 +713,20 @@ pub async fn open_websockets(
         let url = url.clone();
         let tx = tx.clone();
         let mut release = release_rx.clone();
+        let (tls, sni) = (tls.clone(), sni.clone());
         holders.push(tokio::spawn(async move {
             let open = async {
                 let tcp = TcpStream::connect(addr).await.ok()?;
-                let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), tcp)
+                let io: Box<dyn Io> = match tls {
+                    None => Box::new(tcp),
+                    Some(config) => Box::new(
+                        tokio_rustls::TlsConnector::from(config)
+                            .connect(sni?, tcp)
+                            .await
+                            .ok()?,
+                    ),
+                };
+                let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), io)
                     .await
                     .ok()?;
                 let text = format!("42[\"hello\",{i}]");

@@ -202,6 +202,17 @@ pub fn all() -> Vec<Scenario> {
                 path: "/socket.io/?EIO=4&transport=websocket",
             },
         },
+        Scenario {
+            name: "ws-idle-tls",
+            description: "idle WebSocket connections through the Socket.IO route over HTTPS \
+                          (as Cloudflare connects): memory per connection",
+            transport: Transport::TlsHttp1,
+            origin_baseline: false,
+            workload: Workload::IdleWebSockets {
+                host: "galion.studio",
+                path: "/socket.io/?EIO=4&transport=websocket",
+            },
+        },
     ]
 }
 
