@@ -47,7 +47,7 @@ ROUNDS=${1:-3}
 DURATION=${2:-8s}
 CONNS=${3:-32}
 GENERATORS=${GENERATORS:-"loadtest wrk h2load"}
-SCENARIOS=${SCENARIOS:-"static-hit api-hit api-pass gzip-hit br-hit pass-1mb tls-h1 tls-h2 mix ws-idle"}
+SCENARIOS=${SCENARIOS:-"static-hit api-hit api-pass gzip-hit br-hit pass-1mb tls-h1 tls-h2 mix ws-idle ws-idle-tls"}
 WRK_SCENARIOS=${WRK_SCENARIOS:-"static-hit api-hit api-pass api-pass-random api-gzip pass-1mb tls-h1 gzip-hit br-hit browser-mix"}
 H2LOAD_SCENARIOS=${H2LOAD_SCENARIOS:-"tls-h2"}
 WRK_THREADS=${WRK_THREADS:-2}
@@ -384,12 +384,13 @@ summarize_gen() { # generator
     }' "$OUT/$1/runs.tsv"
 }
 
-# ws-idle goes after every HTTP round: the memory it leaves behind in a server (galion-edge's
-# allocator keeps it, see docs/benchmarks.md) would otherwise count in the next round's RSS.
+# ws-idle and ws-idle-tls go after every HTTP round: the memory they leave behind in a server
+# (galion-edge's allocator keeps it, see docs/benchmarks.md) would otherwise count in the next
+# round's RSS.
 HTTP_SCENARIOS=() WS_SCENARIOS=()
 if has_gen loadtest; then
   for sc in $SCENARIOS; do
-    if [ "$sc" = ws-idle ]; then WS_SCENARIOS+=("$sc"); else HTTP_SCENARIOS+=("$sc"); fi
+    case $sc in ws-idle*) WS_SCENARIOS+=("$sc") ;; *) HTTP_SCENARIOS+=("$sc") ;; esac
   done
 fi
 for round in $(seq "$ROUNDS"); do
