@@ -217,8 +217,29 @@ mkdir -p "$OUT"
 } > "$OUT/machine.txt"
 cat "$OUT/machine.txt"
 
+# A fresh process of one server. Each WebSocket run starts on one, so that its RSS growth is
+# the memory of its own connections: a server that has already served the HTTP rounds (or an
+# earlier WebSocket run) builds the new connections in memory its allocator kept, and the
+# growth understates them (docs/benchmarks.md, tenth run).
+restart() { # galion-edge|nginx
+  local port
+  case $1 in
+    galion-edge)
+      kill -INT "$PROXY"; wait "$PROXY" 2>/dev/null || true
+      RUST_LOG=warn "$BIN" run -c "$RUN/galion.toml" >>"$RUN/proxy.log" 2>&1 &
+      PROXY=$!; PIDS+=("$PROXY"); port=$GE_PLAIN ;;
+    nginx)
+      kill -TERM "$NGINX"; wait "$NGINX" 2>/dev/null || true
+      nginx -p "$RUN/nginx/" -c "$ROOT/configs/bench/nginx.conf" -g 'daemon off;' &
+      NGINX=$!; PIDS+=("$NGINX"); port=$NG_PLAIN ;;
+  esac
+  for _ in $(seq 300); do ready "$port" && return 0; sleep 0.2; done
+  echo "$1 did not come back after a restart; logs in $RUN" >&2; exit 1
+}
+
 run_one() { # round target scenario
   local round=$1 target=$2 sc=$3 args
+  if [[ $sc == ws-idle* && $target != origin ]]; then restart "$target"; fi
   case $target in
     origin)
       local port=${ORIGIN_PORT[8001]}
@@ -384,9 +405,9 @@ summarize_gen() { # generator
     }' "$OUT/$1/runs.tsv"
 }
 
-# ws-idle and ws-idle-tls go after every HTTP round: the memory they leave behind in a server
-# (galion-edge's allocator keeps it, see docs/benchmarks.md) would otherwise count in the next
-# round's RSS.
+# ws-idle and ws-idle-tls go after every HTTP round, each on a freshly started server (restart):
+# the memory a run leaves behind in a server (galion-edge's allocator keeps it, see
+# docs/benchmarks.md) would otherwise count in the next run's RSS.
 HTTP_SCENARIOS=() WS_SCENARIOS=()
 if has_gen loadtest; then
   for sc in $SCENARIOS; do
