@@ -176,6 +176,36 @@ fn spawned_run_writes_report_and_plot() {
     assert_eq!(svg.matches('<').count(), svg.matches('>').count());
 }
 
+/// `ws-idle` and `ws-idle-tls` open their WebSockets through the spawned proxy, plain and over
+/// its HTTPS listener (`wss://`), each checked by an echo, and report memory per connection.
+#[test]
+fn idle_websockets_open_over_plain_and_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    let ran = run(
+        &[
+            "loadtest",
+            "-s",
+            "ws-idle,ws-idle-tls",
+            "--ws-connections",
+            "20",
+            "-o",
+            out.to_str().unwrap(),
+            "--proxy-bin",
+            bin!(),
+        ],
+        Duration::from_secs(90),
+    );
+    assert_eq!(ran.code, Some(0), "{}", ran.show());
+    let r = report(&out);
+    for name in ["ws-idle", "ws-idle-tls"] {
+        let ws = &scenario(&r, name)["websockets"];
+        assert_eq!(ws["requested"], 20, "{name}: {ws:#}");
+        assert_eq!(ws["opened"], 20, "{name}: {ws:#}");
+        assert_eq!(ws["failed"], 0, "{name}: {ws:#}");
+    }
+}
+
 #[tokio::test]
 async fn url_mode_measures_a_running_server_and_summarizes() {
     // The origin answers any path itself: an api-pass run straight at it.
