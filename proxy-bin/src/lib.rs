@@ -49,6 +49,12 @@ enum Command {
         #[arg(long)]
         root: Option<PathBuf>,
     },
+    /// List each site's certificate: names, issuer, expiry, source (file or ACME), next renewal.
+    Certs {
+        /// Config file (TOML).
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+    },
     /// Moved to `galion-edge-tools demo`.
     #[command(hide = true, disable_help_flag = true)]
     Demo(Moved),
@@ -78,6 +84,7 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Check { config, root } => return check(&config, root.as_deref()),
+        Command::Certs { config } => certs(&config),
         Command::Run { config, upgrade } => run(&config, upgrade),
         Command::Demo(m) => return moved("demo", &m.args),
         Command::Loadtest(m) => return moved("loadtest", &m.args),
@@ -146,6 +153,69 @@ pub fn check(path: &Path, root: Option<&Path>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `galion-edge certs -c FILE`: each site's certificate as the proxy would serve it at start
+/// (files as they are on disk, ACME certificates from the state directory).
+pub fn certs(path: &Path) -> anyhow::Result<()> {
+    use proxy_core::{SniResolver, StateDir};
+    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let resolver = SniResolver::with_sites(config.certificate_specs())
+        .context("loading the certificate files")?;
+    if let Some(acme) = &config.acme {
+        let state = StateDir::open(&acme.state_dir)
+            .with_context(|| format!("opening acme.state_dir {}", acme.state_dir.display()))?;
+        for site in &acme.sites {
+            match state.load_cert(&site.name) {
+                Ok(Some((stored, key))) => resolver.install(&site.name, key, stored.info),
+                Ok(None) => {}
+                Err(e) => println!("{}: saved certificate unusable: {e}", site.name),
+            }
+        }
+    }
+    let rows = resolver.certificates();
+    if rows.is_empty() {
+        println!("no site has a certificate (no https listener, or no site with tls)");
+        return Ok(());
+    }
+    let date = httpdate::fmt_http_date;
+    for c in rows {
+        let source = match &c.file {
+            Some(f) => format!("file {}", f.display()),
+            None => "acme".to_string(),
+        };
+        println!("{} ({source})", c.site);
+        println!("  hosts:        {}", c.hosts.join(", "));
+        let Some(info) = c.info else {
+            println!(
+                "  certificate:  none yet (ordered when the proxy starts; until issued, https \
+                 clients for these names get the TLS alert access_denied)"
+            );
+            continue;
+        };
+        println!("  names:        {}", info.names.join(", "));
+        println!("  issuer:       {}", info.issuer);
+        println!(
+            "  valid:        {} to {}",
+            date(info.not_before),
+            date(info.not_after)
+        );
+        if !info.covers(&c.hosts) {
+            println!("  warning:      does not cover every host of the site");
+        }
+        match c.file {
+            Some(_) => println!(
+                "  next renewal: by whatever writes the files (certbot); reloaded within \
+                 tls.reload_interval"
+            ),
+            None => println!(
+                "  next renewal: {} (two thirds of the lifetime; earlier if the CA's renewal \
+                 information says so)",
+                date(proxy_core::acme_renewal_time(&info))
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// Loads, validates and runs; returns only on a startup error. SIGHUP re-reads `path`.

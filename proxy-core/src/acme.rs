@@ -1,57 +1,37 @@
-//! ACME http-01 challenges served from a webroot, so `certbot --webroot` renewals keep working.
+//! Certificates by ACME (RFC 8555), and the port-80 challenge paths.
 //!
-//! Only `/.well-known/acme-challenge/TOKEN` is served, and only when `TOKEN` is a base64url
-//! token (RFC 8555 §8.3: `A-Z a-z 0-9 - _`). A token can therefore never name another
-//! directory, and the resolved file must still lie inside the webroot after symlinks.
+//! Two ways to get a site's certificate through port 80 and 443:
+//!
+//! - **Built in** (`[acme]` with `directory`, and `tls = { acme = true }` on a site): the
+//!   [`AcmeService`] orders a certificate for each such site's `hosts` from the directory
+//!   (Let's Encrypt, or any RFC 8555 CA) with [instant-acme](https://docs.rs/instant-acme),
+//!   answers the CA's HTTP-01 challenge on the port-80 listener or its TLS-ALPN-01 challenge
+//!   (RFC 8737) on the https listener, keeps the account and certificates in a state directory
+//!   ([`StateDir`], files 0600), installs each new certificate in the
+//!   [`SniResolver`](crate::tls::SniResolver) without a restart, and renews it at two thirds of
+//!   its lifetime or when the CA's renewal information (RFC 9773, ARI) says so.
+//! - **certbot** (`[acme] webroot`): files under `WEBROOT/.well-known/acme-challenge/` are
+//!   served as they are (`webroot`), and renewed files are picked up by the resolver's reload.
+//!
+//! The challenges in flight live in [`Challenges`], which the port-80 handler and the resolver
+//! read. With `[redis]`, HTTP-01 answers are also written to Redis, so that whichever instance
+//! the CA reaches answers, and one instance at a time orders (a lock with an expiry).
 
-use bytes::Bytes;
-use std::path::Path;
+mod challenges;
+mod client;
+mod issuer;
+mod settings;
+mod shared;
+mod store;
+mod webroot;
 
-/// The path prefix of challenge requests.
-pub(crate) const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
-
-/// Largest challenge file served.
-const MAX_CHALLENGE_BYTES: u64 = 16 * 1024;
-
-/// Whether `token` is a syntactically valid ACME token.
-pub(crate) fn valid_token(token: &str) -> bool {
-    !token.is_empty()
-        && token.len() <= 256
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// Reads the challenge file for `token`, or `None` if the token is invalid, the file is
-/// missing, too large, or resolves outside the webroot.
-pub(crate) async fn read_challenge(webroot: &Path, token: &str) -> Option<Bytes> {
-    if !valid_token(token) {
-        return None;
-    }
-    let root = tokio::fs::canonicalize(webroot).await.ok()?;
-    let file = root.join(".well-known").join("acme-challenge").join(token);
-    let real = tokio::fs::canonicalize(&file).await.ok()?;
-    if !real.starts_with(&root) {
-        return None;
-    }
-    let meta = tokio::fs::metadata(&real).await.ok()?;
-    if !meta.is_file() || meta.len() > MAX_CHALLENGE_BYTES {
-        return None;
-    }
-    tokio::fs::read(&real).await.ok().map(Bytes::from)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens() {
-        assert!(valid_token("LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"));
-        assert!(!valid_token(".."));
-        assert!(!valid_token("../../etc/passwd"));
-        assert!(!valid_token("a/b"));
-        assert!(!valid_token("%2e%2e"));
-        assert!(!valid_token(""));
-    }
-}
+pub use challenges::Challenges;
+pub use issuer::{renewal_time, AcmeError, AcmeService, AcmeStats};
+pub use settings::{
+    AcmeSettings, AcmeSite, ChallengeKind, DEFAULT_FIRST_RETRY, DEFAULT_STATE_DIR,
+    LETSENCRYPT_PRODUCTION, LETSENCRYPT_STAGING, MAX_RETRY,
+};
+pub use store::{StateDir, StoredCert};
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use webroot::valid_token;
+pub(crate) use webroot::{read_challenge, CHALLENGE_PREFIX};

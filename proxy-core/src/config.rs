@@ -19,6 +19,7 @@ mod units;
 mod validate;
 
 pub use crate::access_log::{AccessLogFormat, AccessLogSettings, AccessLogTarget};
+pub use crate::acme::{AcmeSettings, AcmeSite, ChallengeKind};
 pub use crate::cache::{CacheSettings, CredentialCookies, FreshnessMode, RouteCache, ZoneSettings};
 pub use crate::headers::HeaderSettings;
 pub(crate) use crate::redis_link::redact_url;
@@ -31,7 +32,7 @@ pub use raw::*;
 pub use settings::{
     CertPaths, ClientIpSettings, CompressionSettings, Config, DownstreamSettings, LimitBackend,
     LimitClassSettings, LimitsSettings, ListenerSettings, RouteSettings, ServerSettings,
-    SiteSettings,
+    SiteSettings, SiteTls,
 };
 pub use units::*;
 pub(crate) use validate::valid_hostname;

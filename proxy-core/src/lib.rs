@@ -9,7 +9,8 @@
 //! ## A request's path through the Pingora phases
 //!
 //! ```text
-//! accept ── TLS handshake ─────────────── tls::SniResolver (certificate by SNI, hot reload)
+//! accept ── TLS handshake ─────────────── tls::SniResolver (certificate by SNI, hot reload,
+//!   │                                      ACME certificates and TLS-ALPN-01 challenges)
 //!   │
 //!   ├─ HTTP/1 head read with deadlines ── front::Front (408 slow header, 431 too large)
 //!   │
@@ -19,7 +20,8 @@
 //!   │                                      routing::RouteDecider over routing::RouteTable
 //!   │                                      (host → site, prefix → route, 421 / 404 / 400,
 //!   │                                      errors::Refusal; TRACE 405)
-//!   │                                      acme (port 80 challenges), 301 to https, 413 on CL
+//!   │                                      acme (port 80 HTTP-01: issuer's answers, webroot),
+//!   │                                      301 to https, 413 on CL
 //!   │                                      ratelimit::{RateLimiter, ConnLimiter} (429),
 //!   │                                      ratelimit::redis::RedisLimiter (shared, Redis)
 //!   ├─ request_cache_filter … ─────────── cache (zone choice, key, policy, Vary;
@@ -179,7 +181,16 @@ pub use headers::{
     request_id, set_forwarded, HeaderPolicy, HeaderPolicyBuilder, X_CACHE_STATUS, X_FORWARDED_FOR,
     X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID,
 };
-pub use tls::{crypto_provider, install_crypto_provider, CertReloader, SniResolver};
+pub use tls::{
+    crypto_provider, install_crypto_provider, CertInfo, CertReloader, CertSource,
+    CertificateStatus, SiteCertSpec, SniResolver, ACME_TLS_ALPN,
+};
+
+// Certificates by ACME.
+pub use acme::{
+    renewal_time as acme_renewal_time, AcmeError, AcmeService, AcmeStats,
+    Challenges as AcmeChallenges, StateDir, StoredCert,
+};
 pub use upstream::{GroupSource, HealthChecker, UpstreamGroup};
 
 // The binary upgrade a running process starts itself (SIGUSR2).
@@ -250,6 +261,13 @@ pub mod defaults {
     /// The TLS certificates' reload.
     pub mod tls {
         pub use crate::tls::DEFAULT_RELOAD_INTERVAL;
+    }
+    /// `[acme]`.
+    pub mod acme {
+        pub use crate::acme::{
+            DEFAULT_FIRST_RETRY, DEFAULT_STATE_DIR, LETSENCRYPT_PRODUCTION, LETSENCRYPT_STAGING,
+            MAX_RETRY,
+        };
     }
     /// `[upstreams.NAME]` and their health checks.
     pub mod upstream {

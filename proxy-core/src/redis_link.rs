@@ -143,11 +143,13 @@ pub(crate) enum Op {
     Subscribe,
     /// Opening the pool's connections.
     Connect,
+    /// ACME: the order lock, shared certificates and HTTP-01 answers.
+    Acme,
 }
 
 impl Op {
     /// Every op, in label order.
-    pub(crate) const ALL: [Op; 4] = [Op::Limit, Op::Publish, Op::Subscribe, Op::Connect];
+    pub(crate) const ALL: [Op; 5] = [Op::Limit, Op::Publish, Op::Subscribe, Op::Connect, Op::Acme];
 
     /// The label value.
     pub(crate) fn label(self) -> &'static str {
@@ -156,6 +158,7 @@ impl Op {
             Op::Publish => "publish",
             Op::Subscribe => "subscribe",
             Op::Connect => "connect",
+            Op::Acme => "acme",
         }
     }
 }
@@ -213,7 +216,7 @@ pub(crate) struct RedisStats {
     /// Rate-limit decisions made by the local limiter because Redis was down or slow.
     pub limit_fallback: AtomicU64,
     /// Errors by [`Op`] × [`FailKind`], indexed `[op][kind]` in `ALL` order.
-    pub errors: [[AtomicU64; 3]; 4],
+    pub errors: [[AtomicU64; 3]; Op::ALL.len()],
     /// Times the link went down.
     pub went_down: AtomicU64,
     /// Times the link came (back) up.

@@ -199,6 +199,10 @@ pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         "sites[].tls (TLS site hosts or certificate paths)",
     );
     check(
+        old.acme != new.acme,
+        "acme (issuance settings or ACME sites)",
+    );
+    check(
         old.cache.zones != new.cache.zones,
         "cache.zones (zone paths and sizes)",
     );

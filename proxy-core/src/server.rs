@@ -5,14 +5,15 @@
 //! to its own. The `_with` variants take [`ProxyOptions`] (today: a custom
 //! [`RouteDecider`]).
 
+use crate::acme::{AcmeError, AcmeService, Challenges};
 use crate::client_ip::TrustedProxies;
 use crate::config::Config;
 use crate::front::Front;
 use crate::reload::{Reloader, SignalHandler};
 use crate::routing::{HostPathDecider, RouteDecider};
 use crate::service::{GalionProxy, ListenerRole};
-use crate::state::{ProxyState, StateError};
-use crate::tls::{CertError, CertReloader, SniResolver};
+use crate::state::{Certificates, ProxyState, StateError};
+use crate::tls::{CertError, CertReloader, SniResolver, ACME_TLS_ALPN};
 use crate::upstream::HealthChecker;
 use arc_swap::ArcSwap;
 use pingora_core::apps::HttpServerOptions;
@@ -54,6 +55,9 @@ pub enum BuildError {
     /// group or the Redis link (the error names which).
     #[error(transparent)]
     State(#[from] StateError),
+    /// `[acme]` could not be set up: its state directory or `ca_root`.
+    #[error(transparent)]
+    Acme(#[from] AcmeError),
     /// Pingora refused a setting (its error kept as the source).
     #[error("pingora: {0}")]
     Pingora(#[source] Box<pingora_error::Error>),
@@ -248,7 +252,31 @@ pub fn add_to_server_with(
 ) -> Result<Arc<ArcSwap<ProxyState>>, BuildError> {
     let conf = server.configuration.clone();
     let config = Arc::new(config);
-    let state = Arc::new(ArcSwap::from_pointee(ProxyState::new(config.clone())?));
+    let mut first = ProxyState::new(config.clone())?;
+    let resolver = if config.listeners.https.is_empty() {
+        None
+    } else {
+        Some(Arc::new(
+            SniResolver::with_sites(config.certificate_specs())?
+                .with_client_hello_counter(first.metrics.tls_client_hellos()),
+        ))
+    };
+    let challenges = Arc::new(Challenges::new(first.redis.clone()));
+    // Saved ACME certificates are installed here, before the listeners start.
+    let acme = match (&config.acme, &resolver) {
+        (Some(settings), Some(resolver)) => Some(AcmeService::new(
+            settings.clone(),
+            challenges.clone(),
+            resolver.clone(),
+        )?),
+        _ => None,
+    };
+    first.certificates = Certificates {
+        resolver: resolver.clone(),
+        challenges,
+        acme: acme.as_ref().map(AcmeService::stats),
+    };
+    let state = Arc::new(ArcSwap::from_pointee(first));
     let current = state.load();
     let reloader = Reloader::new(state.clone(), options.config_path.clone());
     let default_policy = current.default_headers.clone();
@@ -280,25 +308,25 @@ pub fn add_to_server_with(
             .with_state(state.clone())
     };
 
-    if !config.listeners.https.is_empty() {
-        let resolver = Arc::new(
-            SniResolver::new(config.sites.iter().filter_map(|s| {
-                let paths = s.tls.as_ref()?;
-                Some((
-                    s.hosts.as_slice(),
-                    paths.cert.as_path(),
-                    paths.key.as_path(),
-                ))
-            }))?
-            .with_client_hello_counter(current.metrics.tls_client_hellos()),
-        );
+    if let Some(resolver) = resolver {
         let mut svc = Service::new("galion-edge https".into(), make_front(ListenerRole::Https));
+        let answer_alpn_challenges = config.acme.is_some();
         for addr in &config.listeners.https {
             // The same settings as `TlsSettings::intermediate`, plus the handshake counter.
             let mut tls = TlsSettings::with_callbacks(current.metrics.tls_callbacks())
                 .map_err(BuildError::Pingora)?;
             tls.set_cert_resolver(resolver.clone());
             tls.enable_h2();
+            tls.set_server_config_hook(Box::new(move |c| {
+                // The server's cipher-suite order (rustls's: AES-GCM and ChaCha20 by strength)
+                // wins over the client's, as `ssl_prefer_server_ciphers on` does in nginx.
+                c.ignore_client_order = true;
+                // TLS-ALPN-01: a CA offering only `acme-tls/1` gets the challenge certificate
+                // (the resolver); browsers never offer it.
+                if answer_alpn_challenges {
+                    c.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+                }
+            }));
             svc.add_listener(listener(addr).tls(tls));
         }
         server.add_service(svc);
@@ -306,6 +334,9 @@ pub fn add_to_server_with(
             "certificate reloader",
             CertReloader::new(resolver, config.tls_reload_interval),
         ));
+        if let Some(acme) = acme {
+            server.add_service(background_service("acme", acme));
+        }
     }
     if !config.listeners.http_proxy.is_empty() {
         let mut svc = Service::new(

@@ -391,6 +391,10 @@ impl GalionProxy {
         let req = session.req_header();
         let path = req.uri.path();
         if let Some(token) = path.strip_prefix(crate::acme::CHALLENGE_PREFIX) {
+            if let Some(answer) = ctx.state.certificates.challenges.http01(token).await {
+                respond(session, ctx, 200, Bytes::from(answer), "text/plain", &[]).await?;
+                return Ok(true);
+            }
             let Some(webroot) = ctx.state.config.acme_webroot.clone() else {
                 return refuse(session, ctx, Refusal::NoChallenge).await;
             };

@@ -9,6 +9,7 @@
 //! limit, read timeout and metric handles, so the request path never indexes parallel tables.
 
 use crate::access_log::AccessLog;
+use crate::acme::{AcmeStats, Challenges};
 use crate::cache::{Caches, RouteCache};
 use crate::client_ip::{ClientIpResolver, TrustedProxies};
 use crate::compression::{CompressionPolicy, CompressionStats};
@@ -20,6 +21,7 @@ use crate::ratelimit::redis::RedisLimiter;
 use crate::ratelimit::{self, ConnLimiter, LimitClass, RateLimiter};
 use crate::redis_link::{LinkError, RedisLink};
 use crate::routing::RouteTable;
+use crate::tls::SniResolver;
 use crate::upstream::{self, UpstreamError, UpstreamGroup};
 use http::HeaderValue;
 use std::sync::Arc;
@@ -97,6 +99,21 @@ pub struct ProxyState {
     pub(crate) compression_stats: Arc<CompressionStats>,
     /// The proxy's metrics (shared across state swaps, as the caches are).
     pub(crate) metrics: Arc<Metrics>,
+    /// The certificates served and the ACME challenges in flight (set by the server that
+    /// builds the listeners; the same across reloads).
+    pub(crate) certificates: Certificates,
+}
+
+/// The https side that outlives config swaps: the certificate resolver, the HTTP-01 answers
+/// the port-80 listener serves, and the ACME issuer's counters.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Certificates {
+    /// The https listeners' resolver, when there are https listeners.
+    pub(crate) resolver: Option<Arc<SniResolver>>,
+    /// HTTP-01 answers in flight.
+    pub(crate) challenges: Arc<Challenges>,
+    /// The issuer's counters, with `[acme]`.
+    pub(crate) acme: Option<Arc<AcmeStats>>,
 }
 
 /// One site, compiled.
@@ -221,6 +238,12 @@ impl ProxyState {
         families.extend(self.access_log.metric_families()?);
         if let Some(link) = &self.redis {
             families.extend(link.metric_families()?);
+        }
+        if let Some(resolver) = &self.certificates.resolver {
+            families.extend(resolver.metric_families()?);
+        }
+        if let Some(acme) = &self.certificates.acme {
+            families.extend(acme.metric_families()?);
         }
         self.metrics.render(families)
     }
@@ -360,6 +383,7 @@ impl ProxyState {
             }),
             compression_stats,
             metrics,
+            certificates: previous.map(|p| p.certificates.clone()).unwrap_or_default(),
             config,
         })
     }

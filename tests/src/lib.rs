@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 pub use galion_edge_tools::origin::{spawn_origin, Origin, Recorded};
 
 pub mod h2raw;
+pub mod pebble;
 
 /// The path of the binary under test. A macro, because Cargo sets `CARGO_BIN_EXE_*` only
 /// while compiling the integration tests themselves.
@@ -275,7 +276,7 @@ pub fn gen_cert(hosts: &[&str]) -> TestCert {
     let ck = rcgen::generate_simple_self_signed(names).expect("rcgen");
     TestCert {
         cert_pem: ck.cert.pem(),
-        key_pem: ck.key_pair.serialize_pem(),
+        key_pem: ck.signing_key.serialize_pem(),
         der: ck.cert.der().to_vec(),
     }
 }

@@ -141,6 +141,29 @@ fn with_tls(cert: &str, key: &str) -> String {
     )
 }
 
+/// `VALID` with https and port-80 listeners, its site on ACME (`tls`, default
+/// `{ acme = true }`) and `acme` as the `[acme]` section (a `state_dir` in the config's
+/// directory is added unless `acme` sets one).
+fn with_acme(acme: &str, tls: &str) -> String {
+    let state = if acme.contains("state_dir") {
+        ""
+    } else {
+        "state_dir = \"acme-state\"\n"
+    };
+    let listeners = edit(
+        "http_proxy = [\"127.0.0.1:1\"]\n",
+        "http_proxy = [\"127.0.0.1:1\"]\nhttps = [\"127.0.0.1:2\"]\nhttp = [\"127.0.0.1:3\"]\n",
+    );
+    let site = listeners.replacen(
+        "hosts = [\"example.test\"]\n",
+        &format!("hosts = [\"example.test\"]\ntls = {tls}\n"),
+        1,
+    );
+    format!("[acme]\n{state}{acme}\n\n{site}")
+}
+
+const ACME_OK: &str = "directory = \"letsencrypt-staging\"\nemail = \"ops@example.test\"";
+
 /// Certificate files for the TLS cases, in the config's directory.
 fn write_cert_files(dir: &Path) {
     let a = gen_cert(&["example.test"]);
@@ -568,6 +591,61 @@ fn bad_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             ],
         ),
         (
+            "an ACME site without a directory",
+            with_acme("email = \"ops@example.test\"", "{ acme = true }"),
+            vec!["error: acme.directory", "missing", "letsencrypt"],
+        ),
+        (
+            "an ACME directory over plain http",
+            with_acme(
+                "directory = \"http://ca.example.test/dir\"\nemail = \"ops@example.test\"",
+                "{ acme = true }",
+            ),
+            vec![
+                "error: acme.directory = \"http://ca.example.test/dir\"",
+                "https URL of an ACME (RFC 8555) directory",
+            ],
+        ),
+        (
+            "an ACME site without an email",
+            with_acme("directory = \"letsencrypt\"", "{ acme = true }"),
+            vec!["error: acme.email", "missing"],
+        ),
+        (
+            "an ACME email that is not one",
+            with_acme("directory = \"letsencrypt\"\nemail = \"ops\"", "{ acme = true }"),
+            vec!["error: acme.email = \"ops\"", "not an email address"],
+        ),
+        (
+            "a DNS-01 challenge",
+            with_acme(&format!("{ACME_OK}\nchallenge = \"dns-01\""), "{ acme = true }"),
+            vec![
+                "error: acme.challenge = \"dns-01\"",
+                "\"http-01\" (port 80) or \"tls-alpn-01\" (port 443)",
+            ],
+        ),
+        (
+            "ACME beside certificate files",
+            with_acme(ACME_OK, "{ acme = true, cert = \"good.crt\", key = \"good.key\" }"),
+            vec!["error: sites[0].tls.acme = true", "either the files or ACME"],
+        ),
+        (
+            "an ACME state directory that cannot be created",
+            with_acme(
+                &format!("{ACME_OK}\nstate_dir = \"/proc/galion-edge-acme\""),
+                "{ acme = true }",
+            ),
+            vec![
+                "error: acme.state_dir = \"/proc/galion-edge-acme\"",
+                "cannot be created or written",
+            ],
+        ),
+        (
+            "an ACME ca_root that is not PEM",
+            with_acme(&format!("{ACME_OK}\nca_root = \"hello.crt\""), "{ acme = true }"),
+            vec!["error: acme.ca_root = \"hello.crt\"", "not a readable PEM file"],
+        ),
+        (
             "missing ACME webroot",
             format!("[acme]\nwebroot = \"no-such-dir\"\n\n{VALID}"),
             vec![
@@ -589,6 +667,14 @@ fn the_valid_base_configs_pass() {
          purge_channel = \"\"\n\n[limits]\nbackend = \"redis\"\n\n{VALID}"
     );
     check_text(dir.path(), &shared).assert_ok("VALID with Redis limits");
+    check_text(dir.path(), &with_acme(ACME_OK, "{ acme = true }")).assert_ok("VALID with ACME");
+    let state = dir.path().join("acme-state");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+        0o700,
+        "check creates the state directory private"
+    );
 }
 
 #[test]
@@ -948,7 +1034,7 @@ fn doc_size(span: &str) -> u64 {
 /// of the owner, the page's accepted range is checked too.
 #[test]
 fn documented_defaults_are_the_owners_constants() {
-    use proxy_core::defaults::{admin, cache, client_ip, compression, headers, ratelimit};
+    use proxy_core::defaults::{acme, admin, cache, client_ip, compression, headers, ratelimit};
     use proxy_core::defaults::{redis_link, server, tls, upstream};
     let conf = |section: &str, key: &str| doc_row("configuration.md", section, key);
     let default = |section: &str, key: &str| conf(section, key)[1].clone();
@@ -1034,6 +1120,16 @@ fn documented_defaults_are_the_owners_constants() {
     assert_eq!(
         d("max_connections_per_peer"),
         server::DEFAULT_MAX_CONNECTIONS_PER_PEER.to_string()
+    );
+
+    // [acme]
+    assert_eq!(
+        first_span("`[acme]`", "state_dir"),
+        quoted(acme::DEFAULT_STATE_DIR)
+    );
+    assert_eq!(
+        duration("`[acme]`", "first_retry"),
+        acme::DEFAULT_FIRST_RETRY
     );
 
     // [tls], [client_ip], [admin], [headers]

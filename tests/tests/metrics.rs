@@ -462,11 +462,18 @@ async fn exact_counters_after_known_traffic() {
         unknown_body.len() as f64
     );
     assert_eq!(m.get("galion_edge_downstream_requests_in_flight", &[]), 0.0);
+    // The file certificate's expiry (gen_cert's certificates run to the year 4096).
+    let expiry = m.0.iter().find_map(|((name, labels), v)| {
+        (name == "galion_edge_tls_certificate_expiry_timestamp_seconds"
+            && labels.get("source").map(String::as_str) == Some("file"))
+        .then_some(*v)
+    });
+    assert!(expiry.is_some_and(|v| v > 6.0e10), "{expiry:?}");
 
     // Bounded label sets: only these names, and never a path, a client's host or a client IP.
     let allowed = [
         "site", "route", "status", "upstream", "backend", "zone", "tier", "class", "reason",
-        "action", "le", "reused", "op",
+        "action", "le", "reused", "op", "source", "result",
     ];
     let paths = [
         "/hello",

@@ -141,6 +141,67 @@ async fn sni_picks_the_site_certificate_and_h2_is_negotiated() {
     }
 }
 
+/// The suite a handshake settles on when the client lists `suites` in that order.
+async fn negotiated_suite(
+    addr: std::net::SocketAddr,
+    cert: &TestCert,
+    suites: Vec<rustls::SupportedCipherSuite>,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> rustls::CipherSuite {
+    let mut provider = proxy_core::crypto_provider();
+    provider.cipher_suites = suites;
+    let mut store = rustls::RootCertStore::empty();
+    store
+        .add(rustls_pki_types::CertificateDer::from(cert.der.clone()))
+        .unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("galion.app".to_string()).unwrap();
+    let tls = TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.negotiated_cipher_suite().unwrap().suite()
+}
+
+/// The server's cipher-suite order wins (nginx's `ssl_prefer_server_ciphers on`): a client that
+/// lists ChaCha20 first still gets AES-GCM, the server's first choice among what it offers, on
+/// TLS 1.3 and TLS 1.2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_cipher_order_wins() {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let TwoSites { proxy, app, .. } = two_sites().await;
+    let got = negotiated_suite(
+        proxy.https_addr(),
+        &app,
+        vec![
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+            cs::TLS13_AES_128_GCM_SHA256,
+        ],
+        &rustls::version::TLS13,
+    )
+    .await;
+    assert_eq!(got, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    let got = negotiated_suite(
+        proxy.https_addr(),
+        &app,
+        vec![
+            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ],
+        &rustls::version::TLS12,
+    )
+    .await;
+    assert_eq!(
+        got,
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewed_certificate_is_served_without_restart() {
     let o = origin("web").await;

@@ -141,6 +141,18 @@ pub struct RawAccessLog {
 pub struct RawAcme {
     /// Directory that holds `.well-known/acme-challenge/` (certbot `--webroot -w`).
     pub webroot: Option<String>,
+    /// ACME directory: `"letsencrypt"`, `"letsencrypt-staging"` or an https URL.
+    pub directory: Option<String>,
+    /// Contact email for the CA account.
+    pub email: Option<String>,
+    /// Where the account and certificates are kept.
+    pub state_dir: Option<String>,
+    /// PEM file of the root(s) the directory's own https certificate chains to.
+    pub ca_root: Option<String>,
+    /// `"http-01"` or `"tls-alpn-01"`.
+    pub challenge: Option<String>,
+    /// Wait after a first failed order.
+    pub first_retry: Option<RawDuration>,
 }
 
 /// `[headers]` and `[sites.headers]`
@@ -366,6 +378,8 @@ pub struct RawCert {
     pub cert: Option<String>,
     /// Private key (Let's Encrypt `privkey.pem`).
     pub key: Option<String>,
+    /// `true`: the certificate comes from `[acme]`.
+    pub acme: Option<bool>,
 }
 
 /// `[[sites.routes]]`

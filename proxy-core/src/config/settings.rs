@@ -2,9 +2,11 @@
 //! Built only by validation (`super::validate`), so a value here has passed its checks.
 
 use crate::access_log::AccessLogSettings;
+use crate::acme::AcmeSettings;
 use crate::cache::{CacheSettings, RouteCache};
 use crate::headers::HeaderSettings;
 use crate::redis_link::RedisSettings;
+use crate::tls::{CertSource, SiteCertSpec};
 use crate::upstream::UpstreamSettings;
 use http::HeaderName;
 use std::net::SocketAddr;
@@ -140,6 +142,15 @@ pub struct DownstreamSettings {
     pub send_timeout: Duration,
 }
 
+/// Where a site's certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiteTls {
+    /// `tls = { cert = "…", key = "…" }`: files, reloaded when they change.
+    Files(CertPaths),
+    /// `tls = { acme = true }`: ordered and renewed by `[acme]`.
+    Acme,
+}
+
 /// A certificate pair on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertPaths {
@@ -243,7 +254,7 @@ pub struct SiteSettings {
     /// Lower-case host names.
     pub hosts: Vec<String>,
     /// Certificate.
-    pub tls: Option<CertPaths>,
+    pub tls: Option<SiteTls>,
     /// Response headers.
     pub headers: HeaderSettings,
     /// Routes in file order.
@@ -266,6 +277,8 @@ pub struct Config {
     pub access_log: AccessLogSettings,
     /// ACME webroot.
     pub acme_webroot: Option<PathBuf>,
+    /// `[acme]` certificate issuance, when a site has `tls = { acme = true }`.
+    pub acme: Option<AcmeSettings>,
     /// `[cache]`
     pub cache: CacheSettings,
     /// `[client_ip]`
@@ -292,5 +305,25 @@ impl Config {
     /// The group a route sends to.
     pub fn upstream(&self, index: usize) -> Option<&UpstreamSettings> {
         self.upstreams.get(index)
+    }
+
+    /// Each site's certificate source, in file order, for
+    /// [`SniResolver::with_sites`](crate::tls::SniResolver::with_sites) (sites without `tls`
+    /// are left out).
+    pub fn certificate_specs(&self) -> impl Iterator<Item = SiteCertSpec<'_>> {
+        self.sites.iter().filter_map(|s| {
+            let source = match s.tls.as_ref()? {
+                SiteTls::Files(paths) => CertSource::Files {
+                    cert: &paths.cert,
+                    key: &paths.key,
+                },
+                SiteTls::Acme => CertSource::Acme,
+            };
+            Some(SiteCertSpec {
+                name: &s.name,
+                hosts: &s.hosts,
+                source,
+            })
+        })
     }
 }

@@ -90,6 +90,7 @@ impl Validator {
                 limits: &limits,
             },
         );
+        let acme = self.acme(&raw.acme, &sites, &listeners, tls_reload_interval);
         Config {
             server,
             listeners,
@@ -97,6 +98,7 @@ impl Validator {
             tls_reload_interval,
             access_log,
             acme_webroot,
+            acme,
             cache,
             client_ip,
             limits,

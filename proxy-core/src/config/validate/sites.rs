@@ -65,7 +65,7 @@ impl Validator {
             .or_else(|| raw.hosts.first().cloned())
             .unwrap_or_else(|| format!("site{i}"));
         let hosts = self.site_hosts(&field, &raw.hosts);
-        let tls = self.site_tls(&field, raw.tls.as_ref(), ctx.listeners);
+        let tls = self.site_tls(&field, raw.tls.as_ref(), &hosts, ctx.listeners);
         let headers = self.headers(
             &format!("{field}.headers"),
             &raw.headers,

@@ -38,7 +38,13 @@ pub struct TlsSettings {
     client_cert_verifier: Option<Arc<dyn ClientCertVerifier>>,
     callbacks: Option<TlsAcceptCallbacks>,
     offload_threadpool: Option<(usize, usize)>,
+    // Galion Edge patch (TLS settings): applied to the built `ServerConfig`, last.
+    config_hook: Option<ServerConfigHook>,
 }
+
+/// Galion Edge patch (TLS settings): a change to the rustls [`ServerConfig`] that `TlsSettings`
+/// has no setter for (server cipher-suite preference, an extra ALPN id such as `acme-tls/1`).
+pub type ServerConfigHook = Box<dyn FnOnce(&mut ServerConfig) + Send + Sync>;
 
 pub struct Acceptor {
     pub acceptor: RusTlsAcceptor,
@@ -94,6 +100,10 @@ impl TlsSettings {
         if let Some(alpn_protocols) = self.alpn_protocols {
             config.alpn_protocols = alpn_protocols;
         }
+        // Galion Edge patch (TLS settings).
+        if let Some(hook) = self.config_hook {
+            hook(&mut config);
+        }
 
         Acceptor {
             acceptor: RusTlsAcceptor::from(Arc::new(config)),
@@ -112,6 +122,12 @@ impl TlsSettings {
 
     pub fn set_alpn(&mut self, alpn: ALPN) {
         self.alpn_protocols = Some(alpn.to_wire_protocols());
+    }
+
+    /// Galion Edge patch (TLS settings): change the rustls [`ServerConfig`] at `build()`, after
+    /// every other setting (the ALPN list included), for what has no setter here.
+    pub fn set_server_config_hook(&mut self, hook: ServerConfigHook) {
+        self.config_hook = Some(hook);
     }
 
     /// Configure mTLS by providing a rustls client certificate verifier.
@@ -200,6 +216,7 @@ impl TlsSettings {
             client_cert_verifier: None,
             callbacks: None,
             offload_threadpool: None,
+            config_hook: None,
         })
     }
 
@@ -220,6 +237,7 @@ impl TlsSettings {
             client_cert_verifier: None,
             callbacks: Some(callbacks),
             offload_threadpool: None,
+            config_hook: None,
         })
     }
 }
