@@ -30,6 +30,9 @@
 #   WRK_THREADS=2 H2LOAD_THREADS=2    generator threads; H2_STREAMS=10 streams per h2 connection
 #   OUT=dir                           where the reports go (default bench-results/DATE)
 #   SKIP_BUILD=1                      use the release galion-edge and galion-edge-tools as they are
+#   WS_CONNECTIONS=9900               idle WebSockets per ws-idle/ws-idle-tls run (default: loadtest's
+#                                     1000; each needs two descriptors in the proxy, so 9,900 is the
+#                                     most under a 20,000 open-files limit)
 #   RATE=3000                         also run loadtest's api-pass at this fixed rate per target
 #                                     (0 = skip): closed-loop latency hides a server that parks
 #                                     connections (coordinated omission); at a fixed rate every
@@ -248,6 +251,9 @@ run_one() { # round target scenario
     galion-edge) args=(--url "http://127.0.0.1:$GE_PLAIN" --tls-url "https://127.0.0.1:$GE_HTTPS" --pid "$PROXY") ;;
     nginx) args=(--url "http://127.0.0.1:$NG_PLAIN" --tls-url "https://127.0.0.1:$NG_HTTPS" --pid "$NGINX") ;;
   esac
+  if [[ $sc == ws-idle* && -n ${WS_CONNECTIONS:-} ]]; then
+    args+=(--ws-connections "$WS_CONNECTIONS")
+  fi
   "$TOOLS" loadtest "${args[@]}" --label "$target" -s "$sc" -d "$DURATION" -c "$CONNS" \
     -o "$OUT/round-$round/$target-$sc" > "$OUT/round-$round/$target-$sc.txt" 2>&1 \
     || { echo "  $target $sc FAILED:"; tail -5 "$OUT/round-$round/$target-$sc.txt"; }

@@ -288,7 +288,8 @@ impl HttpSession {
                         // (security headers, cache status, `Vary`, request id), so adding them
                         // does not grow and rehash both header maps several times; none on a
                         // `101`, whose header lives as long as the tunnel it opens.
-                        let room = if resp.code == Some(101) {
+                        let switching = resp.code == Some(101);
+                        let room = if switching {
                             0
                         } else {
                             crate::protocols::http::PROXY_HEADER_ROOM
@@ -314,7 +315,16 @@ impl HttpSession {
                             return self.fail_response_header_read(e);
                         }
 
-                        let buf = std::mem::take(&mut self.response_header_read_buf).freeze();
+                        let raw = std::mem::take(&mut self.response_header_read_buf);
+                        // galion-edge patch (memory): a `101`'s head lives as long as the tunnel
+                        // (the header values point into it): a buffer of its own size rather
+                        // than the 4 KiB it was read into.
+                        let raw = if switching && raw.capacity() > 2 * raw.len() {
+                            BytesMut::from(&raw[..])
+                        } else {
+                            raw
+                        };
+                        let buf = raw.freeze();
 
                         for header in header_refs {
                             let header_name = header.get_name_bytes(&buf);

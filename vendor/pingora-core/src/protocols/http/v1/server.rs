@@ -349,13 +349,14 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
+                        let room = proxy_header_room(req.headers);
                         let mut request_header = Box::new(RequestHeader::build(
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
                             // galion-edge patch: room for the forwarded headers a proxy adds;
                             // none on an upgrade, whose header lives as long as the tunnel
-                            Some(req.headers.len() + proxy_header_room(req.headers)),
+                            Some(req.headers.len() + room),
                         )?);
 
                         request_header.set_version(match req.version {
@@ -381,6 +382,14 @@ impl HttpSession {
                                 rest.unsplit(suffix);
                             }
                             rest
+                        };
+                        // galion-edge patch (memory): an upgrade's head lives as long as its
+                        // tunnel (the header values point into it), so it keeps a buffer of its
+                        // own size rather than the 4 KiB (or more) it was read into.
+                        let buf = if room == 0 && buf.capacity() > 2 * buf.len() {
+                            BytesMut::from(&buf[..])
+                        } else {
+                            buf
                         };
                         let buf = buf.freeze();
 
