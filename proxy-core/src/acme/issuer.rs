@@ -554,6 +554,8 @@ impl Issuer {
 
     /// Orders, validates, saves and installs a certificate for `site`.
     async fn order(&self, site: &AcmeSite) -> Result<CertInfo, Failure> {
+        // A `Retry-After` left from an earlier attempt is not this order's.
+        let _ = self.http.take_retry_after();
         let account = self.account().await?;
         let identifiers: Vec<Identifier> = site
             .hosts
