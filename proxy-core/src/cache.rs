@@ -569,9 +569,16 @@ fn extension(path: &str) -> Option<&str> {
 /// the key text with Blake2b every time it is asked for it (the storage lookup, the eviction
 /// manager's compact key, the variant lookup: three or four times per hit).
 pub fn cache_key(https: bool, host: &str, path_and_query: &str, zone: &str) -> CacheKey {
-    let scheme = if https { "https" } else { "http" };
-    let host = crate::host::strip_port(host).to_ascii_lowercase();
-    let mut key = CacheKey::new(format!("{scheme}://{host}{path_and_query}"), zone);
+    let scheme = if https { "https://" } else { "http://" };
+    let host = crate::host::strip_port(host);
+    // Built by hand: `format!` and a lowercased copy of the host were a third of this
+    // function's instructions, on every request to a caching route.
+    let mut primary = String::with_capacity(scheme.len() + host.len() + path_and_query.len());
+    primary.push_str(scheme);
+    primary.push_str(host);
+    primary.make_ascii_lowercase();
+    primary.push_str(path_and_query);
+    let mut key = CacheKey::new(primary, zone);
     let hash = pingora_cache::key::CacheHashKey::primary_bin(&key);
     key.set_primary_bin_override(hash);
     key

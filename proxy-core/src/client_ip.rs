@@ -260,7 +260,6 @@ impl ClientIpResolver {
     /// written canonically (`1.2.3.4`, never `::ffff:1.2.3.4`). Never fails; allocates the
     /// returned string once.
     pub fn forwarded_for(&self, peer: IpAddr, headers: &HeaderMap) -> String {
-        use std::fmt::Write as _;
         let peer = canonical(peer);
         let trusted = self.trusted.contains(peer);
         let lines = || {
@@ -279,8 +278,7 @@ impl ClientIpResolver {
             out.push_str(line);
             out.push_str(", ");
         }
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{peer}");
+        crate::headers::push_ip(&mut out, peer);
         out
     }
 }

@@ -710,13 +710,13 @@ pub fn ensure_vary_accept_encoding(resp: &mut ResponseHeader) {
         }
     }
     if combined.is_empty() {
-        let _ = resp.insert_header(header::VARY, ACCEPT_ENCODING_VALUE);
+        let _ = resp.insert_header(&crate::headers::cased::VARY, ACCEPT_ENCODING_VALUE);
         return;
     }
     combined.extend_from_slice(b", Accept-Encoding");
     match HeaderValue::from_bytes(&combined) {
         Ok(v) => {
-            let _ = resp.insert_header(header::VARY, v);
+            let _ = resp.insert_header(&crate::headers::cased::VARY, v);
         }
         // The names came from valid header values, so this is not expected; a second Vary
         // line means the same.

@@ -944,12 +944,12 @@ impl ProxyHttp for GalionProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.policy().apply(resp);
-        // `&'static str` names: Pingora copies a `HeaderName` to keep its case, not these.
-        resp.insert_header("x-request-id", ctx.request_id.clone())?;
+        // Made-once names: neither parsed nor copied by the insert (headers::cased).
+        resp.insert_header(&headers::cased::X_REQUEST_ID, ctx.request_id.clone())?;
         if let (Some((remaining, reset)), Some(class)) = (ctx.rate, ctx.class()) {
-            resp.insert_header(ratelimit::RATELIMIT_POLICY, class.policy.clone())?;
+            resp.insert_header(&headers::cased::RATELIMIT_POLICY, class.policy.clone())?;
             resp.insert_header(
-                ratelimit::RATELIMIT,
+                &headers::cased::RATELIMIT,
                 ratelimit::ratelimit_header(&class.limit, remaining, reset),
             )?;
         }
@@ -965,7 +965,10 @@ impl ProxyHttp for GalionProxy {
             } else {
                 "BYPASS"
             };
-            resp.insert_header("x-cache-status", HeaderValue::from_static(label))?;
+            resp.insert_header(
+                &headers::cased::X_CACHE_STATUS,
+                HeaderValue::from_static(label),
+            )?;
         }
         Ok(())
     }
