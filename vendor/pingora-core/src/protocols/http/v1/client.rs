@@ -369,6 +369,13 @@ impl HttpSession {
                         // (read_response_task will immediately try to init body afterwards anyways)
                         // informational headers will automatically avoid initializing body reader
                         self.init_body_reader();
+                        // galion-edge patch (memory): once upgraded, the request head has
+                        // done its work (body framing, keep-alive and the upgrade check are
+                        // settled) and would otherwise live as long as the tunnel, hours:
+                        // drop it. `is_upgrade_req` answers from `upgraded` from here on.
+                        if self.upgraded {
+                            self.request_written = None;
+                        }
                         // note that the (request) body writer is converted to close delimit
                         // when the upgraded body tasks are received
                         return Ok(s);
@@ -742,7 +749,8 @@ impl HttpSession {
     pub fn is_upgrade_req(&self) -> bool {
         match self.request_written.as_deref() {
             Some(req) => is_upgrade_req(req),
-            None => false,
+            // galion-edge patch: an upgraded session no longer holds its request head.
+            None => self.upgraded,
         }
     }
 
