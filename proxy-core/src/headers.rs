@@ -433,7 +433,8 @@ pub(crate) fn push_ip(out: &mut String, ip: IpAddr) {
 /// [`crate::client_ip::ClientIpResolver::forwarded_for`]), `X-Real-IP` by the resolved client,
 /// `X-Forwarded-Proto` by the listener's scheme (a client cannot forge any of them),
 /// `X-Forwarded-Host` carries the host the client asked for, and `X-Request-Id` is set.
-/// The URL- and method-rewriting headers a client sent ([`is_untrusted_override`]) are removed.
+/// Headers a client sent that frameworks read to rewrite the URL, host, scheme, port or method
+/// (`X-Original-URL`, `X-Forwarded-Scheme`, `Forwarded`, method overrides, …) are removed.
 pub fn set_forwarded(
     req: &mut RequestHeader,
     client: Option<IpAddr>,
