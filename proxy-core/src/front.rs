@@ -34,6 +34,7 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use prometheus::IntGauge;
+use std::any::Any;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -566,14 +567,14 @@ where
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let _open = self.open.as_ref().map(InFlight::enter);
+        let open = self.open.as_ref().map(InFlight::enter);
         let peer = stream.get_socket_digest().and_then(|d| {
             d.peer_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| canonical(a.ip()))
         });
         // Held for the life of the connection; dropping it frees the peer's slot.
-        let _slot = match peer {
+        let slot = match peer {
             Some(ip) if !self.exempt.contains(ip) => match self.per_peer.acquire(ip) {
                 Ok(slot) => slot,
                 Err(held) => {
@@ -584,8 +585,15 @@ where
             _ => None,
         };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            let _held = (open, slot);
             return ServerApp::process_new(&self.app, stream, shutdown).await;
         }
+        // The gauge and the slot stay with every session of the connection: an upgraded one
+        // is tunnelled by a task of its own after this one returns (`tunnel_upgraded_in_own_task`).
+        let held: Option<Arc<dyn Any + Send + Sync>> = match (open, slot) {
+            (None, None) => None,
+            held => Some(Arc::new(held)),
+        };
         let l = &self.limits;
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut first = true;
@@ -677,6 +685,9 @@ where
                 session.set_keepalive(None);
             }
             session.set_pipelined_prefix(buf);
+            if let Some(held) = &held {
+                session.set_connection_guard(held.clone());
+            }
             let reused = self.app.process_new_http(session, shutdown).await?;
             let (s, p) = reused.consume();
             stream = s;

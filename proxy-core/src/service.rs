@@ -1049,6 +1049,16 @@ impl ProxyHttp for GalionProxy {
         }
     }
 
+    /// Upgraded connections (WebSockets) are tunnelled by a task of their own after the `101`:
+    /// an idle one then holds its two sockets and this request's session and context, not the
+    /// request's whole future (docs/performance.md, change 24). Our body filters have nothing
+    /// to do for an upgraded body (`request_body_filter` skips it, and a `101` has no coder
+    /// nor held chunk); the front gives every session its connection's gauge and per-peer slot
+    /// (`set_connection_guard`), and `logging` runs when the tunnel closes, with its bytes.
+    fn tunnel_upgraded_in_own_task(&self, _session: &Session, _ctx: &RequestCtx) -> bool {
+        true
+    }
+
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let req = session.req_header();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());

@@ -886,3 +886,210 @@ routes = [
         );
     }
 }
+
+/// An origin that answers an upgrade with a `101` and its first bytes in the same write, then
+/// sends back `echo:` and each chunk it reads (the bytes that came with the request head too),
+/// until the client closes.
+async fn eager_upgrade_origin() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                let end = loop {
+                    if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => head.extend_from_slice(&buf[..k]),
+                    }
+                };
+                let mut out = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                    Connection: Upgrade\r\n\r\nfirst-from-origin|"
+                    .to_vec();
+                if end < head.len() {
+                    out.extend_from_slice(b"echo:");
+                    out.extend_from_slice(&head[end..]);
+                }
+                if s.write_all(&out).await.is_err() {
+                    return;
+                }
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => {
+                            let mut echo = b"echo:".to_vec();
+                            echo.extend_from_slice(&buf[..k]);
+                            if s.write_all(&echo).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+const UPGRADE_HEAD: &[u8] = b"GET /ws/chat HTTP/1.1\r\nHost: galion.app\r\nUpgrade: websocket\r\n\
+    Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    Sec-WebSocket-Version: 13\r\n\r\n";
+
+/// Reads from `s` until what came after the response head is `want` (up to 5 s); the head.
+async fn read_upgrade(s: &mut tokio::net::TcpStream, want: &[u8]) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            if got[i + 4..] == *want {
+                return String::from_utf8_lossy(&got[..i]).into_owned();
+            }
+            assert!(
+                got.len() - (i + 4) < want.len(),
+                "after the head: {:?}",
+                String::from_utf8_lossy(&got[i + 4..])
+            );
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(k)) if k > 0 => got.extend_from_slice(&buf[..k]),
+            other => panic!(
+                "{other:?} before the tunnel's bytes; got {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+}
+
+/// Upgraded connections are tunnelled by a task of their own once the `101` is through
+/// (vendored pingora-proxy, `tunnel_upgraded_in_own_task`). The bytes that came with either
+/// side's head cross first and whole: the client's after its upgrade request, the origin's
+/// in the same write as its `101`. Then a silence longer than the route's `read_timeout` ends
+/// the tunnel (not sooner), and the access log line is written at the end, with the bytes the
+/// tunnel sent to the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_carries_the_bytes_sent_with_either_head_and_ends_after_a_silence() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = eager_upgrade_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = one_upstream(
+        &format!("backends = [\"{origin}\"]\nhealth_check = {{ kind = \"none\" }}"),
+        r#"{ path = "/ws/", upstream = "api", read_timeout = "1s", cache = "off" },"#,
+    );
+    let proxy = Proxy::start(bin!(), dir.path(), &config);
+
+    let mut s = tokio::net::TcpStream::connect(proxy.plain_addr())
+        .await
+        .unwrap();
+    let mut hello = UPGRADE_HEAD.to_vec();
+    hello.extend_from_slice(b"early-from-client");
+    s.write_all(&hello).await.unwrap();
+    let head = read_upgrade(&mut s, b"first-from-origin|echo:early-from-client").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("x-content-type-options: nosniff"),
+        "{head}"
+    );
+
+    s.write_all(b"second").await.unwrap();
+    let mut buf = [0u8; 64];
+    let mut got = Vec::new();
+    while got.len() < b"echo:second".len() {
+        let k = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("no echo within 5 s")
+            .unwrap();
+        assert!(k > 0, "closed before the echo");
+        got.extend_from_slice(&buf[..k]);
+    }
+    assert_eq!(got, b"echo:second");
+
+    // Silence both ways: the tunnel ends after the read timeout (1 s), not before.
+    let quiet = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("the tunnel outlived 10 s of silence");
+    let waited = quiet.elapsed();
+    assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "ended after {waited:?}"
+    );
+
+    let sent = "first-from-origin|echo:early-from-clientecho:second".len();
+    let log = proxy.wait_for_log(Duration::from_secs(5), |l| l.contains("GET /ws/chat"));
+    let line = log
+        .lines()
+        .find(|l| l.contains("GET /ws/chat"))
+        .expect("no access log line for the tunnel");
+    assert!(
+        line.contains(&format!("\"GET /ws/chat HTTP/1.1\" 101 {sent} ")),
+        "{line}"
+    );
+}
+
+/// A tunnel in its own task still holds its connection's slot: with
+/// `max_connections_per_peer = 2`, two open WebSockets from 127.0.0.1 leave no room for a
+/// third connection from it, and closing one makes room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_tunnels_count_against_max_connections_per_peer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = eager_upgrade_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = one_upstream(
+        &format!("backends = [\"{origin}\"]\nhealth_check = {{ kind = \"none\" }}"),
+        r#"{ path = "/ws/", upstream = "api", read_timeout = "60s", cache = "off" },"#,
+    )
+    .replace(
+        "max_body_size = \"1MB\"",
+        "max_body_size = \"1MB\"\nmax_connections_per_peer = 2",
+    );
+    let proxy = Proxy::start(bin!(), dir.path(), &config);
+
+    let open = || async {
+        let mut s = tokio::net::TcpStream::connect(proxy.plain_addr())
+            .await
+            .unwrap();
+        s.write_all(UPGRADE_HEAD).await.unwrap();
+        s
+    };
+    let mut first = open().await;
+    read_upgrade(&mut first, b"first-from-origin|").await;
+    let mut second = open().await;
+    read_upgrade(&mut second, b"first-from-origin|").await;
+
+    // A third connection from the same peer is closed without an answer.
+    let mut third = open().await;
+    let mut buf = [0u8; 256];
+    let r = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+        .await
+        .expect("the third connection was neither answered nor closed");
+    assert!(matches!(r, Ok(0) | Err(_)), "over the cap: {r:?}");
+
+    // Both tunnels still work; closing one frees its slot.
+    second.write_all(b"ping").await.unwrap();
+    let k = tokio::time::timeout(Duration::from_secs(5), second.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..k], b"echo:ping");
+    drop(first);
+    let back = eventually(Duration::from_secs(5), || async {
+        let mut s = open().await;
+        let mut buf = [0u8; 512];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await,
+            Ok(Ok(k)) if k > 0 && buf.starts_with(b"HTTP/1.1 101")
+        )
+    })
+    .await;
+    assert!(back, "no room after a tunnel closed");
+}

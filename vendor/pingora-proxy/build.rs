@@ -3,5 +3,5 @@
 //! (`DEP_GALION_EDGE_PINGORA_PROXY_PATCHES`) and refuses to build against crates.io's pingora-proxy, whose
 //! builds lack the fixes the proxy relies on.
 fn main() {
-    println!("cargo:patches=websocket-teardown,single-chunk-terminator,joined-chunks,boxed-connect");
+    println!("cargo:patches=websocket-teardown,single-chunk-terminator,joined-chunks,boxed-connect,upgraded-tunnel-task");
 }

@@ -136,6 +136,7 @@ mod proxy_h1;
 mod proxy_h2;
 mod proxy_purge;
 mod proxy_trait;
+mod proxy_tunnel;
 pub mod subrequest;
 
 use subrequest::{BodyMode, Ctx as SubrequestCtx};
@@ -463,9 +464,43 @@ where
             Ok((client_session, client_reused)) => {
                 let (server_reused, error) = match client_session {
                     ClientSession::H1(mut h1) => {
-                        let (server_reused, client_reuse, error) = self
+                        let (server_reused, client_reuse, mut error) = self
                             .proxy_to_h1_upstream(session, &mut h1, client_reused, &peer, ctx)
                             .await;
+                        // Galion Edge patch (tunnel): the `101` is through; join the upstream's
+                        // side to the client's for the tunnel `process_request` starts.
+                        if let Some(client_unread) = session.tunnel_client_unread.take() {
+                            match h1.into_upgraded_tunnel() {
+                                Ok((upstream, upstream_unread)) => {
+                                    session.upgraded_tunnel =
+                                        Some(Box::new(proxy_tunnel::UpgradedTunnel::new(
+                                            session.as_downstream(),
+                                            &peer,
+                                            client_unread,
+                                            upstream,
+                                            upstream_unread,
+                                        )));
+                                }
+                                Err(_) => {
+                                    error = Some(Error::explain(
+                                        InternalError,
+                                        "the upgraded upstream session could not be handed to its tunnel",
+                                    ));
+                                }
+                            }
+                            return (
+                                false,
+                                error.map(|e| {
+                                    self.inner.error_while_proxy(
+                                        &peer,
+                                        session,
+                                        e,
+                                        ctx,
+                                        client_reused,
+                                    )
+                                }),
+                            );
+                        }
                         if client_reuse {
                             let session = ClientSession::H1(h1);
                             self.client_upstream
@@ -665,6 +700,14 @@ pub struct Session {
     upstream_write_pending_time: Duration,
     /// Flag that is set when the shutdown process has begun.
     shutdown_flag: Arc<AtomicBool>,
+    /// Galion Edge patch (tunnel): the client's bytes past the upgrade request, taken from the
+    /// downstream session when the `101` is handed to a tunnel of its own
+    /// ([`ProxyHttp::tunnel_upgraded_in_own_task`]); the upstream's side joins them in
+    /// [`Self::upgraded_tunnel`].
+    tunnel_client_unread: Option<bytes::BytesMut>,
+    /// Galion Edge patch (tunnel): both sides of an upgraded connection to tunnel once the
+    /// request's phases are done.
+    upgraded_tunnel: Option<Box<proxy_tunnel::UpgradedTunnel>>,
 }
 
 impl Session {
@@ -692,6 +735,8 @@ impl Session {
             downstream_task_seen_upgraded: false,
             upstream_write_pending_time: Duration::ZERO,
             shutdown_flag,
+            tunnel_client_unread: None,
+            upgraded_tunnel: None,
         }
     }
 
@@ -1413,6 +1458,16 @@ where
             };
         }
 
+        // Galion Edge patch (tunnel): an upgraded connection handed to a tunnel of its own: the
+        // request's future and the connection's task end here (`tunnel_upgraded_in_own_task`).
+        if let Some(tunnel) = session.upgraded_tunnel.take() {
+            if proxy_error.is_none() {
+                let this = self.clone();
+                tokio::spawn(async move { this.run_upgraded_tunnel(session, ctx, tunnel).await });
+                return None;
+            }
+        }
+
         // serve stale if error
         // Check both error and cache before calling the function because await is not cheap
         // allow unwrap until if let chains
@@ -1460,6 +1515,57 @@ where
         // logging() will be called in finish()
         self.finish(session, &mut ctx, server_reuse, final_error)
             .await
+    }
+
+    /// Galion Edge patch (tunnel): runs an upgraded connection's tunnel to its end, then the
+    /// phases that end any request (`fail_to_proxy` after an error, `logging`).
+    async fn run_upgraded_tunnel(
+        self: Arc<Self>,
+        mut session: Session,
+        mut ctx: <SV as ProxyHttp>::CTX,
+        mut tunnel: Box<proxy_tunnel::UpgradedTunnel>,
+    ) where
+        SV: ProxyHttp + Send + Sync + 'static,
+        <SV as ProxyHttp>::CTX: Send + Sync,
+    {
+        let parts = match session.downstream_session.as_mut() {
+            HttpSession::H1(h1) => h1.upgraded_tunnel_parts().map(|(client, _)| client),
+            _ => None,
+        };
+        let (totals, error) = match parts {
+            Some(client) => proxy_tunnel::tunnel(client, &mut tunnel).await,
+            None => (
+                Default::default(),
+                Some(Error::explain(
+                    InternalError,
+                    "the upgraded connection could not be handed to its tunnel",
+                )),
+            ),
+        };
+        if let HttpSession::H1(h1) = session.downstream_session.as_mut() {
+            h1.add_tunnel_bytes(totals.to_client, totals.to_upstream);
+        }
+        // the upstream connection closes here, before the last phases
+        drop(tunnel);
+        session.upstream_body_bytes_received += totals.to_client;
+        if let Some(sent) = session.upstream_body_bytes_sent.as_mut() {
+            *sent += totals.to_upstream;
+        }
+        let Some(e) = error else {
+            self.inner.logging(&mut session, None, &mut ctx).await;
+            return;
+        };
+        let res = self.inner.fail_to_proxy(&mut session, &e, &mut ctx).await;
+        if !self.inner.suppress_error_log(&session, &ctx, &e) {
+            error!(
+                "Fail to proxy: {}, status: {}, {}",
+                e,
+                res.error_code,
+                self.inner.request_summary(&session, &ctx)
+            );
+        }
+        self.inner.logging(&mut session, Some(&e), &mut ctx).await;
+        session.downstream_session.on_proxy_failure(e);
     }
 
     async fn handle_error(

@@ -532,6 +532,9 @@ impl ResponseStateMachine {
 pub(crate) enum PipeState {
     Active = 0,
     DownstreamComplete = 1,
+    /// Galion Edge patch (tunnel): the upstream half forwarded a `101` and stopped, leaving the
+    /// upgraded connection to a tunnel of its own (`ProxyHttp::tunnel_upgraded_in_own_task`).
+    TunnelHandoff = 2,
 }
 
 impl PipeState {
@@ -540,6 +543,11 @@ impl PipeState {
     /// comparison the upstream halves perform on a task-pipe closure.
     pub(crate) fn is_downstream_complete(raw: u8) -> bool {
         raw == PipeState::DownstreamComplete as u8
+    }
+
+    /// Whether `raw` is [`TunnelHandoff`](Self::TunnelHandoff).
+    pub(crate) fn is_tunnel_handoff(raw: u8) -> bool {
+        raw == PipeState::TunnelHandoff as u8
     }
 }
 

@@ -148,6 +148,15 @@ where
         // closure (the downstream half finished and dropped rx) from an unexpected one.
         let pipe_state = Arc::new(AtomicU8::new(PipeState::Active as u8));
 
+        // Galion Edge patch (tunnel): an upgrade between two HTTP/1 sessions may be tunnelled
+        // by a task of its own once the `101` is through (`tunnel_upgraded_in_own_task`).
+        let tunnel_in_own_task = session.is_upgrade_req()
+            && matches!(*session.downstream_session, HttpSession::H1(_))
+            && !session.downstream_session.supports_proxy_task_api()
+            && !session.cache.enabled()
+            && session.subrequest_ctx.is_none()
+            && self.inner.tunnel_upgraded_in_own_task(session, ctx);
+
         // start bi-directional streaming
         let ret = tokio::try_join!(
             self.proxy_handle_downstream(
@@ -159,8 +168,37 @@ where
                 &mut downstream_custom_message_reader,
                 pipe_state.clone(),
             ),
-            self.proxy_handle_upstream(client_session, tx_upstream, rx_downstream, pipe_state),
+            self.proxy_handle_upstream(
+                client_session,
+                tx_upstream,
+                rx_downstream,
+                pipe_state.clone(),
+                tunnel_in_own_task
+            ),
         );
+
+        // Galion Edge patch (tunnel): the upstream half stopped after the `101`, and the
+        // downstream half after writing it: take the client's unread bytes for the tunnel.
+        if ret.is_ok() && PipeState::is_tunnel_handoff(pipe_state.load(Ordering::Acquire)) {
+            let unread = match session.downstream_session.as_mut() {
+                HttpSession::H1(h1) => h1.upgraded_tunnel_parts().map(|(_, unread)| unread),
+                _ => None,
+            };
+            return match unread {
+                Some(unread) => {
+                    session.tunnel_client_unread = Some(unread);
+                    (false, false, None)
+                }
+                None => (
+                    false,
+                    false,
+                    Some(Error::explain(
+                        InternalError,
+                        "the upgraded connection could not be handed to its tunnel",
+                    )),
+                ),
+            };
+        }
 
         if let Some(custom_session) = session.downstream_session.as_custom_mut() {
             if let Some(downstream_custom_message_writer) = downstream_custom_message_writer {
@@ -251,6 +289,7 @@ where
         tx: mpsc::Sender<HttpTask>,
         mut rx: mpsc::Receiver<HttpTask>,
         pipe_state: Arc<AtomicU8>,
+        tunnel_in_own_task: bool,
     ) -> Result<bool>
     where
         SV: ProxyHttp + Send + Sync,
@@ -269,6 +308,41 @@ where
                     match res {
                         Ok(task) => {
                             response_done = task.is_end();
+                            // Galion Edge patch (tunnel): with the upgrade request sent whole
+                            // (its end is already queued for a request without a body), forward
+                            // the `101` and stop here: the upstream's bytes past it stay in the
+                            // client session for the tunnel.
+                            if tunnel_in_own_task && !upgraded && client_session.was_upgraded()
+                                && send_error.is_none()
+                            {
+                                while !request_done {
+                                    let Ok(body) = rx.try_recv() else { break };
+                                    match send_body_to1(client_session, Some(body)).await {
+                                        Ok(done) => request_done = done,
+                                        Err(e) => {
+                                            request_done = true;
+                                            upstream_can_reuse = false;
+                                            send_error = Some(e);
+                                        }
+                                    }
+                                }
+                                if request_done && send_error.is_none() {
+                                    let handoff = PipeState::TunnelHandoff as u8;
+                                    pipe_state.store(handoff, Ordering::Release);
+                                    // the downstream half reads the `101` even after this returns
+                                    return match tx.send(task).await {
+                                        Ok(()) => Ok(false),
+                                        Err(_) => {
+                                            let active = PipeState::Active as u8;
+                                            pipe_state.store(active, Ordering::Release);
+                                            Error::e_explain(
+                                                InternalError,
+                                                "Failed to send the upgrade response to pipe",
+                                            )
+                                        }
+                                    };
+                                }
+                            }
                             if !upgraded && client_session.was_upgraded() {
                                 // upgrade can only happen once
                                 upgraded = true;
@@ -664,6 +738,13 @@ where
                             // nothing sent downstream e.g. serve_from_cache
                             continue;
                         };
+                        // Galion Edge patch (tunnel): the `101` is written, and the upstream
+                        // half stopped after it: the tunnel goes on outside (`proxy_1to1`).
+                        if session.was_upgraded()
+                            && PipeState::is_tunnel_handoff(pipe_state.load(Ordering::Acquire))
+                        {
+                            return Ok(false);
+                        }
                         if !upgraded && session.was_upgraded() && downstream_state.can_poll() {
                             // TODO: write can happen async now
                             // just upgraded, the downstream state should be reset to continue to

@@ -510,6 +510,30 @@ pub trait ProxyHttp {
     {
     }
 
+    /// Galion Edge patch (tunnel): whether an upgraded HTTP/1 connection (a `101` to an HTTP/1
+    /// request, from an HTTP/1 upstream) is tunnelled by a task of its own once the `101` is
+    /// through. The default, `false`, keeps Pingora's own tunnel.
+    ///
+    /// When `true`, the request's future and the connection's task end at the `101`, and a
+    /// small task copies the bytes between the two sockets, holding no buffer while the
+    /// connection is idle. What changes:
+    /// - the body filters ([`Self::request_body_filter`], [`Self::upstream_response_body_filter`],
+    ///   [`Self::response_body_filter`] and the modules') do not see the tunnelled bytes;
+    /// - the tunnel ends when either side ends (what it sent first is delivered), on an error,
+    ///   or after a silence in both directions longer than the upstream's read timeout (or the
+    ///   downstream's, if shorter); [`Self::fail_to_proxy`] (with the response already
+    ///   written) and [`Self::logging`] are then called as for any request, with the
+    ///   tunnelled bytes counted in the session's body byte counts;
+    /// - what the `ServerApp` serving the connection holds for the connection's life should
+    ///   be attached to each session with `ServerSession::set_connection_guard`, because its
+    ///   task returns at the handoff.
+    ///
+    /// Called once per upgrade request before it goes upstream; requests with the cache
+    /// enabled, subrequests and sessions using the proxy task API are never handed off.
+    fn tunnel_upgraded_in_own_task(&self, _session: &Session, _ctx: &Self::CTX) -> bool {
+        false
+    }
+
     /// Called after [`Self::logging`] when the downstream connection will be reused for another
     /// HTTP/1.x keepalive request. The returned value, if any, will be carried to the next
     /// request on this connection and delivered via [`Self::on_connection_reuse`].

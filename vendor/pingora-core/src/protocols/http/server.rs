@@ -372,6 +372,14 @@ impl Session {
         }
     }
 
+    /// Galion Edge patch (tunnel): keep `guard` alive as long as this session (HTTP/1 only:
+    /// see [`SessionV1::set_connection_guard`]; a noop for the others).
+    pub fn set_connection_guard(&mut self, guard: std::sync::Arc<dyn Any + Send + Sync>) {
+        if let Self::H1(s) = self {
+            s.set_connection_guard(guard);
+        }
+    }
+
     /// Sets the downstream read timeout. This will trigger if we're unable
     /// to read from the stream after `timeout`.
     ///

@@ -314,6 +314,19 @@ impl BodyReader {
         self.body_state = PS::UntilClose(0);
     }
 
+    /// Galion Edge patch (tunnel): for a body read until close (an upgraded connection), take
+    /// the bytes already buffered that no read has returned yet, leaving the reader empty.
+    /// `None` when the body is not read until close.
+    pub fn take_unread_until_close(&mut self) -> Option<BytesMut> {
+        if !matches!(self.body_state, PS::UntilClose(_)) {
+            return None;
+        }
+        let n = std::mem::take(&mut self.rewind_buf_len);
+        let mut unread = self.body_buf.take().unwrap_or_default();
+        unread.truncate(n);
+        Some(unread)
+    }
+
     /// Convert how we interpret the remainder of the body to read until close.
     /// This is used for responses without explicit framing (e.g., HTTP/1.0 responses).
     ///

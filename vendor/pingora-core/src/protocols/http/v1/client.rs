@@ -901,6 +901,22 @@ impl HttpSession {
         &self.underlying_stream
     }
 
+    /// Galion Edge patch (tunnel): consume an upgraded session for a tunnel outside it
+    /// (`pingora-proxy`'s `ProxyHttp::tunnel_upgraded_in_own_task`): its stream, and the
+    /// server's bytes read past the `101` that no body read has returned yet.
+    ///
+    /// Gives `self` back unless the session was upgraded and its body is read until close.
+    pub fn into_upgraded_tunnel(mut self) -> std::result::Result<(Stream, BytesMut), Box<Self>> {
+        if !self.upgraded {
+            return Err(Box::new(self));
+        }
+        // (the body reader is set up as the `101` is read)
+        match self.body_reader.take_unread_until_close() {
+            Some(unread) => Ok((self.underlying_stream, unread)),
+            None => Err(Box::new(self)),
+        }
+    }
+
     /// Consume `self`, the underlying [Stream] will be returned and can be used
     /// directly, for example, in the case of HTTP upgrade. It is not flushed
     /// prior to being returned.

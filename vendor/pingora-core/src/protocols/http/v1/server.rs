@@ -29,6 +29,7 @@ use pingora_timeout::timeout;
 use regex::bytes::Regex;
 use std::any::Any;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -158,6 +159,10 @@ pub struct HttpSession {
     /// [`super::super::HttpPersistentSettings`] into the next session.
     /// Scoped narrowly so it cannot affect FIN / `abort_on_close` semantics.
     pipelined_idle_bytes_stashed: bool,
+    /// Galion Edge patch (tunnel): what the connection's owner keeps alive for as long as the
+    /// connection is served, which an upgraded tunnel in a task of its own outlives; see
+    /// [`Self::set_connection_guard`].
+    connection_guard: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 impl HttpSession {
@@ -206,7 +211,17 @@ impl HttpSession {
             pipelining_enabled: false,
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
+            connection_guard: None,
         }
+    }
+
+    /// Galion Edge patch (tunnel): keep `guard` alive as long as this session. A
+    /// `ServerApp` that counts or limits its connections for as long as it serves them gives
+    /// each session of the connection a clone of its guard: an upgraded connection tunnelled by
+    /// a task of its own (`pingora-proxy`'s `ProxyHttp::tunnel_upgraded_in_own_task`) holds the
+    /// session, and so the guard, after the app's own task has returned.
+    pub fn set_connection_guard(&mut self, guard: Arc<dyn Any + Send + Sync>) {
+        self.connection_guard = Some(guard);
     }
 
     async fn read_request_buf(
@@ -1106,6 +1121,33 @@ impl HttpSession {
         );
         self.maybe_force_close_body_reader();
         Ok(res)
+    }
+
+    /// Galion Edge patch (tunnel): the parts an upgraded connection is tunnelled with outside
+    /// this session (`pingora-proxy`'s `ProxyHttp::tunnel_upgraded_in_own_task`): the stream,
+    /// which may still hold the `101` in its write buffer, and the client's bytes read past the
+    /// upgrade request that no body read has returned yet (taken out of the session).
+    ///
+    /// `None` unless the session was upgraded and nothing was written after the `101`; then
+    /// the caller goes on with the session's own body reads and writes.
+    pub fn upgraded_tunnel_parts(&mut self) -> Option<(&mut Stream, BytesMut)> {
+        if !self.upgraded
+            || !self.body_write_buf.is_empty()
+            || self.has_pending_proxy_tasks()
+            || self.body_bytes_sent != 0
+        {
+            return None;
+        }
+        let unread = self.body_reader.take_unread_until_close()?;
+        Some((&mut self.underlying_stream, unread))
+    }
+
+    /// Galion Edge patch (tunnel): count the bytes a tunnel outside this session (see
+    /// [`Self::upgraded_tunnel_parts`]) sent to the client and read from it, so that
+    /// [`Self::body_bytes_sent`] and [`Self::body_bytes_read`] include them.
+    pub fn add_tunnel_bytes(&mut self, sent: usize, read: usize) {
+        self.body_bytes_sent += sent;
+        self.body_bytes_read += read;
     }
 
     /// Return how many response body bytes (application, not wire) already sent downstream
