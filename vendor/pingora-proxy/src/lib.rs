@@ -1010,9 +1010,9 @@ impl Session {
         // body of a batch into one per-connection buffer that keeps its capacity (grown by
         // doubling) for the connection's life: up to 4 x 64 KiB per keep-alive client after a
         // large pass-through response. Here a run of body chunks of `DIRECT_WRITE_MIN` bytes or
-        // more is joined into one exactly sized buffer, freed once written, and written in one
-        // go (a batch of one task is written without pingora-core's copy); smaller tasks are
-        // still batched as before.
+        // more is written in one go without that copy: over HTTP/1 gathered into vectored
+        // writes, otherwise joined into one exactly sized buffer freed once written; smaller
+        // tasks are still batched as before.
         if !tasks.iter().any(|t| large_body(t).is_some()) {
             return self.downstream_session.response_duplex_vec(tasks).await;
         }
@@ -1038,10 +1038,16 @@ impl Session {
             }) {
                 run.push(next);
             }
-            done = self
-                .downstream_session
-                .response_duplex_vec(vec![join_bodies(run)])
-                .await?;
+            // HTTP/1: gathered into vectored writes, no copy (pingora-core's
+            // `response_body_run`); the others get one task joining the run.
+            done = match self.downstream_session.response_body_run(run).await {
+                Ok(done) => done?,
+                Err(run) => {
+                    self.downstream_session
+                        .response_duplex_vec(vec![join_bodies(run)])
+                        .await?
+                }
+            };
         }
         if !small.is_empty() {
             done = self.downstream_session.response_duplex_vec(small).await?;

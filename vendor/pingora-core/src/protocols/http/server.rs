@@ -372,6 +372,19 @@ impl Session {
         }
     }
 
+    /// Galion Edge patch (memory): `Some(done)` after writing a run of body tasks with
+    /// vectored writes (HTTP/1: [`SessionV1::response_body_run`]); `None`, with the tasks
+    /// given back, for the other kinds of session.
+    pub async fn response_body_run(
+        &mut self,
+        run: Vec<HttpTask>,
+    ) -> std::result::Result<Result<bool>, Vec<HttpTask>> {
+        match self {
+            Self::H1(s) => Ok(s.response_body_run(run).await),
+            _ => Err(run),
+        }
+    }
+
     /// Galion Edge patch (tunnel): keep `guard` alive as long as this session (HTTP/1 only:
     /// see [`SessionV1::set_connection_guard`]; a noop for the others).
     pub fn set_connection_guard(&mut self, guard: std::sync::Arc<dyn Any + Send + Sync>) {

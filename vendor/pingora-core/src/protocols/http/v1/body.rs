@@ -346,6 +346,32 @@ impl BodyReader {
         self.body_state = PS::UntilClose(0);
     }
 
+    /// Galion Edge patch (CPU): the body bytes `buf_ref` (just returned by a read) points to.
+    /// A read of a body framed by length or by the connection's end that filled at least half
+    /// of its buffer gives that buffer itself, without a copy (the next read gets a new one,
+    /// as the copy would have allocated); a smaller read, or a chunk (whose buffer holds
+    /// framing and maybe the next chunk), is copied, so that a few bytes never pin a large
+    /// buffer.
+    pub fn take_body_bytes(&mut self, buf_ref: &BufRef) -> Bytes {
+        let whole = matches!(
+            self.body_state,
+            PS::Partial(..) | PS::Complete(_) | PS::UntilClose(_) | PS::Done(_)
+        ) && self.rewind_buf_len == 0
+            && buf_ref.0 == 0;
+        match self.body_buf.take() {
+            Some(mut buf) if whole && buf_ref.1 <= buf.len() && buf_ref.1 * 2 >= buf.capacity() => {
+                buf.truncate(buf_ref.1);
+                buf.freeze()
+            }
+            Some(buf) => {
+                let body = Bytes::copy_from_slice(buf_ref.get(&buf));
+                self.body_buf = Some(buf);
+                body
+            }
+            None => Bytes::new(),
+        }
+    }
+
     pub fn get_body(&self, buf_ref: &BufRef) -> &[u8] {
         // TODO: these get_*() could panic. handle them better
         buf_ref.get(self.body_buf.as_ref().unwrap())
@@ -1219,6 +1245,72 @@ impl<C: Buf> Buf for WriteBuf<C> {
     }
 }
 
+/// Galion Edge patch (memory): body chunks (and a chunk's framing) written by tokio's
+/// `write_all_buf`, which gathers up to its slice limit of them into each vectored write.
+struct BodyRun {
+    parts: std::collections::VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl BodyRun {
+    fn new(bodies: &[Bytes]) -> Self {
+        BodyRun {
+            parts: bodies.iter().filter(|b| !b.is_empty()).cloned().collect(),
+            remaining: bodies.iter().map(Bytes::len).sum(),
+        }
+    }
+
+    /// Keeps the first `n` bytes.
+    fn truncate(&mut self, mut n: usize) {
+        self.remaining = self.remaining.min(n);
+        self.parts.retain_mut(|p| {
+            p.truncate(n);
+            n -= p.len();
+            !p.is_empty()
+        });
+    }
+
+    /// Frames the run as one chunk of `len` bytes.
+    fn frame_chunk(&mut self, len: usize) {
+        let head = Bytes::from(format!("{len:X}\r\n"));
+        self.remaining += head.len() + 2;
+        self.parts.push_front(head);
+        self.parts.push_back(Bytes::from_static(b"\r\n"));
+    }
+}
+
+impl Buf for BodyRun {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.parts.front().map_or(&[], |p| p.as_ref())
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        self.remaining -= cnt;
+        while cnt > 0 {
+            let front = self.parts.front_mut().expect("advance within remaining");
+            if cnt < front.len() {
+                front.advance(cnt);
+                return;
+            }
+            cnt -= front.len();
+            self.parts.pop_front();
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, part) in dst.iter_mut().zip(&self.parts) {
+            *slot = std::io::IoSlice::new(part);
+            n += 1;
+        }
+        n
+    }
+}
+
 enum WriteState {
     /// No write in progress
     Idle,
@@ -1382,6 +1474,59 @@ impl BodyWriter {
             BM::UntilClose(_) => self.do_write_until_close_body(stream, buf).await,
             BM::ToSelect => Ok(None), // Error here?
         }
+    }
+
+    /// Galion Edge patch (memory): write `bodies` as one piece of the body, the same bytes on
+    /// the wire (framing, `Content-Length` accounting and flushes) as [`Self::write_body`] of
+    /// their concatenation, gathered into vectored writes instead of copied into one buffer.
+    /// `Ok(None)` when no more body may be written.
+    pub async fn write_bodies<S>(
+        &mut self,
+        stream: &mut S,
+        bodies: &[Bytes],
+    ) -> Result<Option<usize>>
+    where
+        S: AsyncWrite + Unpin + Send,
+    {
+        let len: usize = bodies.iter().map(Bytes::len).sum();
+        trace!("Writing {} bodies, size: {len}", bodies.len());
+        let mut run = BodyRun::new(bodies);
+        let written = match self.body_mode {
+            BM::Complete(_) | BM::ToSelect => return Ok(None),
+            BM::ContentLength(total, written) => {
+                if written >= total {
+                    return Ok(None);
+                }
+                if total - written < len {
+                    warn!("Trying to write data over content-length: {total}");
+                    run.truncate(total - written);
+                }
+                let n = run.remaining();
+                self.body_mode = BM::ContentLength(total, written + n);
+                n
+            }
+            BM::ChunkedEncoding(written) => {
+                if len == 0 {
+                    // an empty chunk is the terminator: not a piece of the body
+                    return Ok(Some(0));
+                }
+                run.frame_chunk(len);
+                self.body_mode = BM::ChunkedEncoding(written + len);
+                len
+            }
+            BM::UntilClose(written) => {
+                self.body_mode = BM::UntilClose(written + len);
+                len
+            }
+        };
+        stream
+            .write_all_buf(&mut run)
+            .await
+            .or_err(WriteError, "while writing body")?;
+        if !matches!(self.body_mode, BM::ContentLength(..)) || self.finished() {
+            stream.flush().await.or_err(WriteError, "flushing body")?;
+        }
+        Ok(Some(written))
     }
 
     pub fn finished(&self) -> bool {

@@ -503,6 +503,12 @@ impl HttpSession {
     /// Return `Ok(Some(ref)) after a successful read.
     /// Return `Ok(None)` if there is no more body to read.
     pub async fn read_body_ref(&mut self) -> Result<Option<&[u8]>> {
+        let read = self.read_body_buf_ref().await?;
+        Ok(read.map(|body_ref| self.body_reader.get_body(&body_ref)))
+    }
+
+    /// One body read with the read timeout, counted in [`Self::body_bytes_received`].
+    async fn read_body_buf_ref(&mut self) -> Result<Option<BufRef>> {
         let result = match self.read_timeout {
             Some(t) => match timeout(t, self.do_read_body()).await {
                 Ok(res) => res,
@@ -510,20 +516,19 @@ impl HttpSession {
             },
             None => self.do_read_body().await,
         };
-
-        result.map(|maybe_body| {
-            maybe_body.map(|body_ref| {
-                let slice = self.body_reader.get_body(&body_ref);
-                self.body_recv = self.body_recv.saturating_add(slice.len());
-                slice
-            })
-        })
+        if let Ok(Some(body_ref)) = &result {
+            self.body_recv = self.body_recv.saturating_add(body_ref.len());
+        }
+        result
     }
 
     /// Similar to [`Self::read_body_ref`] but return `Bytes` instead of a slice reference.
+    ///
+    /// Galion Edge patch (CPU): a large read is handed over without a copy
+    /// (`BodyReader::take_body_bytes`).
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
-        let read = self.read_body_ref().await?;
-        Ok(read.map(Bytes::copy_from_slice))
+        let read = self.read_body_buf_ref().await?;
+        Ok(read.map(|body_ref| self.body_reader.take_body_bytes(&body_ref)))
     }
 
     /// Upstream response body bytes received (payload only; excludes headers/framing).

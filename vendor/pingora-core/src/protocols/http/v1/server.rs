@@ -1006,6 +1006,31 @@ impl HttpSession {
         }
     }
 
+    /// Galion Edge patch (memory): write `bodies` as one piece of the response body, as
+    /// [`Self::write_body`] of their concatenation would, with vectored writes instead of a
+    /// copy into one buffer. Bodies buffered by earlier batches are written first.
+    pub async fn write_bodies(&mut self, bodies: &[Bytes]) -> Result<Option<usize>> {
+        self.write_body_buf().await?;
+        let limit = self.write_timeout(bodies.iter().map(Bytes::len).sum());
+        let write = async {
+            let written = self
+                .body_writer
+                .write_bodies(&mut self.underlying_stream, bodies)
+                .await;
+            if let Ok(Some(n)) = written {
+                self.body_bytes_sent += n;
+            }
+            written
+        };
+        match limit {
+            Some(t) => match timeout(t, write).await {
+                Ok(res) => res,
+                Err(_) => Error::e_explain(WriteTimedout, format!("writing body, timeout: {t:?}")),
+            },
+            None => write.await,
+        }
+    }
+
     /// Whether the cancel-safe proxy task API is enabled for this session.
     pub fn proxy_tasks_enabled(&self) -> bool {
         self.proxy_tasks_enabled
@@ -1578,6 +1603,41 @@ impl HttpSession {
             HttpTask::Done => true,
             HttpTask::Failed(e) => return Err(e),
         };
+        if end_stream {
+            // no-op if body wasn't initialized or is finished already
+            self.finish_body().await.map_err(|e| e.into_down())?;
+        }
+        Ok(end_stream || self.body_writer.finished())
+    }
+
+    /// Galion Edge patch (memory): write a run of body tasks (all `Body` or all
+    /// `UpgradedBody`; only the last may end the body) as [`Self::response_duplex_vec`] would,
+    /// with vectored writes ([`Self::write_bodies`]) instead of a copy of every body into the
+    /// session's batch buffer, which keeps its capacity for the connection's life. Returns
+    /// whether the response is done.
+    pub async fn response_body_run(&mut self, run: Vec<HttpTask>) -> Result<bool> {
+        let mut bodies = Vec::with_capacity(run.len());
+        let mut end_stream = false;
+        for task in run {
+            let (data, upgraded, end) = match task {
+                HttpTask::Body(data, end) => (data, false, end),
+                HttpTask::UpgradedBody(data, end) => (data, true, end),
+                _ => return Error::e_explain(InternalError, "a body run holds only body tasks"),
+            };
+            if upgraded != self.upgraded {
+                return Error::e_explain(
+                    InternalError,
+                    "a body run does not match the session's upgrade state",
+                );
+            }
+            bodies.extend(data.filter(|d| !d.is_empty()));
+            end_stream = end;
+        }
+        if !self.body_writer.finished() {
+            self.write_bodies(&bodies)
+                .await
+                .map_err(|e| e.into_down())?;
+        }
         if end_stream {
             // no-op if body wasn't initialized or is finished already
             self.finish_body().await.map_err(|e| e.into_down())?;
