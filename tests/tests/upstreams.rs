@@ -936,6 +936,16 @@ async fn eager_upgrade_origin() -> SocketAddr {
     addr
 }
 
+/// `galion.app` with the route `/ws/` to `origin`, whose read timeout is `read_timeout`.
+fn tunnel_config(origin: SocketAddr, read_timeout: &str) -> String {
+    one_upstream(
+        &format!("backends = [\"{origin}\"]\nhealth_check = {{ kind = \"none\" }}"),
+        &format!(
+            r#"{{ path = "/ws/", upstream = "api", read_timeout = "{read_timeout}", cache = "off" }},"#
+        ),
+    )
+}
+
 const UPGRADE_HEAD: &[u8] = b"GET /ws/chat HTTP/1.1\r\nHost: galion.app\r\nUpgrade: websocket\r\n\
     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
     Sec-WebSocket-Version: 13\r\n\r\n";
@@ -979,10 +989,7 @@ async fn a_tunnel_carries_the_bytes_sent_with_either_head_and_ends_after_a_silen
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let origin = eager_upgrade_origin().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = one_upstream(
-        &format!("backends = [\"{origin}\"]\nhealth_check = {{ kind = \"none\" }}"),
-        r#"{ path = "/ws/", upstream = "api", read_timeout = "1s", cache = "off" },"#,
-    );
+    let config = tunnel_config(origin, "1s");
     let proxy = Proxy::start(bin!(), dir.path(), &config);
 
     let mut s = tokio::net::TcpStream::connect(proxy.plain_addr())
@@ -1044,11 +1051,7 @@ async fn open_tunnels_count_against_max_connections_per_peer() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let origin = eager_upgrade_origin().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = one_upstream(
-        &format!("backends = [\"{origin}\"]\nhealth_check = {{ kind = \"none\" }}"),
-        r#"{ path = "/ws/", upstream = "api", read_timeout = "60s", cache = "off" },"#,
-    )
-    .replace(
+    let config = tunnel_config(origin, "60s").replace(
         "max_body_size = \"1MB\"",
         "max_body_size = \"1MB\"\nmax_connections_per_peer = 2",
     );
