@@ -757,12 +757,13 @@ async fn uncacheable_urls_skip_the_lookup_but_stale_entries_stay_served() {
     assert_eq!(env.labels(p, 3).await, ["BYPASS"; 3]);
     assert_eq!(misses().await, looked_up, "no lookup for a remembered URL");
     assert_eq!(env.seen(p).len(), 4, "every request went upstream");
-    // The access log and the metric still say why.
+    // The access log and the metric still say why. The metric is counted by the `logging`
+    // hook, which runs after the answer is sent: the last request's may come a moment after
+    // its answer (one run under heavy load read 3).
     let bypass = &["zone=\"api\"", "reason=\"origin\""];
-    assert_eq!(
-        metric(&env.proxy, "galion_edge_cache_bypass_total", bypass).await,
-        4
-    );
+    let bypassed = || metric(&env.proxy, "galion_edge_cache_bypass_total", bypass);
+    eventually(Duration::from_secs(5), || async { bypassed().await >= 4 }).await;
+    assert_eq!(bypassed().await, 4);
 
     // A stored entry, then an origin that fails: every request is answered stale. Ages count
     // whole seconds, so `max-age=3` stays fresh for at least two: time enough for the `HIT`
