@@ -399,6 +399,26 @@ impl TieredStorage {
             }
         }
         found.sort_by_key(|(t, ..)| *t);
+        // A zone that shrank drops its oldest entries beyond the new size here, exactly. Left to
+        // the eviction manager, they would go by its own choice of shard (two at random, the
+        // longer one loses its oldest): close to oldest first, but not exactly.
+        let room =
+            (self.eviction.weight_limit() as u64).saturating_sub(self.eviction.total_size() as u64);
+        let mut excess = found
+            .iter()
+            .map(|(_, _, _, len)| weight_of(*len))
+            .sum::<u64>()
+            .saturating_sub(room);
+        let mut shrunk = 0u64;
+        found.retain(|(_, path, _, len)| {
+            if excess == 0 {
+                return true;
+            }
+            excess = excess.saturating_sub(weight_of(*len));
+            shrunk += 1;
+            let _ = std::fs::remove_file(path);
+            false
+        });
         let n = found.len();
         for (_, path, footer, len) in found {
             let meta = match CacheMeta::deserialize(&footer.meta.0, &footer.meta.1) {
@@ -434,13 +454,15 @@ impl TieredStorage {
                 self.drop_entry(&e.key().combined_bin());
             }
         }
-        if n > 0 || dropped > 0 {
+        if n > 0 || dropped > 0 || shrunk > 0 {
             info!(
-                "cache zone {}: {} entries on disk ({} bytes), {} unreadable files removed",
+                "cache zone {}: {} entries on disk ({} bytes), {} unreadable files removed, \
+                 {} oldest entries removed beyond the zone's size",
                 self.name,
                 self.index.read().map(|i| i.len()).unwrap_or(0),
                 self.eviction.total_size(),
-                dropped
+                dropped,
+                shrunk
             );
         }
         Ok(())
@@ -806,6 +828,20 @@ fn strip_scheme(url: &str) -> &str {
         .unwrap_or(url)
 }
 
+/// Sets an entry file's access and modification times from the precise clock, so that the
+/// start-up scan re-admits entries in the order they were written. The kernel stamps files from
+/// its coarse clock (one scheduler tick, 1-10 ms): entries written within one tick would tie, and
+/// a shrunken zone could then keep an older entry and drop a newer one. Best effort: a file
+/// system that refuses leaves the kernel's own times, which order entries to within a tick.
+fn stamp(file: &std::fs::File) {
+    let now = SystemTime::now();
+    let _ = file.set_times(
+        std::fs::FileTimes::new()
+            .set_accessed(now)
+            .set_modified(now),
+    );
+}
+
 fn read_footer(path: &Path) -> std::io::Result<(Footer, u64, SystemTime)> {
     let bad = |e: Corrupt| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
     let mut f = std::fs::File::open(path)?;
@@ -1103,6 +1139,7 @@ impl TieredStorage {
         let written = (|| -> std::io::Result<()> {
             file.write_all(&footer)?;
             file.write_all(&tail)?;
+            stamp(&file);
             drop(file);
             if let Some(parent) = final_path.parent() {
                 std::fs::create_dir_all(parent)?;
@@ -1265,6 +1302,7 @@ impl Storage for TieredStorage {
                 f.write_all(&body)?;
                 f.write_all(&enc)?;
                 f.write_all(&tail)?;
+                stamp(&f);
                 drop(f);
                 // Only over an entry still indexed: one dropped meanwhile (purged, evicted)
                 // must not come back, nor its file be left for the next start to find.
