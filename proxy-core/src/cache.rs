@@ -832,14 +832,17 @@ pub(crate) fn response_cacheability(
             }
         },
     };
-    let created = now.checked_sub(age).unwrap_or(now);
+    // The response's age counts from `epoch`, when the origin made it (RFC 9111 §4.2.3); the
+    // entry is `created` now. Pingora compares a variant's `created` with its primary entry's
+    // (a variant older than the primary is not served), so backdating `created` by the age would
+    // reject a variant filled just after its primary whenever the variant's `Date` fell in the
+    // second before it was received (1 s of apparent age): it would miss again and again.
+    let epoch = now.checked_sub(age).unwrap_or(now);
     let fresh_until = if lifetime.is_zero() {
         // Stale at once (Pingora's meta is fresh while `now < fresh_until`).
-        created
-            .checked_sub(Duration::from_secs(1))
-            .unwrap_or(created)
+        epoch.checked_sub(Duration::from_secs(1)).unwrap_or(epoch)
     } else {
-        created.checked_add(lifetime).unwrap_or(created)
+        epoch.checked_add(lifetime).unwrap_or(epoch)
     };
     let secs = |d: Duration| d.as_secs().min(u64::from(u32::MAX)) as u32;
     let window = |origin: freshness::Delta, default: Duration| match origin {
@@ -865,7 +868,11 @@ pub(crate) fn response_cacheability(
     if stored.headers.len() > MAX_STORED_HEADERS {
         return origin_refuses(NoCacheReason::Custom("too-many-headers"));
     }
-    RespCacheable::Cacheable(CacheMeta::new(fresh_until, created, swr, sie, stored))
+    let mut meta = CacheMeta::new(fresh_until, now, swr, sie, stored);
+    if epoch != now {
+        meta.set_epoch_override(epoch);
+    }
+    RespCacheable::Cacheable(meta)
 }
 
 /// The stored response's header updated with the fields of a `304` that validated it (RFC 9111
@@ -1317,6 +1324,42 @@ mod tests {
             panic!("max-age=600 not stored");
         };
         assert!(meta.fresh_until() > meta.created());
+    }
+
+    /// An aged response (`Age`, or a `Date` in an earlier second) is admitted now and aged from
+    /// when the origin made it: a `Vary` variant filled just after its primary entry is not
+    /// older than the primary (Pingora serves no variant older than it), and its `Age` and
+    /// freshness still count the time it spent before reaching the cache.
+    #[test]
+    fn an_aged_response_is_admitted_now_and_aged_from_its_origin() {
+        let zone = crate::fuzzing::cache_control_zone();
+        let before = SystemTime::now();
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.append_header(header::CACHE_CONTROL, "max-age=600")
+            .unwrap();
+        resp.append_header(header::AGE, "30").unwrap();
+        let date = httpdate::fmt_http_date(before - Duration::from_secs(1));
+        resp.append_header(header::DATE, date).unwrap();
+        let RespCacheable::Cacheable(meta) = response_cacheability(&resp, &admission(), &zone)
+        else {
+            panic!("not stored");
+        };
+        let after = SystemTime::now();
+        assert!(meta.created() >= before && meta.created() <= after);
+        assert!(meta.age() >= Duration::from_secs(30), "{:?}", meta.age());
+        assert!(meta.age() < Duration::from_secs(40), "{:?}", meta.age());
+        assert!(meta.fresh_until() <= after + Duration::from_secs(570));
+        assert!(meta.fresh_until() >= before + Duration::from_secs(569));
+        // A fresh response: no epoch of its own.
+        let mut fresh = ResponseHeader::build(200, None).unwrap();
+        fresh
+            .append_header(header::CACHE_CONTROL, "max-age=600")
+            .unwrap();
+        let RespCacheable::Cacheable(meta) = response_cacheability(&fresh, &admission(), &zone)
+        else {
+            panic!("not stored");
+        };
+        assert_eq!(meta.epoch_override(), None);
     }
 
     /// Found by the `cache_control` fuzz target: a response with more header lines than
