@@ -95,7 +95,9 @@ impl<A> Front<A> {
 
     /// Records one answer of the front: the metric, and an access-log line with the TCP peer
     /// as the client (the front answers before the real client IP is resolved), the request
-    /// line's method and target when it has them, and `-` for what no request has yet.
+    /// line's method and target when it has them, and `-` for what no request has yet. Called
+    /// before the answer is written, so that a client that has read the answer finds it
+    /// counted; the line's duration ends there too.
     fn record(&self, peer: Option<IpAddr>, head: &[u8], answer: Answered, started: Instant) {
         let Some(state) = &self.state else { return };
         let state = state.load();
@@ -641,13 +643,13 @@ where
                 )),
             };
             if let Some((status, phrase, body, reason)) = refused {
-                self.refuse(&mut stream, status, phrase, body).await;
                 let answered = Answered {
                     status,
                     reason,
                     body_len: body.len(),
                 };
                 self.record(peer, b"", answered, started);
+                self.refuse(&mut stream, status, phrase, body).await;
                 return None;
             }
             let Head::Ready(buf) = head else {
@@ -656,14 +658,14 @@ where
             if let Err(why) = check_head(&buf) {
                 log::debug!("refused a request head: {why:?}");
                 let (status, phrase) = why.status();
-                self.refuse(&mut stream, status, phrase, why.message())
-                    .await;
                 let answered = Answered {
                     status,
                     reason: why.label(),
                     body_len: why.message().len(),
                 };
                 self.record(peer, &buf, answered, started);
+                self.refuse(&mut stream, status, phrase, why.message())
+                    .await;
                 drain(&mut stream).await;
                 return None;
             }
